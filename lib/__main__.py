@@ -1,0 +1,139 @@
+"""Command line: ``python -m lib run|footprint|sweep|build-model``.
+
+Examples::
+
+    python -m lib run --model embedded:whisper-base --split test-other --limit 20
+    python -m lib run --library hqq --scheme weight_only --weights int4 --group-size 64
+    python -m lib footprint --library torch_ao --scheme dynamic --weights int8 --activations int8
+    python -m lib sweep experiments/bitwidth.yml --only hqq --force
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import ConfigError, QuantSpec, RunConfig
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``threshold=6.0`` -> ``('threshold', 6.0)``; values parse as JSON when they can."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"option {text!r} must look like key=value")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _quant_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantization (omit for the fp32 baseline)")
+    g.add_argument("--library", default="none", help="none, torch_ao, torchao, quanto, hqq, bnb")
+    g.add_argument("--scheme", default=None, help="dynamic, static, weight_only")
+    g.add_argument("--weights", default=None, help="e.g. int8, int4, nf4, float16")
+    g.add_argument("--activations", default="none")
+    g.add_argument("--granularity", default=None, help="per_tensor, per_channel, per_group")
+    g.add_argument("--group-size", type=int, default=None)
+    g.add_argument("--scope", default="all", help="all, encoder, decoder")
+    g.add_argument("--proj-out", action="store_true", help="untie and quantize the output projection")
+    g.add_argument("--calibration", type=int, default=0, help="calibration utterances (static only)")
+    g.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+
+
+def _spec(a) -> QuantSpec:
+    if a.library == "none":
+        return QuantSpec()
+    return QuantSpec(library=a.library, scheme=a.scheme or "weight_only", weights=a.weights or "int8",
+                     activations=a.activations, granularity=a.granularity, group_size=a.group_size,
+                     scope=a.scope, proj_out=a.proj_out, calibration=a.calibration, options=tuple(a.option))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate one configuration (WER, speed, size)")
+    run.add_argument("--model", default="embedded:whisper-base")
+    run.add_argument("--split", action="append", help="test-clean, test-other, dev-clean (repeatable)")
+    run.add_argument("--limit", type=int, default=None)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR) or 'hub'")
+    run.add_argument("--results", default=None, help="results folder (default results/)")
+    run.add_argument("--force", action="store_true", help="re-run even if the result exists")
+    _quant_args(run)
+
+    fp = sub.add_parser("footprint", help="size and forced-length latency on the whisper-small architecture")
+    fp.add_argument("--model", default="footprint:whisper-small")
+    fp.add_argument("--repeats", type=int, default=3)
+    fp.add_argument("--threads", type=int, default=2)
+    fp.add_argument("--results", default=None)
+    fp.add_argument("--force", action="store_true")
+    _quant_args(fp)
+
+    sw = sub.add_parser("sweep", help="run every configuration of YAML grids (skips finished slugs)")
+    sw.add_argument("grids", nargs="+")
+    sw.add_argument("--only", default=None, help="substring a slug must contain")
+    sw.add_argument("--force", action="store_true")
+    sw.add_argument("--retry-failed", action="store_true")
+    sw.add_argument("--no-notebooks", action="store_true", help="call lib directly instead of papermill")
+    sw.add_argument("--dry-run", action="store_true", help="list the slugs and whether they are done")
+
+    bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
+    bm.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    a = parser.parse_args(argv)
+    try:
+        if a.command == "run":
+            from .evaluate import evaluate
+            from .results import RESULTS_DIR
+
+            config = RunConfig(model=a.model, split=tuple(a.split or ("test-clean", "test-other")), limit=a.limit,
+                               quant=_spec(a), batch_size=a.batch_size, threads=a.threads)
+            summary = evaluate(config, data=a.data, results_dir=a.results or RESULTS_DIR, force=a.force)
+            print(_one_line(summary))
+            return 0 if summary.get("status") == "ok" else 1
+        if a.command == "footprint":
+            from .footprint import measure_footprint
+
+            summary = measure_footprint(_spec(a), model=a.model, repeats=a.repeats, threads=a.threads,
+                                        results_dir=a.results, force=a.force)
+            print(_one_line(summary))
+            return 0 if summary.get("status") == "ok" else 1
+        if a.command == "sweep":
+            from .runner import run_grids
+
+            report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
+                               use_notebooks=not a.no_notebooks, dry_run=a.dry_run)
+            print(report.text())
+            return 0 if not report.failed else 1
+        if a.command == "build-model":
+            from .models import embedded_whisper_base
+
+            print(embedded_whisper_base(force=a.force))
+            return 0
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _one_line(summary: dict) -> str:
+    if summary.get("status") != "ok":
+        return f"{summary['slug']}: FAILED at {summary.get('failed_stage')}: {summary.get('error')}"
+    parts = [summary["slug"]]
+    for split, m in summary.get("metrics", {}).items():
+        if "wer" in m:
+            parts.append(f"{split} WER {m['wer']:.2f} (n={m['utterances']}, RTFx {m['rtfx']:.2f})")
+    size = summary.get("size", {})
+    if size:
+        parts.append(f"{size['stored_bytes'] / 1e6:.1f} MB ({size['compression_pct']:+.1f}% smaller)")
+    if "latency" in summary:
+        parts.append(f"latency median {summary['latency']['median']:.2f} s")
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""LibriSpeech utterances as 16 kHz float32 audio with their reference text.
+
+Two routes: an official-layout directory
+(``<split>/<speaker>/<chapter>/<id>.flac`` + ``<speaker>-<chapter>.trans.txt``,
+what the openslr tarballs unpack to), checked against a ``MANIFEST.tsv`` when
+one is present; or ``hub`` (``datasets.load_dataset("openslr/librispeech_asr")``),
+for machines that reach the hub.
+
+>>> parse_transcript_line("1089-134686-0000 HE HOPED THERE WOULD BE STEW")
+('1089-134686-0000', 'HE HOPED THERE WOULD BE STEW')
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .config import SPLITS, ConfigError
+
+SAMPLE_RATE = 16_000
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HUB_DATASET = "openslr/librispeech_asr"
+_HUB_SPLITS = {"test-clean": ("clean", "test"), "test-other": ("other", "test"), "dev-clean": ("clean", "validation")}
+
+
+class DataError(ValueError):
+    """Missing, corrupt or misplaced audio; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    split: str
+    reference: str
+    audio: np.ndarray
+    path: str = ""
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def default_data_dir() -> Path | None:
+    """``$LIBRISPEECH_DIR``, else ``../shared/data/librispeech`` beside the repository, else None."""
+    env = os.environ.get("LIBRISPEECH_DIR")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (REPO_ROOT.parent / "shared" / "data" / "librispeech",
+                      Path.cwd().parent / "shared" / "data" / "librispeech"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_data_dir(data: str | os.PathLike | None) -> Path:
+    """Pick and check the LibriSpeech directory; a bad path fails with the fix."""
+    path = Path(data).expanduser() if data else default_data_dir()
+    if path is None:
+        raise DataError("no LibriSpeech directory found; set LIBRISPEECH_DIR=/path/to/LibriSpeech "
+                        "(official layout: <split>/<speaker>/<chapter>/*.flac) or pass --data hub")
+    if not path.is_dir():
+        raise DataError(f"LibriSpeech directory {str(path)!r} does not exist; set LIBRISPEECH_DIR or --data")
+    return path
+
+
+def parse_transcript_line(line: str) -> tuple[str, str]:
+    utt_id, _, text = line.strip().partition(" ")
+    return utt_id, text.strip()
+
+
+def read_manifest(root: Path) -> dict[str, dict[str, str]]:
+    """``MANIFEST.tsv`` rows keyed by utterance id (empty when there is none)."""
+    path = root / "MANIFEST.tsv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["utterance_id"]: row for row in csv.DictReader(f, delimiter="\t")}
+
+
+def manifest_sha256(root: Path) -> str | None:
+    path = root / "MANIFEST.tsv"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def load_audio(path: Path | str, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any libsndfile format to mono float32 at ``target_rate`` (polyphase resampling).
+
+    E.g. 11.0 s of 44.1 kHz stereo (jfk.flac) -> 176,000 mono samples at 16 kHz.
+    """
+    import soundfile as sf
+
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise DataError(f"cannot decode {path}: {exc}; re-download or replace this file") from None
+    audio = audio.mean(axis=1)
+    if rate != target_rate:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, target_rate)
+        audio = resample_poly(audio, target_rate // g, rate // g).astype(np.float32)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def list_split(root: Path, split: str) -> list[tuple[str, Path, str]]:
+    """``(utterance_id, flac_path, reference)`` in utterance-id order, from the trans.txt files."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in SPLITS)
+        raise DataError(f"split {split!r} is missing under {root} (present: {present or 'none'}); "
+                        "unpack it there in the official layout or choose another split")
+    rows = []
+    for trans in sorted(split_dir.glob("*/*/*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            if line.strip():
+                utt_id, text = parse_transcript_line(line)
+                rows.append((utt_id, trans.parent / f"{utt_id}.flac", text))
+    if not rows:
+        raise DataError(f"no <speaker>-<chapter>.trans.txt files under {split_dir}; is this the official layout?")
+    return sorted(rows)
+
+
+def iter_directory(root: Path, split: str, limit: int | None = None, verify: bool = True) -> Iterator[Utterance]:
+    """Yield utterances of one split; with a manifest, each file's sha256 is checked."""
+    manifest = read_manifest(root) if verify else {}
+    for utt_id, path, text in list_split(root, split)[:limit]:
+        if not path.exists():
+            raise DataError(f"missing audio {path} (listed in its trans.txt); restore the file or fix the transcript")
+        entry = manifest.get(utt_id)
+        if entry is not None:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != entry["sha256_flac"]:
+                raise DataError(f"corrupt audio {path}: sha256 {digest[:12]}... does not match "
+                                f"MANIFEST.tsv ({entry['sha256_flac'][:12]}...); restore the original file")
+        yield Utterance(utt_id, split, text, load_audio(path), str(path))
+
+
+def iter_hub(split: str, limit: int | None = None) -> Iterator[Utterance]:
+    """Stream a split from the hub (networked machines only)."""
+    config, hub_split = _HUB_SPLITS[split]
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_DATASET, config, split=hub_split, streaming=True)
+        ds = ds.cast_column("audio", datasets.Audio(sampling_rate=SAMPLE_RATE))
+        rows = sorted(ds, key=lambda r: r["id"])  # fixed order, same as the directory route
+    except Exception as exc:
+        raise DataError(f"cannot stream {HUB_DATASET} ({type(exc).__name__}); offline, set "
+                        "LIBRISPEECH_DIR to an official-layout copy instead") from None
+    for row in rows[:limit]:
+        yield Utterance(row["id"], split, row["text"], np.asarray(row["audio"]["array"], dtype=np.float32))
+
+
+def load_split(split: str, limit: int | None = None, data: str | os.PathLike | None = None) -> list[Utterance]:
+    """All (or the first ``limit``) utterances of a split, in a fixed order."""
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"limit must be a positive integer, got {limit}")
+    if data == "hub":
+        return list(iter_hub(split, limit))
+    return list(iter_directory(resolve_data_dir(data), split, limit))
+
+
+def describe_data(data: str | os.PathLike | None) -> dict[str, str | None]:
+    """Provenance of the data source, recorded in every result."""
+    if data == "hub":
+        return {"kind": "hub", "dataset": HUB_DATASET, "manifest_sha256": None}
+    root = resolve_data_dir(data)
+    return {"kind": "directory", "path": str(root), "manifest_sha256": manifest_sha256(root)}
+
+
+def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[Utterance]:
+    """Unscored utterances for static calibration: dev-clean, then ``extra/jfk.flac``.
+
+    These never appear in a scored split.
+    """
+    root = resolve_data_dir(data) if data != "hub" else None
+    pool: list[Utterance] = []
+    if root is not None and (root / "dev-clean").is_dir():
+        pool += list(iter_directory(root, "dev-clean"))
+    jfk = jfk_path(root)
+    if jfk is not None:
+        pool.append(Utterance("jfk", "extra", JFK_TEXT, load_audio(jfk), str(jfk)))
+    if count > len(pool):
+        raise DataError(f"asked for {count} calibration utterances but only {len(pool)} exist "
+                        "(dev-clean + jfk.flac); lower calibration or add dev-clean audio")
+    return pool[:count]
+
+
+JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
+            "ask what you can do for your country.")
+
+
+def jfk_path(root: Path | None = None) -> Path | None:
+    """The JFK clip in ``shared/data/extra`` (44.1 kHz stereo), if present."""
+    candidates = [root.parent / "extra" / "jfk.flac"] if root else []
+    candidates.append(REPO_ROOT.parent / "shared" / "data" / "extra" / "jfk.flac")
+    return next((c for c in candidates if c.exists()), None)

@@ -1,0 +1,130 @@
+"""Size and forced-length latency on the exact whisper-small architecture.
+
+Size and speed do not depend on weight values, so the paper's model is built
+from its config with seeded random weights.  Latency is one encoder pass on a
+30 s input plus exactly 32 greedy decoder tokens (``min_new_tokens =
+max_new_tokens = 32``), median of ``repeats`` runs after a warm-up, threads
+fixed.  The fp32 model is timed in the same process just before it is
+quantized, so the latency ratio is paired and robust to slow drifts in
+machine load.  WER is never computed here.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from .config import ConfigError, QuantSpec
+from .data import DataError
+from .metrics import serialized_bytes, stored_bytes, summarize_samples
+from .results import RESULTS_DIR, ResultStore, environment
+
+FORCED_TOKENS = 32
+FOOTPRINT_DIR = RESULTS_DIR / "footprint"
+
+
+def _mask_timestamps():
+    """A logits processor that forbids timestamp tokens (ids >= 50364).
+
+    Random weights otherwise emit timestamps and generate() starts new
+    segments; masking is far cheaper than listing 1501 suppress_tokens.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    from .models import FIRST_TIMESTAMP
+
+    class MaskTimestamps(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores[:, FIRST_TIMESTAMP:] = -torch.inf
+            return scores
+
+    return MaskTimestamps()
+
+
+def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
+    """Raw wall seconds of encoder + 32 forced tokens, after one warm-up run."""
+    from transformers import LogitsProcessorList
+
+    from .transcribe import encoder_timer, generate
+
+    kwargs = dict(max_new_tokens=FORCED_TOKENS, min_new_tokens=FORCED_TOKENS,
+                  logits_processor=LogitsProcessorList([_mask_timestamps()]))
+    out = generate(model, input_features, **kwargs)  # warm-up
+    generated = int(out.shape[-1])
+    samples, encoder = [], []
+    with encoder_timer(model) as enc:
+        for _ in range(repeats):
+            before = enc["seconds"]
+            start = time.perf_counter()
+            generate(model, input_features, **kwargs)
+            samples.append(time.perf_counter() - start)
+            encoder.append(enc["seconds"] - before)
+    return {"samples": samples, "encoder_samples": encoder, "sequence_length": generated,
+            **summarize_samples(samples)}
+
+
+def footprint_slug(spec: QuantSpec, model: str) -> str:
+    from .config import _model_tag
+
+    return f"{_model_tag(model)}__{spec.slug}__footprint"
+
+
+def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", repeats: int = 3, threads: int = 2,
+                      results_dir=None, force: bool = False, data: str | None = None) -> dict[str, Any]:
+    """Quantize the random-weight architecture; record stored bytes and paired latency."""
+    from .models import check_model_spec
+
+    kind, _name = check_model_spec(model)
+    if kind not in ("footprint", "test"):
+        raise ConfigError(f"footprint runs on footprint:whisper-small (random weights), not {model!r}")
+    if repeats < 3:
+        raise ConfigError(f"repeats must be >= 3 for a median, got {repeats}")
+    store = ResultStore(results_dir or FOOTPRINT_DIR)
+    slug = footprint_slug(spec, model)
+    if store.exists(slug) and not force:
+        return store.load(slug)
+    from .data import calibration_set
+
+    calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None
+    summary: dict[str, Any] = {"slug": slug, "kind": "footprint", "model_spec": model, "quant": spec.to_dict(),
+                               "forced_tokens": FORCED_TOKENS, "repeats": repeats,
+                               "environment": environment(threads), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    stage = "load"
+    try:
+        import numpy as np
+        import torch
+
+        from .models import load_model
+        from .quantize import quantize
+        from .transcribe import features
+
+        torch.set_num_threads(threads)
+        loaded = load_model(model, needs_weights=False)
+        summary["model"] = loaded.source
+        feats = features(loaded.processor, [np.zeros(16_000 * 30, dtype=np.float32)])
+        fp32_bytes = stored_bytes(loaded.model)
+        stage = "fp32 latency"
+        fp32_latency = time_forced_generate(loaded.model, feats, repeats)
+        stage = "quantize"
+        quantized, meta = quantize(loaded.model, spec, calibration=calibration, processor=loaded.processor)
+        meta.pop("weight_error", None)  # random weights: reconstruction error says nothing about accuracy
+        summary["quantization"] = meta
+        size = stored_bytes(quantized)
+        summary["size"] = {"stored_bytes": size, "fp32_stored_bytes": fp32_bytes,
+                           "compression_pct": 100.0 * (1 - size / fp32_bytes),
+                           "serialized": serialized_bytes(quantized)}
+        stage = "latency"
+        latency = time_forced_generate(quantized, feats, repeats)
+        summary["latency"] = latency
+        summary["fp32_latency"] = fp32_latency
+        summary["latency_ratio"] = latency["median"] / fp32_latency["median"]
+        summary["status"] = "ok"
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:
+        summary.update(status="failed", failed_stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000],
+                       traceback=traceback.format_exc()[-4000:])
+    summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.save(slug, summary)
+    return summary

@@ -1,0 +1,92 @@
+"""Quantization backends behind one signature.
+
+Every backend module (``torch_ao``, ``torchao``, ``quanto``, ``hqq``, ``bnb``)
+exposes ``SUPPORTED`` (its allow-list, plain data), ``validate(spec)`` and
+``apply(model, spec, calibration) -> dict`` which quantizes the fp32 Whisper
+in place and returns backend metadata.  Heavy libraries are imported inside
+``apply``, so importing this package is cheap.
+
+>>> sorted(BACKENDS)
+['bnb', 'hqq', 'quanto', 'torch_ao', 'torchao']
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from types import ModuleType
+from typing import Any, Sequence
+
+from ..config import ConfigError
+
+BACKENDS = {"torch_ao": "torch.ao.quantization (eager/PT2E, deprecated upstream)",
+            "torchao": "torchao", "quanto": "optimum-quanto", "hqq": "hqq", "bnb": "bitsandbytes"}
+LIBRARY_ORDER = ("none", "torch_ao", "torchao", "quanto", "hqq", "bnb")
+
+
+def backend(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown library {name!r}; use one of: none, {', '.join(BACKENDS)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def validate_spec(spec) -> None:
+    """Raise :class:`ConfigError` listing what is supported when ``spec`` is not."""
+    module = backend(spec.library)
+    if spec.scheme == "static" and spec.calibration <= 0:
+        raise ConfigError(f"{spec.library} static quantization needs calibration data: set calibration >= 1 "
+                          "(unscored dev-clean + jfk utterances)")
+    if spec.scheme != "static" and spec.calibration:
+        raise ConfigError(f"calibration={spec.calibration} only applies to scheme 'static'")
+    module.validate(spec)
+
+
+def check_allowed(spec, supported: Sequence[dict[str, Any]], options: dict[str, tuple] | None = None) -> None:
+    """Match ``spec`` against a backend's allow-list rows.
+
+    A row holds ``scheme``, ``weights``, ``activations``, ``granularity``
+    (tuple) and ``group_size`` (tuple; ``None`` = no groups).  ``options``
+    maps each allowed option name to its allowed values.
+    """
+    for row in supported:
+        if (spec.scheme == row["scheme"] and spec.weights == row["weights"]
+                and spec.activations == row.get("activations", "none")
+                and spec.granularity in row["granularity"] and spec.group_size in row["group_size"]):
+            break
+    else:
+        listing = "; ".join(
+            f"{r['scheme']} w={r['weights']} a={r.get('activations', 'none')} "
+            f"gran={'/'.join(str(g) for g in r['granularity'])} group={'/'.join(str(g) for g in r['group_size'])}"
+            for r in supported)
+        raise ConfigError(f"{spec.library} does not support scheme={spec.scheme} weights={spec.weights} "
+                          f"activations={spec.activations} granularity={spec.granularity} "
+                          f"group_size={spec.group_size}; supported: {listing}")
+    options = options or {}
+    for key, value in spec.options:
+        if key not in options:
+            raise ConfigError(f"{spec.library} has no option {key!r}; options: {sorted(options) or 'none'}")
+        if value not in options[key]:
+            raise ConfigError(f"{spec.library} option {key}={value!r} not allowed; use one of {options[key]}")
+
+
+def quantize(model, spec, calibration: Sequence | None = None, processor=None) -> tuple[Any, dict[str, Any]]:
+    """Quantize a loaded fp32 Whisper in place; return ``(model, metadata)``.
+
+    Metadata: quantized module types and counts, what stayed float, whether
+    ``proj_out`` was untied and quantized, the calibration set and the time
+    quantization took.
+    """
+    from .common import describe_modules, float_linears, linear_weights, weight_errors
+
+    if spec.is_baseline:
+        return model, {"library": "none", "quantized_modules": {}, "float_linear": len(float_linears(model)),
+                       "seconds": 0.0}
+    module = backend(spec.library)
+    originals = linear_weights(model)
+    start = time.perf_counter()
+    extra = module.apply(model, spec, calibration=calibration, processor=processor) or {}
+    seconds = time.perf_counter() - start
+    meta = {"library": spec.library, **describe_modules(model, originals), "seconds": seconds, **extra}
+    if calibration is not None and spec.scheme == "static":
+        meta["calibration"] = [getattr(u, "id", str(u)) for u in calibration]
+    meta["weight_error"] = weight_errors(model, originals, module)
+    return model, meta

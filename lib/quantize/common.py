@@ -1,0 +1,122 @@
+"""Helpers shared by the backends: choosing layers, untying ``proj_out``, describing the result."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+_QUANT_MODULE_PACKAGES = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic",
+                          "optimum.quanto", "hqq", "bitsandbytes", "torchao")
+
+
+def target_linears(model, spec) -> list[tuple[str, nn.Linear]]:
+    """The ``nn.Linear`` layers a spec touches, by scope; ``proj_out`` only when ``spec.proj_out``.
+
+    >>> # scope 'encoder' -> model.encoder.layers.*.{q,k,v,out}_proj, fc1, fc2
+    """
+    prefixes = {"all": ("model.encoder.", "model.decoder."), "encoder": ("model.encoder.",),
+                "decoder": ("model.decoder.",)}[spec.scope]
+    chosen = [(n, m) for n, m in model.named_modules()
+              if type(m) is nn.Linear and n.startswith(prefixes)]
+    if spec.proj_out:
+        untie_proj_out(model)
+        chosen.append(("proj_out", model.proj_out))
+    return chosen
+
+
+def untie_proj_out(model) -> None:
+    """Give ``proj_out`` its own copy of the embedding so it can be quantized alone (+vocab x d_model floats)."""
+    if model.proj_out.weight is model.model.decoder.embed_tokens.weight:
+        model.proj_out.weight = nn.Parameter(model.proj_out.weight.detach().clone(), requires_grad=False)
+    model.config.tie_word_embeddings = False
+    if hasattr(model, "_tied_weights_keys"):
+        model._tied_weights_keys = {} if isinstance(model._tied_weights_keys, dict) else []
+
+
+def set_module(model, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def quantized_kind(module: nn.Module) -> str | None:
+    """Name of the quantized form of a module, or None if it is float.
+
+    >>> quantized_kind(nn.Linear(2, 2)) is None
+    True
+    """
+    if type(module) is nn.Linear:
+        w = module.weight
+        return None if type(w) in (nn.Parameter, torch.Tensor) else f"Linear[{type(w).__name__}]"
+    if type(module).__module__.startswith(_QUANT_MODULE_PACKAGES):
+        return type(module).__name__
+    return None
+
+
+def float_linears(model) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is nn.Linear and quantized_kind(m) is None]
+
+
+def linear_weights(model) -> dict[str, torch.Tensor]:
+    """fp32 copies of every Linear weight (kept to measure reconstruction error)."""
+    return {n: m.weight.detach().clone() for n, m in model.named_modules() if type(m) is nn.Linear}
+
+
+def describe_modules(model, originals: dict[str, torch.Tensor]) -> dict[str, Any]:
+    kinds = Counter(k for _n, m in model.named_modules() if (k := quantized_kind(m)))
+    proj = model.proj_out
+    return {"quantized_modules": dict(kinds), "quantized_count": sum(kinds.values()),
+            "float_linear": len(float_linears(model)), "float_linear_names": float_linears(model)[:50],
+            "proj_out_tied": proj.weight is model.model.decoder.embed_tokens.weight
+            if hasattr(proj, "weight") and isinstance(getattr(proj, "weight", None), torch.Tensor) else False,
+            "proj_out_quantized": quantized_kind(proj) is not None}
+
+
+def weight_errors(model, originals: dict[str, torch.Tensor], backend) -> dict[str, Any]:
+    """Mean relative reconstruction error ||W - deq(Q(W))|| / ||W|| over the quantized layers."""
+    dequantize: Callable | None = getattr(backend, "dequantize_weight", None)
+    per_layer = {}
+    if dequantize is None:
+        return {"mean": None, "max": None, "layers": 0, "note": "backend cannot dequantize weights"}
+    for name, w in originals.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if quantized_kind(module) is None and not any(quantized_kind(c) for c in module.children()):
+            continue
+        try:
+            deq = dequantize(module)
+        except Exception:  # a layer type the backend cannot unpack
+            deq = None
+        if deq is None:
+            continue
+        deq = deq.detach().float().reshape(w.shape)
+        per_layer[name] = float((w - deq).norm() / w.norm().clamp_min(1e-12))
+    if not per_layer:
+        return {"mean": None, "max": None, "layers": 0}
+    values = list(per_layer.values())
+    return {"mean": sum(values) / len(values), "max": max(values), "layers": len(values), "per_layer": per_layer}
+
+
+def calibration_features(processor, utterances, batch_size: int = 4):
+    """Log-mel feature batches of the calibration utterances."""
+    from ..transcribe import features
+
+    utterances = list(utterances or [])
+    for i in range(0, len(utterances), batch_size):
+        yield features(processor, [u.audio for u in utterances[i:i + batch_size]])
+
+
+def calibrate(model, processor, utterances) -> int:
+    """Run the full decoding recipe over calibration utterances so observers see real activations."""
+    from ..transcribe import generate
+
+    count = 0
+    for feats in calibration_features(processor, utterances):
+        generate(model, feats, max_new_tokens=128)
+        count += feats.shape[0]
+    if not count:
+        raise ValueError("static quantization got no calibration utterances")
+    return count

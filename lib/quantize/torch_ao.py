@@ -1,0 +1,160 @@
+"""PyTorch's built-in ``torch.ao.quantization`` (the paper's "PyTorch" library).
+
+* ``dynamic``: ``quantize_dynamic`` on the chosen Linear layers; int8 weights
+  (per-tensor or per-channel observer) with activations quantized on the fly,
+  or float16 weights.
+* ``static``: int8 weights and activations with calibrated activation ranges.
+  ``method=eager`` (default) wraps each Linear in QuantStub/DeQuantStub and
+  uses eager prepare/convert; ``method=fx`` tries FX graph mode, and
+  ``method=pt2e`` exports the encoder with ``torch.export`` and quantizes it
+  with torchao's X86InductorQuantizer.  Paths that cannot work on Whisper
+  raise, and the harness records them as failed rows.
+
+``torch.ao.quantization`` is deprecated upstream in favour of torchao.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import check_allowed
+from .common import calibrate, set_module, target_linears
+
+SUPPORTED = [
+    {"scheme": "dynamic", "weights": "int8", "activations": "int8", "granularity": ("per_tensor", "per_channel"),
+     "group_size": (None,)},
+    {"scheme": "dynamic", "weights": "float16", "activations": "none", "granularity": (None,), "group_size": (None,)},
+    {"scheme": "static", "weights": "int8", "activations": "int8", "granularity": ("per_tensor", "per_channel"),
+     "group_size": (None,)},
+]
+OPTIONS = {"method": ("eager", "fx", "pt2e")}
+
+
+def validate(spec) -> None:
+    check_allowed(spec, SUPPORTED, OPTIONS)
+    if spec.option_dict.get("method") and spec.scheme != "static":
+        from ..config import ConfigError
+
+        raise ConfigError("torch_ao option 'method' (eager/fx/pt2e) applies to scheme 'static' only")
+
+
+def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+    import torch
+
+    targets = target_linears(model, spec)
+    if spec.scheme == "dynamic":
+        from torch.ao.quantization import (default_dynamic_qconfig, float16_dynamic_qconfig,
+                                           per_channel_dynamic_qconfig, quantize_dynamic)
+
+        if spec.weights == "float16":
+            qconfig, dtype = float16_dynamic_qconfig, torch.float16
+        else:
+            qconfig = per_channel_dynamic_qconfig if spec.granularity == "per_channel" else default_dynamic_qconfig
+            dtype = torch.qint8
+        quantize_dynamic(model, {name: qconfig for name, _ in targets}, dtype=dtype, inplace=True)
+        return {"method": "quantize_dynamic", "engine": torch.backends.quantized.engine}
+    method = spec.option_dict.get("method", "eager")
+    return {"eager": _static_eager, "fx": _static_fx, "pt2e": _static_pt2e}[method](
+        model, spec, targets, calibration, processor)
+
+
+def _static_qconfig(spec):
+    import torch
+    from torch.ao.quantization import QConfig, get_default_qconfig
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
+
+    if spec.granularity == "per_channel":
+        return get_default_qconfig("x86")  # histogram activations, per-channel symmetric weights
+    return QConfig(activation=HistogramObserver.with_args(reduce_range=False),
+                   weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+
+
+def _static_eager(model, spec, targets, calibration, processor) -> dict[str, Any]:
+    import torch
+    from torch.ao.quantization import DeQuantStub, QuantStub, convert, prepare
+
+    torch.backends.quantized.engine = "x86"
+    qconfig = _static_qconfig(spec)
+    for name, linear in targets:
+        wrapper = torch.nn.Sequential(QuantStub(), linear, DeQuantStub())
+        wrapper.qconfig = qconfig
+        set_module(model, name, wrapper)
+    prepare(model, inplace=True)
+    calibrate(model, processor, calibration)
+    convert(model, inplace=True)
+    return {"method": "eager QuantStub/DeQuantStub around each Linear", "engine": "x86"}
+
+
+def _static_fx(model, spec, targets, calibration, processor) -> dict[str, Any]:
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    part = {"encoder": model.model.encoder, "decoder": model.model.decoder}.get(spec.scope, model.model)
+    mapping = QConfigMapping().set_global(_static_qconfig(spec))
+    prepared = prepare_fx(part, mapping, example_inputs=(_example_features(model),))  # fails on Whisper
+    calibrate(model, processor, calibration)
+    convert_fx(prepared)
+    return {"method": "fx"}
+
+
+def _example_features(model):
+    import torch
+
+    return torch.zeros(1, model.config.num_mel_bins, 2 * model.config.max_source_positions)
+
+
+def _static_pt2e(model, spec, targets, calibration, processor) -> dict[str, Any]:
+    """Export the encoder, quantize it with X86InductorQuantizer, swap it back in."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    if spec.scope != "encoder":
+        raise NotImplementedError(
+            "PT2E needs a torch.export graph; Whisper's decoder runs inside generate() with a dynamic KV cache, "
+            "which this path cannot export: use scope=encoder")
+    from .common import calibration_features
+
+    from transformers.modeling_outputs import BaseModelOutput
+
+    class EncoderCore(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_features):
+            return self.encoder(input_features).last_hidden_state
+
+    class ExportedEncoder(torch.nn.Module):
+        """Stands in for ``WhisperEncoder`` inside generate(), returning a ModelOutput."""
+
+        def __init__(self, graph_module, original):
+            super().__init__()
+            self.graph, self.config, self.main_input_name = graph_module, original.config, "input_features"
+
+        def forward(self, input_features, **_ignored):
+            return BaseModelOutput(last_hidden_state=self.graph(input_features))
+
+    encoder = model.model.encoder
+    exported = torch.export.export(EncoderCore(encoder), (_example_features(model),)).module()
+    quantizer = X86InductorQuantizer().set_global(
+        get_default_x86_inductor_quantization_config(is_per_channel=spec.granularity != "per_tensor"))
+    prepared = prepare_pt2e(exported, quantizer)
+    for feats in calibration_features(processor, calibration):
+        prepared(feats)
+    converted = convert_pt2e(prepared)
+    model.model.encoder = ExportedEncoder(converted, encoder)
+    return {"method": "pt2e X86InductorQuantizer (reference q/dq graph, not compiled)"}
+
+
+def dequantize_weight(module):
+    import torch
+
+    if isinstance(module, torch.nn.Sequential):  # eager static wrapper
+        module = module[1]
+    weight = module.weight() if callable(getattr(module, "weight", None)) else None
+    if weight is None and hasattr(module, "_weight_bias"):
+        weight = module._weight_bias()[0]
+    if weight is None:
+        return None
+    return weight.dequantize() if weight.is_quantized else weight.float()

@@ -1,0 +1,58 @@
+"""torchao, PyTorch's current PTQ library (``quantize_`` with a config per scheme).
+
+* ``weight_only int8``: ``Int8WeightOnlyConfig`` (per-row scales).
+* ``dynamic int8``: ``Int8DynamicActivationInt8WeightConfig`` (per-row weights,
+  per-token activations quantized on the fly).
+* ``weight_only int4`` with a group size: ``layout=opaque`` (default) uses
+  ``PrototypeInt4WeightOnlyConfig`` (Int4OpaqueTensor, CPU tinygemm kernel);
+  ``layout=intx`` uses ``IntxWeightOnlyConfig`` (int4 values stored unpacked
+  in int8).  The plain, tile-packed, int32 and preshuffled int4 layouts need
+  bf16, CUDA or extra kernels and fail on this CPU.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import check_allowed
+from .common import target_linears
+
+SUPPORTED = [
+    {"scheme": "weight_only", "weights": "int8", "granularity": (None, "per_channel"), "group_size": (None,)},
+    {"scheme": "dynamic", "weights": "int8", "activations": "int8", "granularity": (None, "per_channel"),
+     "group_size": (None,)},
+    {"scheme": "weight_only", "weights": "int4", "granularity": (None, "per_group"), "group_size": (32, 64, 128)},
+]
+OPTIONS = {"layout": ("opaque", "intx")}
+
+
+def validate(spec) -> None:
+    check_allowed(spec, SUPPORTED, OPTIONS)
+
+
+def _config(spec):
+    import torchao.quantization as tq
+
+    if spec.weights == "int8":
+        return tq.Int8WeightOnlyConfig() if spec.scheme == "weight_only" else tq.Int8DynamicActivationInt8WeightConfig()
+    if spec.option_dict.get("layout", "opaque") == "intx":
+        import torch
+        from torchao.quantization.granularity import PerGroup
+
+        return tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(spec.group_size))
+    from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+
+    return PrototypeInt4WeightOnlyConfig(group_size=spec.group_size)
+
+
+def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+    from torchao.quantization import quantize_
+
+    names = {name for name, _ in target_linears(model, spec)}
+    config = _config(spec)
+    quantize_(model, config, filter_fn=lambda module, fqn: fqn in names)
+    return {"method": f"quantize_({type(config).__name__})"}
+
+
+def dequantize_weight(module):
+    weight = module.weight
+    return weight.dequantize() if hasattr(weight, "dequantize") else None

@@ -1,0 +1,126 @@
+"""Result files: ``<slug>.json`` (summary) and ``<slug>.jsonl`` (one row per utterance).
+
+Writes are atomic (temporary file + ``os.replace``) and the summary is written
+last, so a run interrupted at any point never leaves a result that counts as
+done.  A failed configuration is a summary with ``status: "failed"`` and its
+error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+from .data import REPO_ROOT
+
+RESULTS_DIR = REPO_ROOT / "results"
+TRACKED_PACKAGES = ("torch", "transformers", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "jiwer",
+                    "whisper-normalizer", "numpy", "datasets", "soundfile", "scipy")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultStore:
+    """Folder of results keyed by run slug."""
+
+    def __init__(self, root: Path | str = RESULTS_DIR):
+        self.root = Path(root)
+
+    def summary_path(self, slug: str) -> Path:
+        return self.root / f"{slug}.json"
+
+    def rows_path(self, slug: str) -> Path:
+        return self.root / f"{slug}.jsonl"
+
+    def exists(self, slug: str) -> bool:
+        return self.summary_path(slug).exists()
+
+    def status(self, slug: str) -> str | None:
+        return self.load(slug).get("status") if self.exists(slug) else None
+
+    def load(self, slug: str) -> dict[str, Any]:
+        return json.loads(self.summary_path(slug).read_text())
+
+    def load_rows(self, slug: str) -> list[dict[str, Any]]:
+        path = self.rows_path(slug)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def save(self, slug: str, summary: dict[str, Any], rows: Iterable[dict[str, Any]] | None = None) -> Path:
+        if rows is not None:
+            atomic_write_text(self.rows_path(slug), "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.summary_path(slug), json.dumps(summary, indent=1, default=_jsonable) + "\n")
+        return self.summary_path(slug)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.json"))]
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu_description() -> dict[str, Any]:
+    """CPU model, logical cores and the SIMD flags that decide int8 speed (AVX2/AVX-512/VNNI/AMX)."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown", "", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma"})
+    return {"model": model, "logical_cores": os.cpu_count(), "simd": simd, "machine": platform.machine()}
+
+
+def git_commit() -> dict[str, Any]:
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+
+    try:
+        sha = run("rev-parse", "HEAD").stdout.strip() or None
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no", "lib").stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "lib_dirty": None}
+    return {"commit": sha, "lib_dirty": dirty}
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Everything a reader needs to know about where a number was measured."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_description(),
+            "threads": threads, "load_average_1_5_15": load, "packages": package_versions(), "git": git_commit()}

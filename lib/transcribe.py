@@ -1,0 +1,98 @@
+"""One decoding recipe for every configuration, with timing of each batch.
+
+Greedy, English, transcribe, no timestamps, batched, deterministic.  Each
+batch is timed (wall and process CPU seconds) after a warm-up batch with a
+fixed thread count; the encoder's share is timed with forward hooks.  A
+batch's time is shared equally among its utterances.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Sequence
+
+DECODING = {"strategy": "greedy", "num_beams": 1, "do_sample": False, "language": "en",
+            "task": "transcribe", "timestamps": False, "max_new_tokens": 440}
+
+
+def decoding_recipe(batch_size: int, threads: int, max_new_tokens: int = 440) -> dict[str, Any]:
+    return {**DECODING, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "threads": threads, "warmup_batches": 1,
+            "timing": "per batch after warm-up; batch time shared equally among its utterances"}
+
+
+@contextmanager
+def encoder_timer(model):
+    """Accumulate wall seconds spent in the encoder's forward (``timer['seconds']``)."""
+    timer = {"seconds": 0.0, "_start": 0.0}
+    encoder = model.get_encoder()
+
+    def pre(_m, _i):
+        timer["_start"] = time.perf_counter()
+
+    def post(_m, _i, _o):
+        timer["seconds"] += time.perf_counter() - timer["_start"]
+
+    handles = [encoder.register_forward_pre_hook(pre), encoder.register_forward_hook(post)]
+    try:
+        yield timer
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def features(processor, audios: Sequence):
+    """Log-mel features padded to 30 s, as Whisper expects."""
+    return processor.feature_extractor(list(audios), sampling_rate=16_000, return_tensors="pt").input_features
+
+
+def generate(model, input_features, max_new_tokens: int = DECODING["max_new_tokens"], **extra):
+    import torch
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    with torch.no_grad():  # not inference_mode: quanto's int4 kernels refuse inference tensors
+        return model.generate(input_features.to(dtype), language="en", task="transcribe",
+                              return_timestamps=False, num_beams=1, do_sample=False,
+                              max_new_tokens=max_new_tokens, **extra)
+
+
+def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, threads: int = 2,
+               progress: bool = True, desc: str = "transcribe", max_new_tokens: int = 440) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Transcribe utterances; returns per-utterance rows and whole-run timing.
+
+    Each row holds the raw hypothesis (not normalized) and its share of the
+    batch's wall/CPU/encoder seconds.  The timing dict separates
+    ``model_seconds`` (time inside ``generate``) from ``total_seconds`` so
+    that harness overhead can be measured.
+    """
+    import torch
+    import transformers
+    from tqdm.auto import tqdm
+
+    transformers.logging.set_verbosity_error()  # inputs are padded to 30 s: no attention mask is needed
+    torch.set_num_threads(threads)
+    model.eval()
+    batches = [list(utterances[i:i + batch_size]) for i in range(0, len(utterances), batch_size)]
+    if batches:  # warm-up: one untimed pass over the first batch
+        generate(model, features(processor, [u.audio for u in batches[0]]), max_new_tokens)
+    rows: list[dict[str, Any]] = []
+    model_seconds = 0.0
+    start_total = time.perf_counter()
+    with encoder_timer(model) as enc:
+        for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="batch")):
+            feats = features(processor, [u.audio for u in batch])
+            enc_before = enc["seconds"]
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            ids = generate(model, feats, max_new_tokens)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            model_seconds += wall
+            texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            share = len(batch)
+            for i, (u, text) in enumerate(zip(batch, texts)):
+                rows.append({"id": u.id, "split": u.split, "reference": u.reference, "hypothesis": text.strip(),
+                             "audio_seconds": round(u.duration, 4), "batch": b, "batch_size": share,
+                             "wall_seconds": wall / share, "cpu_seconds": cpu / share,
+                             "encoder_seconds": (enc["seconds"] - enc_before) / share,
+                             "batch_wall_seconds": wall, "text_tokens": int((ids[i] < 50257).sum())})
+    timing = {"total_seconds": time.perf_counter() - start_total, "model_seconds": model_seconds,
+              "encoder_seconds": enc["seconds"]}
+    return rows, timing

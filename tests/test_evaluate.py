@@ -1,0 +1,57 @@
+import pytest
+
+from lib.config import RunConfig
+from lib.data import DataError
+from lib.evaluate import evaluate
+from lib.results import ResultStore
+
+
+@pytest.fixture
+def tiny_config():
+    return RunConfig(model="test:tiny", split=("test-clean",), limit=2, batch_size=2, threads=1, max_new_tokens=8)
+
+
+def test_end_to_end_writes_summary_and_rows(tiny_config, fake_librispeech, tmp_path):
+    summary = evaluate(tiny_config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "ok", summary.get("error")
+    m = summary["metrics"]["test-clean"]
+    assert m["utterances"] == 2 and m["audio_seconds"] == pytest.approx(2.0) and m["wall_seconds"] > 0
+    assert summary["data"]["manifest_sha256"] and summary["model"]["kind"] == "test"
+    assert summary["decoding"]["strategy"] == "greedy" and summary["environment"]["threads"] == 1
+    assert summary["size"]["compression_pct"] == pytest.approx(0.0)
+    rows = ResultStore(tmp_path).load_rows(tiny_config.slug)
+    assert [r["id"] for r in rows] == ["1089-134686-0000", "61-70968-0000"]
+    assert {"hypothesis", "reference", "wall_seconds", "cpu_seconds", "substitutions"} <= set(rows[0])
+
+
+def test_finished_slug_is_skipped_unless_forced(tiny_config, fake_librispeech, tmp_path, monkeypatch):
+    first = evaluate(tiny_config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    import lib.models
+
+    def no_load(*a, **k):
+        raise AssertionError("a finished slug must not load a model")
+
+    monkeypatch.setattr(lib.models, "load_model", no_load)
+    again = evaluate(tiny_config, data=str(fake_librispeech), results_dir=tmp_path)
+    assert again["started"] == first["started"] and again["status"] == "ok"
+    forced = evaluate(tiny_config, data=str(fake_librispeech), results_dir=tmp_path, force=True, progress=False)
+    assert forced["status"] == "failed" and "must not load" in forced["error"]
+
+
+def test_library_error_becomes_a_failed_row(tiny_config, fake_librispeech, tmp_path, monkeypatch):
+    import lib.quantize
+
+    def broken(*a, **k):
+        raise RuntimeError("unsupported op: aten::quantized_gemm")
+
+    monkeypatch.setattr(lib.quantize, "quantize", broken)
+    summary = evaluate(tiny_config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
+    assert "unsupported op" in summary["error"]
+    assert ResultStore(tmp_path).status(tiny_config.slug) == "failed"
+
+
+def test_bad_data_dir_fails_fast_and_records_nothing(tiny_config, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        evaluate(tiny_config, data=str(tmp_path / "missing"), results_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
