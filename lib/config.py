@@ -203,6 +203,6 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown run field(s) {sorted(unknown)}; allowed: "
                               f"{[f.name for f in dataclasses.fields(cls)]}")
-        if "quant" in data:
+        if "quant" in data and not isinstance(data["quant"], QuantSpec):
             data["quant"] = QuantSpec.from_dict(data["quant"])
         return cls(**data)

@@ -154,7 +154,20 @@ def stored_bytes(model) -> int:
     HQQ's metadata and quanto's scales all appear there.
     """
     seen: set[int] = set()
-    return sum(tensor_bytes(v, seen) for v in model.state_dict().values())
+    total = sum(tensor_bytes(v, seen) for v in model.state_dict().values())
+    return total - _fp16_packed_overcount(model)
+
+
+def _fp16_packed_overcount(model) -> int:
+    """torch's fp16 dynamic Linear packs fp16 weights but unpacks them as fp32 in state_dict."""
+    import torch
+
+    over = 0
+    for module in model.modules():
+        if type(module).__name__ == "LinearPackedParams" and getattr(module, "dtype", None) == torch.float16:
+            weight, _bias = module._weight_bias()
+            over += weight.numel() * (weight.element_size() - 2)
+    return over
 
 
 def serialized_bytes(model) -> dict[str, Any]:

@@ -39,8 +39,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                          decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048),
     "whisper-small": dict(d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
                           decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
-    "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128),
+    "tiny": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256),
 }
 COMMON_ARCH = dict(vocab_size=51865, num_mel_bins=80, max_source_positions=1500, max_target_positions=448,
                    decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257,

@@ -123,4 +123,5 @@ def environment(threads: int) -> dict[str, Any]:
     """Everything a reader needs to know about where a number was measured."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_description(),
-            "threads": threads, "load_average_1_5_15": load, "packages": package_versions(), "git": git_commit()}
+            "threads": threads, "load_average_1_5_15": load,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "packages": package_versions(), "git": git_commit()}

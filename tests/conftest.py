@@ -58,7 +58,7 @@ def fake_librispeech(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny():
-    """A tiny random Whisper (d_model 64, 2+2 layers) with the embedded tokenizer."""
+    """A tiny random Whisper (d_model 128, 2+2 layers) with the embedded tokenizer."""
     from lib.models import load_model
 
     return load_model("test:tiny")

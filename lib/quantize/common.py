@@ -63,14 +63,39 @@ def linear_weights(model) -> dict[str, torch.Tensor]:
     return {n: m.weight.detach().clone() for n, m in model.named_modules() if type(m) is nn.Linear}
 
 
+def outer_quantized_modules(model) -> list[tuple[str, str]]:
+    """``(name, kind)`` of quantized modules, not counting their quantized children."""
+    found: list[tuple[str, str]] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(parent + ".") for parent, _ in found[-3:]):
+            continue
+        if kind := quantized_kind(module):
+            found.append((name, kind))
+    return found
+
+
 def describe_modules(model, originals: dict[str, torch.Tensor]) -> dict[str, Any]:
-    kinds = Counter(k for _n, m in model.named_modules() if (k := quantized_kind(m)))
+    kinds = Counter(kind for _name, kind in outer_quantized_modules(model))
     proj = model.proj_out
     return {"quantized_modules": dict(kinds), "quantized_count": sum(kinds.values()),
             "float_linear": len(float_linears(model)), "float_linear_names": float_linears(model)[:50],
             "proj_out_tied": proj.weight is model.model.decoder.embed_tokens.weight
             if hasattr(proj, "weight") and isinstance(getattr(proj, "weight", None), torch.Tensor) else False,
             "proj_out_quantized": quantized_kind(proj) is not None}
+
+
+def weight_through_forward(module, in_features: int) -> torch.Tensor | None:
+    """Recover the effective weight of a linear-like module: ``W = (f(I) - f(0))^T``.
+
+    For weight-only schemes this is exactly the dequantized weight; one-hot
+    rows quantize exactly, so dynamic activation schemes add no error either.
+    """
+    try:
+        with torch.no_grad():
+            eye = torch.eye(in_features).unsqueeze(0)
+            return (module(eye) - module(torch.zeros_like(eye)))[0].T.float()
+    except Exception:
+        return None
 
 
 def weight_errors(model, originals: dict[str, torch.Tensor], backend) -> dict[str, Any]:
@@ -90,6 +115,8 @@ def weight_errors(model, originals: dict[str, torch.Tensor], backend) -> dict[st
             deq = dequantize(module)
         except Exception:  # a layer type the backend cannot unpack
             deq = None
+        if deq is None:
+            deq = weight_through_forward(module, w.shape[1])
         if deq is None:
             continue
         deq = deq.detach().float().reshape(w.shape)

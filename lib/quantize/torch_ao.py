@@ -31,10 +31,14 @@ OPTIONS = {"method": ("eager", "fx", "pt2e")}
 
 def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
-    if spec.option_dict.get("method") and spec.scheme != "static":
-        from ..config import ConfigError
+    from ..config import ConfigError
 
+    method = spec.option_dict.get("method")
+    if method and spec.scheme != "static":
         raise ConfigError("torch_ao option 'method' (eager/fx/pt2e) applies to scheme 'static' only")
+    if method == "pt2e" and spec.granularity != "per_channel":
+        raise ConfigError("torch_ao method=pt2e uses X86InductorQuantizer's per-channel weights: set "
+                          "granularity=per_channel")
 
 
 def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
@@ -131,20 +135,24 @@ def _static_pt2e(model, spec, targets, calibration, processor) -> dict[str, Any]
         def __init__(self, graph_module, original):
             super().__init__()
             self.graph, self.config, self.main_input_name = graph_module, original.config, "input_features"
+            self.conv1, self.conv2 = original.conv1, original.conv2  # generate() reads their strides
 
         def forward(self, input_features, **_ignored):
             return BaseModelOutput(last_hidden_state=self.graph(input_features))
 
     encoder = model.model.encoder
-    exported = torch.export.export(EncoderCore(encoder), (_example_features(model),)).module()
-    quantizer = X86InductorQuantizer().set_global(
-        get_default_x86_inductor_quantization_config(is_per_channel=spec.granularity != "per_tensor"))
+    example = _example_features(model).repeat(2, 1, 1)
+    batch = {"input_features": {0: torch.export.Dim("batch", min=1, max=64)}}
+    exported = torch.export.export(EncoderCore(encoder), (example,), dynamic_shapes=batch).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     for feats in calibration_features(processor, calibration):
         prepared(feats)
     converted = convert_pt2e(prepared)
     model.model.encoder = ExportedEncoder(converted, encoder)
-    return {"method": "pt2e X86InductorQuantizer (reference q/dq graph, not compiled)"}
+    qdq = sum(1 for node in converted.graph.nodes if "quantize" in str(node.target))
+    return {"method": "pt2e X86InductorQuantizer, per-channel weights (reference q/dq graph, not compiled)",
+            "pt2e_quantize_dequantize_nodes": qdq}
 
 
 def dequantize_weight(module):

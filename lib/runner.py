@@ -1,0 +1,204 @@
+"""Expand YAML experiment grids and run each configuration once (papermill by default).
+
+A grid file declares the configurations of one chapter::
+
+    title: Bit-width
+    defaults: {model: embedded:whisper-base, split: [test-clean, test-other]}
+    footprint: true            # also measure size/latency on the whisper-small architecture
+    runs:                      # one configuration per entry (QuantSpec fields)
+      - {library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}
+    expand:                    # list values are crossed: 2 x 3 = 6 configurations
+      - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
+
+Finished slugs are skipped unless forced; every failure is collected and
+reported at the end without stopping the sweep.
+
+>>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
+['int432', 'int464', 'int332', 'int364']
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import ConfigError, QuantSpec, RunConfig
+from .data import REPO_ROOT
+from .footprint import FOOTPRINT_DIR, footprint_slug
+from .results import RESULTS_DIR, ResultStore
+
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
+RUNS_DIR = REPO_ROOT / "book" / "runs"
+RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
+
+
+def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product over the list-valued fields of one ``expand`` entry."""
+    keys = list(entry)
+    values = [v if isinstance(v, list) and k != "split" else [v] for k, v in entry.items()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One configuration of a grid: WER on real weights, optionally footprint on whisper-small."""
+
+    grid: str
+    config: RunConfig
+    footprint: bool = True
+    footprint_model: str = "footprint:whisper-small"
+
+    @property
+    def slug(self) -> str:
+        return self.config.slug
+
+    @property
+    def footprint_slug(self) -> str:
+        return footprint_slug(self.config.quant, self.footprint_model)
+
+
+def load_grid(path: Path | str) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"grid file {str(path)!r} not found; grids live in {EXPERIMENTS_DIR}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown grid key(s) {sorted(unknown)}")
+    return data
+
+
+def expand_grid(path: Path | str, overrides: dict[str, Any] | None = None) -> list[Job]:
+    """All jobs of a grid, in file order, duplicates removed; ``overrides`` replace run defaults."""
+    data = load_grid(path)
+    defaults = {**(data.get("defaults") or {}), **(overrides or {})}
+    if set(defaults) - RUN_FIELDS:
+        raise ConfigError(f"{Path(path).name}: defaults may only set {sorted(RUN_FIELDS)}")
+    entries = [dict(e) for e in data.get("runs") or []]
+    for entry in data.get("expand") or []:
+        entries += cross(entry)
+    jobs, seen = [], set()
+    for entry in entries:
+        run_fields = {k: entry.pop(k) for k in list(entry) if k in RUN_FIELDS}
+        config = RunConfig.from_dict({**defaults, **run_fields, "quant": QuantSpec.from_dict(entry)})
+        if config.slug in seen:
+            continue
+        seen.add(config.slug)
+        jobs.append(Job(Path(path).stem, config, bool(data.get("footprint", True)),
+                        data.get("footprint_model", "footprint:whisper-small")))
+    return jobs
+
+
+@dataclass
+class SweepReport:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"ran {len(self.ran)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"]
+        lines += [f"  FAILED {slug}: {err.splitlines()[-1] if err else ''}" for slug, err in self.failed.items()]
+        return "\n".join(lines)
+
+
+def is_done(store: ResultStore, slug: str, retry_failed: bool) -> bool:
+    status = store.status(slug)
+    return status == "ok" or (status == "failed" and not retry_failed)
+
+
+def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bool = False,
+              retry_failed: bool = False, use_notebooks: bool = True, dry_run: bool = False,
+              results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str | None = None,
+              runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
+              data: str | None = None, progress: bool = True) -> SweepReport:
+    """Run every job of the grids; returns what ran, what was skipped and what failed."""
+    jobs = [j for p in paths for j in expand_grid(p, overrides)]
+    if only:
+        jobs = [j for j in jobs if only in j.slug]
+    store = ResultStore(results_dir)
+    fstore = ResultStore(footprint_dir or (Path(results_dir) / "footprint" if results_dir != RESULTS_DIR
+                                           else FOOTPRINT_DIR))
+    report = SweepReport()
+    for job in jobs:
+        done = (not force and is_done(store, job.slug, retry_failed)
+                and (not job.footprint or is_done(fstore, job.footprint_slug, retry_failed)))
+        if done or dry_run:
+            (report.skipped if done else report.ran).append(job.slug)
+            continue
+        try:
+            if use_notebooks:
+                execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data)
+            else:
+                run_job(job, store.root, fstore.root, force, data, progress)
+        except Exception as exc:  # one failing configuration never stops the sweep
+            report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
+            continue
+        report.ran.append(job.slug)
+        for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
+            if st.status(slug) == "failed":
+                report.failed[slug] = st.load(slug).get("error", "")
+    return report
+
+
+def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """What the per-configuration notebook does, without papermill."""
+    from .evaluate import evaluate
+    from .footprint import measure_footprint
+
+    out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress)}
+    if job.footprint:
+        out["footprint"] = measure_footprint(job.config.quant, model=job.footprint_model, results_dir=footprint_dir,
+                                             force=force, data=data)
+    return out
+
+
+def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force: bool,
+                        data: str | None) -> dict[str, Any]:
+    c = job.config
+    return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
+            "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
+            "footprint": job.footprint, "footprint_model": job.footprint_model, "results_dir": str(results_dir),
+            "footprint_dir": str(footprint_dir), "force": force, "data": data}
+
+
+def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
+                     data: str | None = None) -> Path:
+    """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``."""
+    import jupytext
+    import papermill
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    output = runs_dir / f"{job.slug}.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "run_config.ipynb"
+        jupytext.write(jupytext.read(NOTEBOOK_SOURCE), source)
+        partial = runs_dir / f".{job.slug}.part.ipynb"
+        env_before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env_before]))
+        try:
+            papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
+                                       parameters=notebook_parameters(job, results_dir, footprint_dir, force, data),
+                                       kernel_name="python3")
+        finally:
+            if env_before is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = env_before
+            if partial.exists():
+                os.replace(partial, output)  # kept on failure too: it shows the error
+    return output
+
+
+def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
+    """One row per job: whether its WER and footprint results exist (for the run log)."""
+    store, fstore = ResultStore(results_dir), ResultStore(FOOTPRINT_DIR)
+    return [{"grid": j.grid, "slug": j.slug, "wer": store.status(j.slug) or "pending",
+             "footprint": fstore.status(j.footprint_slug) or "pending"} for p in paths for j in expand_grid(p)]
