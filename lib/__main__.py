@@ -6,6 +6,7 @@ Examples::
     python -m lib run --library hqq --scheme weight_only --weights int4 --group-size 64
     python -m lib footprint --library torch_ao --scheme dynamic --weights int8 --activations int8
     python -m lib sweep experiments/bitwidth.yml --only hqq --force
+    python -m lib chapter bitwidth -p limit 5 -p run_missing true
 """
 from __future__ import annotations
 
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--no-notebooks", action="store_true", help="call lib directly instead of papermill")
     sw.add_argument("--dry-run", action="store_true", help="list the slugs and whether they are done")
 
+    ch = sub.add_parser("chapter", help="re-execute a chapter notebook into book/ (then jupyter-book build book/)")
+    ch.add_argument("names", nargs="+", help="chapter names (notebooks/<name>.md), or 'all'")
+    ch.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="papermill parameter, e.g. -p limit 5 -p run_missing true (values parse as YAML)")
+
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
 
@@ -109,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                                use_notebooks=not a.no_notebooks, dry_run=a.dry_run)
             print(report.text())
             return 0 if not report.failed else 1
+        if a.command == "chapter":
+            import yaml
+
+            from .runner import CHAPTERS, execute_chapter
+
+            params = {k: yaml.safe_load(v) for k, v in a.parameter}
+            for name in (CHAPTERS if a.names == ["all"] else a.names):
+                print(execute_chapter(name, params if a.names != ["all"] else None))
+            return 0
         if a.command == "build-model":
             from .models import embedded_whisper_base
 

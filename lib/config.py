@@ -40,6 +40,12 @@ def _slug_value(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "", str(value))
 
 
+def weight_bits(weights: str) -> int:
+    """Nominal weight bit-width: ``'int4'`` -> 4, ``'nf4'`` -> 4, ``'float16'`` -> 16, ``'fp32'`` -> 32."""
+    digits = re.findall(r"\d+", weights)
+    return int(digits[-1]) if digits else 32
+
+
 @dataclass(frozen=True)
 class QuantSpec:
     """One quantization configuration.
@@ -97,11 +103,7 @@ class QuantSpec:
 
     @property
     def bits(self) -> int:
-        """Nominal weight bit-width: ``'int4'`` -> 4, ``'nf4'`` -> 4, ``'float16'`` -> 16."""
-        if self.weights == "fp32":
-            return 32
-        digits = re.findall(r"\d+", self.weights)
-        return int(digits[-1]) if digits else 32
+        return weight_bits(self.weights)
 
     @property
     def slug(self) -> str:

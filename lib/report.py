@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import weight_bits
 from .footprint import FOOTPRINT_DIR
 from .quantize import LIBRARY_ORDER
 from .results import RESULTS_DIR, ResultStore
@@ -39,3 +40,331 @@ def run_summary_table(summary: dict[str, Any] | None):
     if werr.get("mean") is not None:
         rows.append(("mean relative weight error", round(werr["mean"], 5)))
     return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+
+
+def describe_spec(quant: dict[str, Any]) -> str:
+    """A short human label: ``{'library': 'hqq', 'weights': 'int4', 'group_size': 64}`` -> ``'HQQ int4 g64'``."""
+    if quant["library"] == "none":
+        return "fp32"
+    parts = [LIBRARY_NAMES[quant["library"]], quant["scheme"].replace("_", "-"), quant["weights"]]
+    if quant.get("activations", "none") != "none":
+        parts.append(f"a{quant['activations']}")
+    if quant.get("granularity"):
+        parts.append(quant["granularity"].replace("_", "-"))
+    if quant.get("group_size"):
+        parts.append(f"g{quant['group_size']}")
+    if quant.get("scope", "all") != "all":
+        parts.append(f"{quant['scope']} only")
+    if quant.get("proj_out"):
+        parts.append("+proj_out")
+    if quant.get("calibration"):
+        parts.append(f"cal {quant['calibration']}")
+    if quant.get("options"):
+        parts.append(_options_text(quant["options"]))
+    return " ".join(parts)
+
+
+def baseline_config(config) -> Any:
+    """The fp32 run that a quantized run is compared with: same model, splits, limit, recipe."""
+    import dataclasses
+
+    from .config import QuantSpec
+
+    return dataclasses.replace(config, quant=QuantSpec())
+
+
+def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, results_dir: Path | str = RESULTS_DIR,
+               footprint_dir: Path | str = FOOTPRINT_DIR, bootstrap: bool = True):
+    """One row per configuration of a grid: WER, ΔWER vs fp32 (95% paired bootstrap CI), size, latency.
+
+    Rows whose run failed keep their error; rows not yet run are ``pending``.
+    """
+    import pandas as pd
+
+    from .metrics import paired_bootstrap_delta
+    from .runner import EXPERIMENTS_DIR, expand_grid
+
+    path = Path(grid) if str(grid).endswith(".yml") else EXPERIMENTS_DIR / f"{grid}.yml"
+    store, fstore = ResultStore(results_dir), ResultStore(footprint_dir)
+    rows = []
+    for job in expand_grid(path, overrides):
+        q = job.config.quant
+        row: dict[str, Any] = {"configuration": describe_spec(q.to_dict()), "library": LIBRARY_NAMES[q.library],
+                               "scheme": q.scheme, "weights": q.weights, "bits": q.bits,
+                               "granularity": q.granularity or "default", "group_size": q.group_size,
+                               "scope": q.scope, "proj_out": q.proj_out, "slug": job.slug}
+        summary = store.load(job.slug) if store.exists(job.slug) else None
+        row["status"] = summary["status"] if summary else "pending"
+        row["error"] = (summary or {}).get("error")
+        if summary and summary["status"] == "ok":
+            base_slug = baseline_config(job.config).slug
+            base_rows = store.load_rows(base_slug) if store.exists(base_slug) else []
+            q_rows = store.load_rows(job.slug)
+            for split, m in summary["metrics"].items():
+                col = SPLIT_COLUMNS.get(split, f"WER {split}")
+                row[col] = m["wer"]
+                row[f"RTFx {split.split('-')[1]}"] = m["rtfx"]
+                b = [r for r in base_rows if r["split"] == split]
+                o = [r for r in q_rows if r["split"] == split]
+                if bootstrap and b and [r["id"] for r in b] == [r["id"] for r in o] and not q.is_baseline:
+                    d = paired_bootstrap_delta(b, o)
+                    row[f"Δ{col}"] = d["delta"]
+                    row[f"Δ{col} low"], row[f"Δ{col} high"] = d["ci_low"], d["ci_high"]
+                    row[f"Δ{col} CI"] = f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+            row["base MB"] = summary["size"]["stored_bytes"] / 1e6
+            row["encoder cosine"] = summary.get("encoder_cosine_jfk")
+            row["weight error"] = (summary.get("quantization", {}).get("weight_error") or {}).get("mean")
+        fp = fstore.load(job.footprint_slug) if job.footprint and fstore.exists(job.footprint_slug) else None
+        row["footprint"] = fp["status"] if fp else "pending"
+        if fp and fp["status"] == "ok":
+            row["small MB"] = fp["size"]["stored_bytes"] / 1e6
+            row["compression %"] = fp["size"]["compression_pct"]
+            row["latency s"] = fp["latency"]["median"]
+            row["latency ratio"] = fp["latency_ratio"]
+        elif fp:
+            row["error"] = row["error"] or fp.get("error")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+DISPLAY_COLUMNS = ["configuration", "status", "WER clean", "ΔWER clean", "ΔWER clean CI", "WER other", "ΔWER other",
+                   "ΔWER other CI", "small MB", "compression %", "latency ratio", "error"]
+
+
+def display_table(df, columns: Iterable[str] = DISPLAY_COLUMNS):
+    """Rounded, readable view of :func:`grid_table` (missing values blank, long errors cut)."""
+    cols = [c for c in columns if c in df.columns]
+    view = df[cols].copy()
+    for c in view.columns:
+        if view[c].dtype.kind == "f":
+            view[c] = view[c].round(2)
+    if "error" in view:
+        view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
+    return view.fillna("").set_index("configuration")
+
+
+def baseline_summary(results_dir: Path | str = RESULTS_DIR, slug: str | None = None) -> dict[str, Any]:
+    from .config import RunConfig
+
+    return ResultStore(results_dir).load(slug or RunConfig().slug)
+
+
+def per_utterance(slug: str, results_dir: Path | str = RESULTS_DIR):
+    """Per-utterance errors of one run, worst first."""
+    import pandas as pd
+
+    df = pd.DataFrame(ResultStore(results_dir).load_rows(slug))
+    if df.empty:
+        return df
+    df["errors"] = df["substitutions"] + df["deletions"] + df["insertions"]
+    df["WER"] = 100 * df["errors"] / df["ref_words"]
+    return df.sort_values(["errors", "WER"], ascending=False)
+
+
+def split_breakdown(summary: dict[str, Any]):
+    import pandas as pd
+
+    rows = []
+    for split, m in summary["metrics"].items():
+        rows.append({"split": split, "utterances": m["utterances"], "audio min": m["audio_seconds"] / 60,
+                     "reference words": m["ref_words"], "substitutions": m["substitutions"],
+                     "deletions": m["deletions"], "insertions": m["insertions"], "WER": m["wer"], "RTFx": m["rtfx"],
+                     "encoder share of time": m["encoder_seconds"] / m["wall_seconds"]})
+    return pd.DataFrame(rows).set_index("split").round(2)
+
+
+def environment_table(summary: dict[str, Any]):
+    """Where a result was measured: versions, CPU, threads, commit, model and data hashes."""
+    import pandas as pd
+
+    env = summary["environment"]
+    rows = [("python", env["python"]), ("platform", env["platform"]), ("CPU", env["cpu"]["model"]),
+            ("logical cores", env["cpu"]["logical_cores"]), ("SIMD", ", ".join(env["cpu"]["simd"])),
+            ("threads", env["threads"]), ("git commit", (env["git"] or {}).get("commit"))]
+    rows += [(f"package {k}", v) for k, v in env["packages"].items()]
+    model = summary.get("model") or {}
+    rows += [("model source", model.get("kind")), ("weights sha256", model.get("weights_sha256"))]
+    data = summary.get("data") or {}
+    rows += [("data directory", data.get("path")), ("data MANIFEST.tsv sha256", data.get("manifest_sha256"))]
+    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
+    """Every footprint result (ok and failed) as a table."""
+    import pandas as pd
+
+    rows = []
+    for s in ResultStore(footprint_dir).summaries():
+        q = s["quant"]
+        row = {"configuration": describe_spec(q), "library": LIBRARY_NAMES[q["library"]], "status": s["status"],
+               "bits": weight_bits(q["weights"]), "error": s.get("error")}
+        if s["status"] == "ok":
+            row.update({"small MB": s["size"]["stored_bytes"] / 1e6, "compression %": s["size"]["compression_pct"],
+                        "latency s": s["latency"]["median"], "latency min s": s["latency"]["min"],
+                        "fp32 latency s": s["fp32_latency"]["median"], "latency ratio": s["latency_ratio"],
+                        "serialized MB": (s["size"]["serialized"]["bytes"] or float("nan")) / 1e6})
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=None if rows else ["configuration", "library", "status", "bits", "error"])
+    if not df.empty:
+        df["_order"] = df["library"].map({LIBRARY_NAMES[k]: i for i, k in enumerate(LIBRARY_ORDER)})
+        df = df.sort_values(["_order", "bits", "configuration"], ascending=[True, False, True]).drop(columns="_order")
+    return df
+
+
+def chapter_table(grid: str, limit: int | None = None, run_missing: bool = False, **filters: Any):
+    """The table behind a chapter: its grid's results, optionally with a ``limit`` and filters.
+
+    ``run_missing`` runs configurations that have no result yet (through the
+    papermill runner), so a reader can re-execute a chapter with new
+    parameters.  ``filters`` keep rows whose column equals the value, e.g.
+    ``group_size=64``.
+    """
+    overrides = {"limit": limit} if limit else None
+    if run_missing:
+        from .runner import EXPERIMENTS_DIR, run_grids
+
+        report = run_grids([EXPERIMENTS_DIR / f"{grid}.yml"], overrides=overrides)
+        print(report.text())
+    df = grid_table(grid, overrides)
+    for column, value in filters.items():
+        if value is not None:
+            df = df[df[column].isna() | (df[column] == value)] if column == "group_size" else df[df[column] == value]
+    return df.reset_index(drop=True)
+
+
+def status_counts(df) -> str:
+    """``'12 ok, 2 failed, 3 pending'`` for a chapter table."""
+    counts = df["status"].value_counts()
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
+
+
+def highlights(df) -> dict[str, Any]:
+    """Headline facts of a chapter table, for glue: counts and the best configuration per split."""
+    out: dict[str, Any] = {"counts": status_counts(df) if len(df) else "no configurations"}
+    ok = df[df["status"] == "ok"] if len(df) else df
+    for col, key in (("WER clean", "clean"), ("WER other", "other")):
+        if len(ok) and col in ok and ok[col].notna().any():
+            best = ok.loc[ok[col].idxmin()]
+            out[f"best_{key}"] = best["configuration"]
+            out[f"best_{key}_wer"] = float(best[col])
+        else:
+            out[f"best_{key}"], out[f"best_{key}_wer"] = "none yet", float("nan")
+    return out
+
+
+def glue_highlights(prefix: str, df) -> dict[str, Any]:
+    from myst_nb import glue
+
+    facts = highlights(df)
+    for key, value in facts.items():
+        glue(f"{prefix}_{key}", value, display=False)
+    return facts
+
+
+GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope")
+
+
+def study_table(limit: int | None = None):
+    """Every configuration of every grid once (first grid wins), for the summary chapter."""
+    import pandas as pd
+
+    frames = [grid_table(g, {"limit": limit} if limit else None).assign(chapter=g) for g in GRIDS]
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates("slug").reset_index(drop=True)
+
+
+def _row(df, slug_part: str):
+    hits = df[df["slug"].str.contains(slug_part, regex=False)]
+    return hits.iloc[0] if len(hits) else None
+
+
+def _ci_verdict(lo: float, hi: float, better_if_negative: bool = True) -> str:
+    if hi < 0:
+        return "supported" if better_if_negative else "contradicted"
+    if lo > 0:
+        return "contradicted" if better_if_negative else "supported"
+    return "not resolvable at this sample size"
+
+
+def claims_table(df, results_dir: Path | str = RESULTS_DIR):
+    """The paper's claims with a verdict and the evidence from this study's result files."""
+    import pandas as pd
+
+    from .metrics import paired_bootstrap_delta
+
+    store = ResultStore(results_dir)
+    rows = []
+    dyn = _row(df, "__pt-dyn-int8-aint8-pc__test")
+    if dyn is not None and dyn["status"] == "ok" and "ΔWER other low" in df:
+        verdicts = [_ci_verdict(dyn[f"ΔWER {s} low"], dyn[f"ΔWER {s} high"]) for s in ("clean", "other")]
+        verdict = verdicts[0] if verdicts[0] == verdicts[1] else "mixed: " + " / ".join(verdicts)
+        evidence = (f"torch.ao dynamic int8 ΔWER clean {dyn['ΔWER clean']:+.2f} {dyn['ΔWER clean CI']}, "
+                    f"other {dyn['ΔWER other']:+.2f} {dyn['ΔWER other CI']} (negative = better than fp32)")
+    else:
+        verdict, evidence = "pending", "torch.ao dynamic int8 has no WER result yet"
+    rows.append(("Dynamic int8 beats the fp32 baseline", verdict, evidence))
+
+    static = _row(df, "__pt-static-int8-aint8-pc-cal4__test")
+    if dyn is not None and static is not None and dyn["status"] == static["status"] == "ok":
+        parts, verdicts = [], []
+        for split in ("test-clean", "test-other"):
+            a = [r for r in store.load_rows(dyn["slug"]) if r["split"] == split]
+            b = [r for r in store.load_rows(static["slug"]) if r["split"] == split]
+            d = paired_bootstrap_delta(a, b)
+            verdicts.append(_ci_verdict(d["ci_low"], d["ci_high"], better_if_negative=False))
+            parts.append(f"{split}: static − dynamic {d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+        verdict = verdicts[0] if verdicts[0] == verdicts[1] else "mixed: " + " / ".join(verdicts)
+        evidence = "torch.ao eager static vs dynamic int8, per-channel; " + "; ".join(parts)
+    else:
+        verdict, evidence = "pending", "torch.ao static or dynamic int8 has no WER result yet"
+    rows.append(("Static quantization is worse than dynamic", verdict, evidence))
+
+    low = [r for r in (_row(df, "__bnb-wo-nf4-double_quant1__"), _row(df, "__hqq-wo-int3-g64__test"))
+           if r is not None and r["status"] == "ok"]
+    if low:
+        parts, verdicts = [], []
+        for r in low:
+            other_loss = r["ΔWER other low"] > 0
+            mainly_other = r["ΔWER other"] > r["ΔWER clean"]
+            verdicts.append("supported" if other_loss and mainly_other else
+                            "contradicted" if (r["ΔWER clean high"] < 0 and r["ΔWER other high"] < 0)
+                            else "not resolvable at this sample size")
+            parts.append(f"{r['configuration']}: ΔWER clean {r['ΔWER clean']:+.2f} {r['ΔWER clean CI']}, "
+                         f"other {r['ΔWER other']:+.2f} {r['ΔWER other CI']}")
+        verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed: " + " / ".join(verdicts)
+        rows.append(("nf4 / int3 lose accuracy mainly on test-other", verdict, "; ".join(parts)))
+    else:
+        rows.append(("nf4 / int3 lose accuracy mainly on test-other", "pending", "no nf4/int3 WER result yet"))
+
+    for claim, target, slugs in (("Dynamic int8 shrinks the model by 57%", 57.0, ["__pt-dyn-int8-aint8-pc-projout__",
+                                                                              "__pt-dyn-int8-aint8-pc__test"]),
+                                 ("nf4 / int3 shrink the model by up to 71%", 71.0,
+                                  ["__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__test", "__bnb-wo-nf4__test"])):
+        found = [r for s in slugs if (r := _row(df, s)) is not None and pd.notna(r.get("compression %"))]
+        if found:
+            best = max(found, key=lambda r: r["compression %"])
+            verdict = "supported" if abs(best["compression %"] - target) <= 2.0 else "contradicted"
+            evidence = "; ".join(f"{r['configuration']}: {r['compression %']:.1f}% ({r['small MB']:.1f} MB)"
+                                 for r in found) + " on the whisper-small architecture"
+        else:
+            verdict, evidence = "pending", "no footprint result yet"
+        rows.append((claim, verdict, evidence))
+    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim")
+
+
+def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR):
+    """Every failed run (WER or footprint) with its stage and error message."""
+    import pandas as pd
+
+    rows = []
+    for kind, store in (("WER (whisper-base)", ResultStore(results_dir)), ("footprint", ResultStore(footprint_dir))):
+        for s in store.summaries():
+            if s.get("status") == "failed":
+                quant = s.get("quant") or s["config"]["quant"]
+                rows.append({"configuration": describe_spec(quant), "run": kind, "stage": s.get("failed_stage"),
+                             "error": (s.get("error") or "")[:300]})
+    return pd.DataFrame(rows, columns=["configuration", "run", "stage", "error"]).set_index("configuration")

@@ -202,3 +202,29 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
     store, fstore = ResultStore(results_dir), ResultStore(FOOTPRINT_DIR)
     return [{"grid": j.grid, "slug": j.slug, "wer": store.status(j.slug) or "pending",
              "footprint": fstore.status(j.footprint_slug) or "pending"} for p in paths for j in expand_grid(p)]
+
+
+CHAPTER_SOURCES = REPO_ROOT / "notebooks"
+CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "footprint", "summary",
+            "runlog")
+BOOK_DIR = REPO_ROOT / "book"
+
+
+def execute_chapter(name: str, parameters: dict[str, Any] | None = None) -> Path:
+    """Execute ``notebooks/<name>.md`` with papermill into ``book/<name>.ipynb``."""
+    import jupytext
+    import papermill
+
+    source = CHAPTER_SOURCES / f"{name}.md"
+    if not source.exists() or name == "run_config":
+        chapters = sorted(p.stem for p in CHAPTER_SOURCES.glob("*.md") if p.stem != "run_config")
+        raise ConfigError(f"no chapter {name!r}; chapters: {', '.join(chapters)}")
+    output = BOOK_DIR / f"{name}.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        notebook = Path(tmp) / f"{name}.ipynb"
+        jupytext.write(jupytext.read(source), notebook)
+        partial = BOOK_DIR / f".{name}.part.ipynb"
+        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters or {}, cwd=str(REPO_ROOT),
+                                   kernel_name="python3", progress_bar=False)
+        os.replace(partial, output)
+    return output

@@ -94,7 +94,11 @@ def _static_fx(model, spec, targets, calibration, processor) -> dict[str, Any]:
 
     part = {"encoder": model.model.encoder, "decoder": model.model.decoder}.get(spec.scope, model.model)
     mapping = QConfigMapping().set_global(_static_qconfig(spec))
-    prepared = prepare_fx(part, mapping, example_inputs=(_example_features(model),))  # fails on Whisper
+    try:
+        prepared = prepare_fx(part, mapping, example_inputs=(_example_features(model),))
+    except Exception as exc:
+        raise RuntimeError(f"FX symbolic tracing of Whisper's {spec.scope} failed "
+                           f"({type(exc).__name__}: {exc}); use method=eager or pt2e") from exc
     calibrate(model, processor, calibration)
     convert_fx(prepared)
     return {"method": "fx"}

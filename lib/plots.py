@@ -1,0 +1,140 @@
+"""Seaborn figures with one palette and one library order throughout the book."""
+from __future__ import annotations
+
+from .quantize import LIBRARY_ORDER
+from .report import LIBRARY_NAMES
+
+LIBRARIES = [LIBRARY_NAMES[k] for k in LIBRARY_ORDER]  # fp32, torch.ao, torchao, quanto, HQQ, bitsandbytes
+PAPER_COMPRESSION = {"dynamic int8 (paper)": 57.0, "nf4 / int3 (paper, up to)": 71.0}
+
+
+def palette() -> dict[str, tuple]:
+    import seaborn as sns
+
+    colors = sns.color_palette("colorblind", len(LIBRARIES))
+    return dict(zip(LIBRARIES, colors))
+
+
+def _style():
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _ok(df, *cols):
+    """Rows with values in every column ``cols`` (an empty frame with those columns if none)."""
+    import pandas as pd
+
+    if any(c not in df.columns for c in cols):
+        return pd.DataFrame(columns=list(dict.fromkeys([*df.columns, *cols, "library", "configuration"])))
+    return df.dropna(subset=list(cols))
+
+
+def wer_vs_bits(df):
+    """WER against weight bit-width per library, one panel per split."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    _style()
+    parts = [_ok(df, col).assign(split=split, WER=lambda d, c=col: d[c])
+             for split, col in (("test-clean", "WER clean"), ("test-other", "WER other")) if col in df.columns]
+    long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["split", "WER", "bits"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    for ax, split in zip(axes, ("test-clean", "test-other")):
+        part = long[long["split"] == split]
+        if len(part):
+            sns.lineplot(part, x="bits", y="WER", hue="library", hue_order=[h for h in LIBRARIES if h in
+                         set(part["library"])], palette=palette(), marker="o", ax=ax, errorbar=None)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(part["bits"].unique()), labels=[str(b) for b in sorted(part["bits"].unique())])
+        ax.set_title(f"{split} (LibriSpeech sample)")
+        ax.set_xlabel("weight bits")
+        ax.set_ylabel("WER (%)")
+    fig.tight_layout()
+    return fig
+
+
+def pareto(df, x="small MB", y="WER other"):
+    """WER (real whisper-base weights) against stored size on the whisper-small architecture."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    _style()
+    data = _ok(df, x, y)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if len(data):
+        sns.scatterplot(data, x=x, y=y, hue="library", hue_order=[h for h in LIBRARIES if h in set(data["library"])],
+                        palette=palette(), s=70, ax=ax)
+        front = data.sort_values(x)
+        best = front[y].cummin()
+        ax.step(front[x], best, where="post", color="grey", lw=1, ls="--", label="Pareto front")
+        ax.legend(loc="best", fontsize="small")
+    ax.set_xlabel("stored MB on the whisper-small architecture")
+    ax.set_ylabel(f"{y} (%) on whisper-base weights")
+    fig.tight_layout()
+    return fig
+
+
+def latency_vs_size(df):
+    """Latency ratio to fp32 (forced 32 tokens, whisper-small architecture) against stored size."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    _style()
+    data = _ok(df, "small MB", "latency ratio")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if len(data):
+        sns.scatterplot(data, x="small MB", y="latency ratio", hue="library",
+                        hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), s=70, ax=ax)
+        ax.axhline(1.0, color="black", lw=1, ls=":")
+        ax.set_yscale("log", base=2)
+        ax.legend(loc="best", fontsize="small")
+    ax.set_xlabel("stored MB on the whisper-small architecture")
+    ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
+    fig.tight_layout()
+    return fig
+
+
+def compression_bars(df):
+    """Compression % against fp32 per configuration, with the paper's −57% and −71% marked."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    _style()
+    data = _ok(df, "compression %").sort_values("compression %")
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(data) + 1)))
+    if len(data):
+        sns.barplot(data, y="configuration", x="compression %", hue="library",
+                    hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), dodge=False,
+                    ax=ax)
+        for (label, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
+            ax.axvline(value, color="black", ls=style, lw=1, label=label)
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_xlabel("size reduction vs fp32 (%), whisper-small architecture")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def delta_wer(df, split: str = "other"):
+    """ΔWER against fp32 with 95% paired-bootstrap intervals, one bar per configuration."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    col = f"ΔWER {split}"
+    data = _ok(df, col, f"{col} low", f"{col} high").sort_values(col)
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(data) + 1)))
+    colors = palette()
+    if len(data):
+        y = range(len(data))
+        ax.barh(list(y), data[col], color=[colors[lib] for lib in data["library"]])
+        ax.errorbar(data[col], list(y), xerr=[data[col] - data[f"{col} low"], data[f"{col} high"] - data[col]],
+                    fmt="none", ecolor="black", lw=1, capsize=3)
+        ax.set_yticks(list(y), labels=list(data["configuration"]))
+        ax.axvline(0, color="black", lw=1)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in LIBRARIES if lib in set(data["library"])]
+        ax.legend(handles, [lib for lib in LIBRARIES if lib in set(data["library"])], fontsize="small", loc="best")
+    ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI)")
+    fig.tight_layout()
+    return fig
