@@ -35,3 +35,35 @@ def test_wer_on_three_real_clips(base, real_data):
     ids = generate(base.model, features(base.processor, [u.audio for u in utts]))
     hyps = base.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
     assert corpus_wer([utterance_errors(u.reference, h) for u, h in zip(utts, hyps)]) < 15.0
+
+
+EIGHT_BIT = {
+    "torch_ao": dict(library="torch_ao", scheme="dynamic", weights="int8", activations="int8", granularity="per_channel"),
+    "torchao": dict(library="torchao", scheme="weight_only", weights="int8"),
+    "quanto": dict(library="quanto", scheme="weight_only", weights="int8"),
+    "hqq": dict(library="hqq", scheme="weight_only", weights="int8", group_size=64),
+    "bnb": dict(library="bnb", scheme="dynamic", weights="int8", activations="int8"),
+}
+
+
+@pytest.fixture(scope="module")
+def clip(real_data):
+    return load_split("test-clean", limit=1, data=real_data)[0]
+
+
+@pytest.mark.parametrize("library", sorted(EIGHT_BIT))
+def test_8bit_transcript_stays_close_to_fp32(library, clip):
+    import torch
+
+    from lib import QuantSpec
+    from lib.quantize import quantize
+
+    torch.set_num_threads(2)
+    loaded = load_model("embedded:whisper-base")
+    feats = features(loaded.processor, [clip.audio])
+    fp32 = loaded.processor.tokenizer.batch_decode(generate(loaded.model, feats), skip_special_tokens=True)[0]
+    model, meta = quantize(loaded.model, QuantSpec(**EIGHT_BIT[library]))
+    assert meta["quantized_count"] > 0
+    hyp = loaded.processor.tokenizer.batch_decode(generate(model, feats), skip_special_tokens=True)[0]
+    drift = utterance_errors(fp32, hyp)
+    assert (drift["substitutions"] + drift["deletions"] + drift["insertions"]) / drift["ref_words"] <= 0.10, (fp32, hyp)

@@ -1,0 +1,48 @@
+"""The committed report builds with warnings as errors, and its pages show real numbers."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), "book/"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "_build" / "html"
+
+
+def test_every_chapter_is_rendered(built):
+    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "footprint", "summary",
+                 "reproduce", "runlog"):
+        assert (built / f"{page}.html").exists(), page
+
+
+def test_baseline_page_shows_the_result_file_wer(built):
+    summary = json.loads((REPO / "results" / "whisper-base__fp32__test-clean+test-other.json").read_text())
+    html = (built / "baseline.html").read_text()
+    assert f"{summary['metrics']['test-other']['wer']:.2f}" in html
+    assert "Traceback" not in html
+
+
+def test_chapter_sources_are_in_sync_with_executed_notebooks():
+    import jupytext
+    import nbformat
+
+    for source in sorted((REPO / "notebooks").glob("*.md")):
+        if source.stem == "run_config":
+            continue
+        executed = nbformat.read(REPO / "book" / f"{source.stem}.ipynb", as_version=4)
+        want = [c.source for c in jupytext.read(source).cells if c.cell_type == "code"]
+        have = [c.source for c in executed.cells if c.cell_type == "code"
+                and "injected-parameters" not in c.metadata.get("tags", [])]
+        assert have == want, f"book/{source.stem}.ipynb is stale: run python -m lib chapter {source.stem}"

@@ -1,0 +1,120 @@
+import json
+import textwrap
+
+import nbformat
+import pytest
+
+from lib.config import ConfigError
+from lib.results import ResultStore
+from lib.runner import Job, execute_notebook, expand_grid, run_grids
+
+TINY_DEFAULTS = "defaults: {model: 'test:tiny', split: [test-clean], limit: 1, threads: 1, max_new_tokens: 4}"
+
+
+def write_grid(tmp_path, body: str, name: str = "grid.yml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def grid(tmp_path):
+    return write_grid(tmp_path, f"""
+        title: test
+        {TINY_DEFAULTS}
+        footprint: false
+        runs:
+          - {{library: none}}
+          - {{library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}}
+        expand:
+          - {{library: hqq, scheme: weight_only, weights: [int4, int2], group_size: 64}}
+    """)
+
+
+@pytest.fixture
+def data(fake_librispeech, monkeypatch):
+    monkeypatch.setenv("LIBRISPEECH_DIR", str(fake_librispeech))
+    return str(fake_librispeech)
+
+
+def test_expand_grid_crosses_lists_and_keeps_file_order(grid):
+    slugs = [j.slug for j in expand_grid(grid)]
+    assert slugs == ["tiny__fp32__test-clean__n1__max4", "tiny__pt-dyn-int8-aint8-pc__test-clean__n1__max4",
+                     "tiny__hqq-wo-int4-g64__test-clean__n1__max4", "tiny__hqq-wo-int2-g64__test-clean__n1__max4"]
+    assert [j.slug for j in expand_grid(grid, {"limit": 3})][0] == "tiny__fp32__test-clean__n3__max4"
+
+
+def test_grid_duplicates_are_dropped_and_bad_grids_named(tmp_path):
+    dup = write_grid(tmp_path, f"""
+        {TINY_DEFAULTS}
+        runs: [{{library: none}}, {{library: none}}]
+    """, "dup.yml")
+    assert len(expand_grid(dup)) == 1
+    bad = write_grid(tmp_path, "runz: []\n", "bad.yml")
+    with pytest.raises(ConfigError, match="unknown grid key"):
+        expand_grid(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        expand_grid(tmp_path / "missing.yml")
+    invalid = write_grid(tmp_path, f"{TINY_DEFAULTS}\nruns: [{{library: hqq, weights: int5}}]\n", "invalid.yml")
+    with pytest.raises(ConfigError, match="supported"):
+        expand_grid(invalid)
+
+
+def test_skips_done_slugs_and_forces_reruns(grid, data, tmp_path):
+    kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
+    first = run_grids([grid], **kw)
+    assert len(first.ran) == 4 and not first.failed and not first.skipped
+    second = run_grids([grid], **kw)
+    assert second.ran == [] and len(second.skipped) == 4
+    forced = run_grids([grid], only="hqq-wo-int2", force=True, **kw)
+    assert forced.ran == ["tiny__hqq-wo-int2-g64__test-clean__n1__max4"]
+
+
+def test_failing_configuration_is_recorded_while_others_complete(grid, data, tmp_path, monkeypatch):
+    import lib.quantize.torch_ao as backend
+
+    def broken(*a, **k):
+        raise RuntimeError("unsupported operator: quantized::linear_dynamic")
+
+    monkeypatch.setattr(backend, "apply", broken)
+    report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False)
+    slug = "tiny__pt-dyn-int8-aint8-pc__test-clean__n1__max4"
+    assert list(report.failed) == [slug] and "unsupported operator" in report.failed[slug]
+    store = ResultStore(tmp_path / "r")
+    assert store.status(slug) == "failed"
+    assert [store.status(s) for s in report.ran if s != slug] == ["ok", "ok", "ok"]
+    assert "FAILED" in report.text()
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(grid, data, tmp_path, monkeypatch):
+    import lib.evaluate
+
+    real = lib.evaluate.evaluate
+    calls = []
+
+    def interrupted(config, **kw):
+        calls.append(config.slug)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the machine stops mid-sweep
+        return real(config, **kw)
+
+    monkeypatch.setattr(lib.evaluate, "evaluate", interrupted)
+    kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_grids([grid], **kw)
+    monkeypatch.setattr(lib.evaluate, "evaluate", real)
+    resumed = run_grids([grid], **kw)
+    assert len(resumed.skipped) == 2 and resumed.ran == calls[2:] + [expand_grid(grid)[3].slug]
+
+
+@pytest.mark.notebook
+def test_papermill_executes_the_per_configuration_notebook(grid, data, tmp_path):
+    job = Job("test", expand_grid(grid)[2].config, footprint=False)
+    out = execute_notebook(job, tmp_path / "runs", tmp_path / "r", tmp_path / "f", data=data)
+    assert out.name == f"{job.slug}.ipynb"
+    nb = nbformat.read(out, as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    summary = json.loads((tmp_path / "r" / f"{job.slug}.json").read_text())
+    assert summary["status"] == "ok" and summary["config"]["quant"]["library"] == "hqq"
+    outputs = "".join(str(o) for c in nb.cells for o in c.get("outputs", []))
+    assert "test-clean WER (x100)" in outputs
