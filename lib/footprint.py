@@ -115,7 +115,8 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
                            "compression_pct": 100.0 * (1 - size / fp32_bytes),
                            "serialized": serialized_bytes(quantized)}
         stage = "latency"
-        latency = time_forced_generate(quantized, feats, repeats)
+        # fp32 against itself: one measurement, ratio 1 by definition
+        latency = fp32_latency if spec.is_baseline else time_forced_generate(quantized, feats, repeats)
         summary["latency"] = latency
         summary["fp32_latency"] = fp32_latency
         summary["latency_ratio"] = latency["median"] / fp32_latency["median"]
