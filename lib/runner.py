@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
             continue
+        started = time.time()
+        print(f"[{time.strftime('%H:%M:%S')}] start {job.slug}", flush=True)
         try:
             if use_notebooks:
                 execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data)
@@ -144,6 +147,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
             if st.status(slug) == "failed":
                 report.failed[slug] = st.load(slug).get("error", "")
+        print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
+              f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
     return report
 
 

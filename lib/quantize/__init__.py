@@ -68,7 +68,8 @@ def check_allowed(spec, supported: Sequence[dict[str, Any]], options: dict[str, 
             raise ConfigError(f"{spec.library} option {key}={value!r} not allowed; use one of {options[key]}")
 
 
-def quantize(model, spec, calibration: Sequence | None = None, processor=None) -> tuple[Any, dict[str, Any]]:
+def quantize(model, spec, calibration: Sequence | None = None, processor=None,
+             measure_error: bool = True) -> tuple[Any, dict[str, Any]]:
     """Quantize a loaded fp32 Whisper in place; return ``(model, metadata)``.
 
     Metadata: quantized module types and counts, what stayed float, whether
@@ -81,12 +82,13 @@ def quantize(model, spec, calibration: Sequence | None = None, processor=None) -
         return model, {"library": "none", "quantized_modules": {}, "float_linear": len(float_linears(model)),
                        "seconds": 0.0}
     module = backend(spec.library)
-    originals = linear_weights(model)
+    originals = linear_weights(model) if measure_error else {}
     start = time.perf_counter()
     extra = module.apply(model, spec, calibration=calibration, processor=processor) or {}
     seconds = time.perf_counter() - start
-    meta = {"library": spec.library, **describe_modules(model, originals), "seconds": seconds, **extra}
+    meta = {"library": spec.library, **describe_modules(model), "seconds": seconds, **extra}
     if calibration is not None and spec.scheme == "static":
         meta["calibration"] = [getattr(u, "id", str(u)) for u in calibration]
-    meta["weight_error"] = weight_errors(model, originals, module)
+    if measure_error:
+        meta["weight_error"] = weight_errors(model, originals, module)
     return model, meta

@@ -74,7 +74,7 @@ def outer_quantized_modules(model) -> list[tuple[str, str]]:
     return found
 
 
-def describe_modules(model, originals: dict[str, torch.Tensor]) -> dict[str, Any]:
+def describe_modules(model) -> dict[str, Any]:
     kinds = Counter(kind for _name, kind in outer_quantized_modules(model))
     proj = model.proj_out
     return {"quantized_modules": dict(kinds), "quantized_count": sum(kinds.values()),
