@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--retry-failed", action="store_true")
     sw.add_argument("--no-notebooks", action="store_true", help="call lib directly instead of papermill")
     sw.add_argument("--dry-run", action="store_true", help="list the slugs and whether they are done")
+    sw.add_argument("--first", action="append", default=[], metavar="SUBSTR", help="run matching slugs first")
+    sw.add_argument("--last", action="append", default=[], metavar="SUBSTR", help="run matching slugs last")
 
     ch = sub.add_parser("chapter", help="re-execute a chapter notebook into book/ (then jupyter-book build book/)")
     ch.add_argument("names", nargs="+", help="chapter names (notebooks/<name>.md), or 'all'")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_grids
 
             report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
-                               use_notebooks=not a.no_notebooks, dry_run=a.dry_run)
+                               use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last)
             print(report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":

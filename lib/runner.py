@@ -109,6 +109,26 @@ class SweepReport:
         return "\n".join(lines)
 
 
+def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
+    """Stable reorder: jobs matching ``first[0]``, then ``first[1]``, ..., the rest, then ``last`` matches.
+
+    >>> [j.slug for j in prioritize([_J("a-x"), _J("b"), _J("c-x"), _J("slow")], ["c"], ["slow"])]
+    ['c-x', 'a-x', 'b', 'slow']
+    """
+    def rank(job: Job) -> tuple[int, int]:
+        for i, key in enumerate(first):
+            if key in job.slug:
+                return (0, i)
+        return (2, 0) if any(key in job.slug for key in last) else (1, 0)
+
+    return sorted(jobs, key=rank)
+
+
+class _J:  # doctest stand-in for a Job
+    def __init__(self, slug):
+        self.slug = slug
+
+
 def is_done(store: ResultStore, slug: str, retry_failed: bool) -> bool:
     status = store.status(slug)
     return status == "ok" or (status == "failed" and not retry_failed)
@@ -118,9 +138,18 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               retry_failed: bool = False, use_notebooks: bool = True, dry_run: bool = False,
               results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str | None = None,
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
-              data: str | None = None, progress: bool = True) -> SweepReport:
-    """Run every job of the grids; returns what ran, what was skipped and what failed."""
-    jobs = [j for p in paths for j in expand_grid(p, overrides)]
+              data: str | None = None, progress: bool = True, first: Iterable[str] = (),
+              last: Iterable[str] = ()) -> SweepReport:
+    """Run every job of the grids; returns what ran, what was skipped and what failed.
+
+    ``first`` / ``last`` are slug substrings that move matching jobs to the
+    front (in the order given) or the back, e.g. to run headline
+    configurations early and very slow kernels at the end.
+    """
+    unique: dict[str, Job] = {}
+    for job in (j for p in paths for j in expand_grid(p, overrides)):
+        unique.setdefault(job.slug, job)  # a configuration shared by two chapters runs once
+    jobs = prioritize(list(unique.values()), list(first), list(last))
     if only:
         jobs = [j for j in jobs if only in j.slug]
     store = ResultStore(results_dir)

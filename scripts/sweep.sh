@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The full sweep, in the background-friendly order of the report (resumable: finished slugs are skipped).
+# The full sweep (resumable: finished slugs are skipped). Headline configurations run first; torchao's
+# dynamic int8 runs last because int8 matmuls without VNNI are very slow on this CPU.
 #   nohup bash scripts/sweep.sh > logs/sweep.log 2>&1 &
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+first=(__fp32__ pt-dyn-int8-aint8-pc__ pt-static-int8-aint8-pc-cal4__ bnb-wo-nf4-double_quant1 hqq-wo-int4-g64__
+       hqq-wo-int3-g64__ quanto-wo-int8 torchao-wo-int8 bnb-dyn-int8-aint8-threshold6 hqq-wo-int8-g64__
+       pt-dyn-int8-aint8-pc-projout quanto-static quanto-dyn bnb-wo-nf4__ hqq-wo-int2-g64__ quanto-wo-int4
+       methodfx methodpt2e)
+args=()
+for f in "${first[@]}"; do args+=(--first "$f"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
-  experiments/granularity.yml experiments/scope.yml "$@"
+  experiments/granularity.yml experiments/scope.yml "${args[@]}" --last torchao-dyn-int8 "$@"
