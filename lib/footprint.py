@@ -10,6 +10,7 @@ machine load.  WER is never computed here.
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from typing import Any
@@ -128,5 +129,6 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
         summary.update(status="failed", failed_stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000],
                        traceback=traceback.format_exc()[-4000:])
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    summary["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     store.save(slug, summary)
     return summary
