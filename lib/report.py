@@ -222,19 +222,22 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
     return df
 
 
-def chapter_table(grid: str, limit: int | None = None, run_missing: bool = False, **filters: Any):
+def chapter_table(grid: str, limit: int | None = None, run_missing: bool = False, footprint: bool = True,
+                  **filters: Any):
     """The table behind a chapter: its grid's results, optionally with a ``limit`` and filters.
 
     ``run_missing`` runs configurations that have no result yet (through the
     papermill runner), so a reader can re-execute a chapter with new
-    parameters.  ``filters`` keep rows whose column equals the value, e.g.
+    parameters; ``footprint=False`` makes those runs WER-only.  ``filters`` keep rows whose column equals the value, e.g.
     ``group_size=64``.
     """
     overrides = {"limit": limit} if limit else None
     if run_missing:
         from .runner import EXPERIMENTS_DIR, run_grids
 
-        report = run_grids([EXPERIMENTS_DIR / f"{grid}.yml"], overrides=overrides)
+        # the fp32 run with the same overrides is what ΔWER compares against
+        report = run_grids([EXPERIMENTS_DIR / "baseline.yml", EXPERIMENTS_DIR / f"{grid}.yml"], overrides=overrides,
+                           footprint=footprint)
         print(report.text())
     df = grid_table(grid, overrides)
     for column, value in filters.items():

@@ -18,6 +18,7 @@ reported at the end without stopping the sweep.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -139,15 +140,18 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str | None = None,
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
-              last: Iterable[str] = ()) -> SweepReport:
+              last: Iterable[str] = (), footprint: bool = True) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
+    ``footprint=False`` skips the whisper-small size/latency runs (WER only).
     ``first`` / ``last`` are slug substrings that move matching jobs to the
     front (in the order given) or the back, e.g. to run headline
     configurations early and very slow kernels at the end.
     """
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
+        if not footprint:
+            job = dataclasses.replace(job, footprint=False)
         unique.setdefault(job.slug, job)  # a configuration shared by two chapters runs once
     jobs = prioritize(list(unique.values()), list(first), list(last))
     if only:
