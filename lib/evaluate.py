@@ -36,7 +36,7 @@ def encoder_output(model, processor, audio):
 def cosine(a, b) -> float:
     import torch
 
-    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+    return float(torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
 
 
 def score_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -207,6 +207,16 @@ def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force:
             "footprint_dir": str(footprint_dir), "force": force, "data": data}
 
 
+def run_title(job: Job) -> str:
+    """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, first 2)'``."""
+    from .config import _model_tag
+    from .report import describe_spec
+
+    c = job.config
+    scope = f"first {c.limit}" if c.limit else "all utterances"
+    return f"Run: {describe_spec(c.quant.to_dict())} ({_model_tag(c.model)}, {scope})"
+
+
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
                      data: str | None = None) -> Path:
     """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``."""
@@ -217,7 +227,9 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
     output = runs_dir / f"{job.slug}.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "run_config.ipynb"
-        jupytext.write(jupytext.read(NOTEBOOK_SOURCE), source)
+        notebook = jupytext.read(NOTEBOOK_SOURCE)
+        notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
+        jupytext.write(notebook, source)
         partial = runs_dir / f".{job.slug}.part.ipynb"
         env_before = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env_before]))

@@ -2,7 +2,7 @@
 
 Every backend module (``torch_ao``, ``torchao``, ``quanto``, ``hqq``, ``bnb``)
 exposes ``SUPPORTED`` (its allow-list, plain data), ``validate(spec)`` and
-``apply(model, spec, calibration) -> dict`` which quantizes the fp32 Whisper
+``apply(model, spec, calibration, processor, calibration_tokens) -> dict`` which quantizes the fp32 Whisper
 in place and returns backend metadata.  Heavy libraries are imported inside
 ``apply``, so importing this package is cheap.
 
@@ -69,7 +69,7 @@ def check_allowed(spec, supported: Sequence[dict[str, Any]], options: dict[str, 
 
 
 def quantize(model, spec, calibration: Sequence | None = None, processor=None,
-             measure_error: bool = True) -> tuple[Any, dict[str, Any]]:
+             measure_error: bool = True, calibration_tokens: int = 128) -> tuple[Any, dict[str, Any]]:
     """Quantize a loaded fp32 Whisper in place; return ``(model, metadata)``.
 
     Metadata: quantized module types and counts, what stayed float, whether
@@ -84,11 +84,13 @@ def quantize(model, spec, calibration: Sequence | None = None, processor=None,
     module = backend(spec.library)
     originals = linear_weights(model) if measure_error else {}
     start = time.perf_counter()
-    extra = module.apply(model, spec, calibration=calibration, processor=processor) or {}
+    extra = module.apply(model, spec, calibration=calibration, processor=processor,
+                         calibration_tokens=calibration_tokens) or {}
     seconds = time.perf_counter() - start
     meta = {"library": spec.library, **describe_modules(model), "seconds": seconds, **extra}
     if calibration is not None and spec.scheme == "static":
         meta["calibration"] = [getattr(u, "id", str(u)) for u in calibration]
+        meta["calibration_tokens"] = calibration_tokens
     if measure_error:
         meta["weight_error"] = weight_errors(model, originals, module)
     return model, meta

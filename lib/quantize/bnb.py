@@ -32,7 +32,7 @@ def validate(spec) -> None:
         raise ConfigError("bnb: 'threshold' applies to LLM.int8 (int8), 'double_quant' to nf4/fp4")
 
 
-def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
     import bitsandbytes as bnb
     import torch
 

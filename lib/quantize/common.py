@@ -136,13 +136,13 @@ def calibration_features(processor, utterances, batch_size: int = 4):
         yield features(processor, [u.audio for u in utterances[i:i + batch_size]])
 
 
-def calibrate(model, processor, utterances) -> int:
+def calibrate(model, processor, utterances, max_new_tokens: int = 128) -> int:
     """Run the full decoding recipe over calibration utterances so observers see real activations."""
     from ..transcribe import generate
 
     count = 0
     for feats in calibration_features(processor, utterances):
-        generate(model, feats, max_new_tokens=128)
+        generate(model, feats, max_new_tokens=max_new_tokens)
         count += feats.shape[0]
     if not count:
         raise ValueError("static quantization got no calibration utterances")

@@ -21,7 +21,7 @@ def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
 
 
-def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
     import torch
     from hqq.core.quantize import BaseQuantizeConfig, HQQBackend, HQQLinear
 

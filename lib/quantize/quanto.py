@@ -38,7 +38,7 @@ def validate(spec) -> None:
     check_allowed(spec, SUPPORTED)
 
 
-def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
     import optimum.quanto as oq
 
     names = [name for name, _ in target_linears(model, spec)]
@@ -49,7 +49,7 @@ def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
                                        f"{'qint8' if activations else None})"}
     if spec.scheme == "static":
         with oq.Calibration():
-            extra["calibrated_utterances"] = calibrate(model, processor, calibration)
+            extra["calibrated_utterances"] = calibrate(model, processor, calibration, calibration_tokens)
     oq.freeze(model)
     return extra
 

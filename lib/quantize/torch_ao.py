@@ -41,7 +41,7 @@ def validate(spec) -> None:
                           "granularity=per_channel")
 
 
-def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
     import torch
 
     targets = target_linears(model, spec)
@@ -58,7 +58,7 @@ def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
         return {"method": "quantize_dynamic", "engine": torch.backends.quantized.engine}
     method = spec.option_dict.get("method", "eager")
     return {"eager": _static_eager, "fx": _static_fx, "pt2e": _static_pt2e}[method](
-        model, spec, targets, calibration, processor)
+        model, spec, targets, calibration, processor, calibration_tokens)
 
 
 def _static_qconfig(spec):
@@ -72,7 +72,7 @@ def _static_qconfig(spec):
                    weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
 
 
-def _static_eager(model, spec, targets, calibration, processor) -> dict[str, Any]:
+def _static_eager(model, spec, targets, calibration, processor, tokens) -> dict[str, Any]:
     import torch
     from torch.ao.quantization import DeQuantStub, QuantStub, convert, prepare
 
@@ -83,12 +83,12 @@ def _static_eager(model, spec, targets, calibration, processor) -> dict[str, Any
         wrapper.qconfig = qconfig
         set_module(model, name, wrapper)
     prepare(model, inplace=True)
-    calibrate(model, processor, calibration)
+    calibrate(model, processor, calibration, tokens)
     convert(model, inplace=True)
     return {"method": "eager QuantStub/DeQuantStub around each Linear", "engine": "x86"}
 
 
-def _static_fx(model, spec, targets, calibration, processor) -> dict[str, Any]:
+def _static_fx(model, spec, targets, calibration, processor, tokens) -> dict[str, Any]:
     from torch.ao.quantization import QConfigMapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -99,7 +99,7 @@ def _static_fx(model, spec, targets, calibration, processor) -> dict[str, Any]:
     except Exception as exc:
         raise RuntimeError(f"FX symbolic tracing of Whisper's {spec.scope} failed "
                            f"({type(exc).__name__}: {exc}); use method=eager or pt2e") from exc
-    calibrate(model, processor, calibration)
+    calibrate(model, processor, calibration, tokens)
     convert_fx(prepared)
     return {"method": "fx"}
 
@@ -110,7 +110,7 @@ def _example_features(model):
     return torch.zeros(1, model.config.num_mel_bins, 2 * model.config.max_source_positions)
 
 
-def _static_pt2e(model, spec, targets, calibration, processor) -> dict[str, Any]:
+def _static_pt2e(model, spec, targets, calibration, processor, tokens) -> dict[str, Any]:
     """Export the encoder, quantize it with X86InductorQuantizer, swap it back in."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

@@ -44,7 +44,7 @@ def _config(spec):
     return PrototypeInt4WeightOnlyConfig(group_size=spec.group_size)
 
 
-def apply(model, spec, calibration=None, processor=None) -> dict[str, Any]:
+def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
     from torchao.quantization import quantize_
 
     names = {name for name, _ in target_linears(model, spec)}
