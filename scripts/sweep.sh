@@ -5,9 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-first=(__fp32__ pt-dyn-int8-aint8-pc__ pt-static-int8-aint8-pc-cal4__ bnb-wo-nf4-double_quant1 hqq-wo-int4-g64__
-       hqq-wo-int3-g64__ quanto-wo-int8 torchao-wo-int8 bnb-dyn-int8-aint8-threshold6 hqq-wo-int8-g64__
-       pt-dyn-int8-aint8-pc-projout quanto-static quanto-dyn bnb-wo-nf4__ hqq-wo-int2-g64__ quanto-wo-int4
+first=(__fp32__ pt-dyn-int8-aint8-pc__ pt-static-int8-aint8-pc-cal4__ bnb-wo-nf4-double_quant1 hqq-wo-int4-g64__ pt-dyn-int8-aint8-pc-projout
+       pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__ hqq-wo-int3-g64__ quanto-wo-int8 torchao-wo-int8 bnb-dyn-int8-aint8-threshold6 hqq-wo-int8-g64__
+       quanto-static quanto-dyn bnb-wo-nf4__ hqq-wo-int2-g64__ quanto-wo-int4
        methodfx methodpt2e)
 args=()
 for f in "${first[@]}"; do args+=(--first "$f"); done
