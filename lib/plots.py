@@ -87,9 +87,13 @@ def latency_vs_size(df):
     if len(data):
         sns.scatterplot(data, x="small MB", y="latency ratio", hue="library",
                         hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), s=70, ax=ax)
+        from matplotlib.ticker import FuncFormatter
+
         ax.axhline(1.0, color="black", lw=1, ls=":")
         ax.set_yscale("log", base=2)
-        ax.legend(loc="best", fontsize="small")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.set_xlabel("stored MB on the whisper-small architecture")
     ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
     fig.tight_layout()
@@ -103,14 +107,14 @@ def compression_bars(df):
 
     _style()
     data = _ok(df, "compression %").sort_values("compression %")
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(data) + 1)))
+    fig, ax = plt.subplots(figsize=(10, max(3, 0.28 * len(data) + 1)))
     if len(data):
         sns.barplot(data, y="configuration", x="compression %", hue="library",
                     hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), dodge=False,
                     ax=ax)
         for (label, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
             ax.axvline(value, color="black", ls=style, lw=1, label=label)
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.set_xlabel("size reduction vs fp32 (%), whisper-small architecture")
     ax.set_ylabel("")
     fig.tight_layout()
