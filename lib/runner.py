@@ -113,7 +113,8 @@ class SweepReport:
 def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
     """Stable reorder: jobs matching ``first[0]``, then ``first[1]``, ..., the rest, then ``last`` matches.
 
-    >>> [j.slug for j in prioritize([_J("a-x"), _J("b"), _J("c-x"), _J("slow")], ["c"], ["slow"])]
+    >>> from types import SimpleNamespace as J
+    >>> [j.slug for j in prioritize([J(slug="a-x"), J(slug="b"), J(slug="c-x"), J(slug="slow")], ["c"], ["slow"])]
     ['c-x', 'a-x', 'b', 'slow']
     """
     def rank(job: Job) -> tuple[int, int]:
@@ -123,11 +124,6 @@ def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
         return (2, 0) if any(key in job.slug for key in last) else (1, 0)
 
     return sorted(jobs, key=rank)
-
-
-class _J:  # doctest stand-in for a Job
-    def __init__(self, slug):
-        self.slug = slug
 
 
 def is_done(store: ResultStore, slug: str, retry_failed: bool) -> bool:
