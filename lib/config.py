@@ -141,7 +141,7 @@ class QuantSpec:
         return cls(**data)
 
 
-def _model_tag(model: str) -> str:
+def model_tag(model: str) -> str:
     """``'embedded:whisper-base'`` -> ``'whisper-base'``; ``'openai/whisper-small'`` -> ``'openai-whisper-small'``."""
     name = model.split(":", 1)[1] if ":" in model and not model.startswith("/") else model
     if model.startswith(("local:", "/", ".")):
@@ -186,7 +186,7 @@ class RunConfig:
 
     @property
     def slug(self) -> str:
-        parts = [_model_tag(self.model), self.quant.slug, "+".join(self.split)]
+        parts = [model_tag(self.model), self.quant.slug, "+".join(self.split)]
         if self.limit:
             parts.append(f"n{self.limit}")
         if self.max_new_tokens != 440:

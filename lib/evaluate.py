@@ -79,7 +79,8 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         summary["model"] = loaded.source
         fp32_bytes = stored_bytes(loaded.model)
         jfk = jfk_path()
-        reference_encoding = encoder_output(loaded.model, loaded.processor, load_audio(jfk)) if jfk else None
+        jfk_audio = load_audio(jfk) if jfk else None
+        reference_encoding = encoder_output(loaded.model, loaded.processor, jfk_audio) if jfk else None
         stage = "quantize"
         calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
         model, meta = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor)
@@ -89,7 +90,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
                            "compression_pct": 100.0 * (1 - size / fp32_bytes), "serialized": serialized_bytes(model)}
         if reference_encoding is not None:
             summary["encoder_cosine_jfk"] = cosine(reference_encoding,
-                                                   encoder_output(model, loaded.processor, load_audio(jfk)))
+                                                   encoder_output(model, loaded.processor, jfk_audio))
         stage = "transcribe"
         all_rows = []
         harness = {"total_seconds": 0.0, "model_seconds": 0.0}

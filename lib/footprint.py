@@ -66,9 +66,9 @@ def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
 
 
 def footprint_slug(spec: QuantSpec, model: str) -> str:
-    from .config import _model_tag
+    from .config import model_tag
 
-    return f"{_model_tag(model)}__{spec.slug}__footprint"
+    return f"{model_tag(model)}__{spec.slug}__footprint"
 
 
 def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", repeats: int = 3, threads: int = 2,

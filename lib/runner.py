@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 from .config import ConfigError, QuantSpec, RunConfig
 from .data import REPO_ROOT
-from .footprint import FOOTPRINT_DIR, footprint_slug
+from .footprint import footprint_slug
 from .results import RESULTS_DIR, ResultStore
 
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -153,8 +153,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     if only:
         jobs = [j for j in jobs if only in j.slug]
     store = ResultStore(results_dir)
-    fstore = ResultStore(footprint_dir or (Path(results_dir) / "footprint" if results_dir != RESULTS_DIR
-                                           else FOOTPRINT_DIR))
+    fstore = ResultStore(footprint_dir or Path(results_dir) / "footprint")
     report = SweepReport()
     for job in jobs:
         done = (not force and is_done(store, job.slug, retry_failed)
@@ -205,12 +204,12 @@ def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force:
 
 def run_title(job: Job) -> str:
     """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, first 2)'``."""
-    from .config import _model_tag
+    from .config import model_tag
     from .report import describe_spec
 
     c = job.config
     scope = f"first {c.limit}" if c.limit else "all utterances"
-    return f"Run: {describe_spec(c.quant.to_dict())} ({_model_tag(c.model)}, {scope})"
+    return f"Run: {describe_spec(c.quant.to_dict())} ({model_tag(c.model)}, {scope})"
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
@@ -245,7 +244,7 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
 
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
     """One row per job: whether its WER and footprint results exist (for the run log)."""
-    store, fstore = ResultStore(results_dir), ResultStore(FOOTPRINT_DIR)
+    store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
     return [{"grid": j.grid, "slug": j.slug, "wer": store.status(j.slug) or "pending",
              "footprint": fstore.status(j.footprint_slug) or "pending"} for p in paths for j in expand_grid(p)]
 

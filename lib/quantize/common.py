@@ -76,9 +76,10 @@ def outer_quantized_modules(model) -> list[tuple[str, str]]:
 
 def describe_modules(model) -> dict[str, Any]:
     kinds = Counter(kind for _name, kind in outer_quantized_modules(model))
+    floats = float_linears(model)
     proj = model.proj_out
     return {"quantized_modules": dict(kinds), "quantized_count": sum(kinds.values()),
-            "float_linear": len(float_linears(model)), "float_linear_names": float_linears(model)[:50],
+            "float_linear": len(floats), "float_linear_names": floats[:50],
             "proj_out_tied": proj.weight is model.model.decoder.embed_tokens.weight
             if hasattr(proj, "weight") and isinstance(getattr(proj, "weight", None), torch.Tensor) else False,
             "proj_out_quantized": quantized_kind(proj) is not None}
