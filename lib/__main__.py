@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--dry-run", action="store_true", help="list the slugs and whether they are done")
     sw.add_argument("--first", action="append", default=[], metavar="SUBSTR", help="run matching slugs first")
     sw.add_argument("--last", action="append", default=[], metavar="SUBSTR", help="run matching slugs last")
+    sw.add_argument("--pause-file", default=None, metavar="PATH",
+                    help="while this file exists, wait before starting the next configuration")
 
     ch = sub.add_parser("chapter", help="re-execute a chapter notebook into book/ (then jupyter-book build book/)")
     ch.add_argument("names", nargs="+", help="chapter names (notebooks/<name>.md), or 'all'")
@@ -114,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_grids
 
             report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
-                               use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last)
-            print(report.text())
+                               use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last,
+                               pause_file=a.pause_file)
+            print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":
             import yaml

@@ -136,13 +136,16 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str | None = None,
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
-              last: Iterable[str] = (), footprint: bool = True) -> SweepReport:
+              last: Iterable[str] = (), footprint: bool = True, pause_file: Path | str | None = None,
+              pause_poll_s: float = 10.0) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
     ``footprint=False`` skips the whisper-small size/latency runs (WER only).
     ``first`` / ``last`` are slug substrings that move matching jobs to the
     front (in the order given) or the back, e.g. to run headline
     configurations early and very slow kernels at the end.
+    While ``pause_file`` exists the sweep waits before starting the next job,
+    so heavy work (tests, a book build) never overlaps a timed run.
     """
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
@@ -160,7 +163,10 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                 and (not job.footprint or is_done(fstore, job.footprint_slug, retry_failed)))
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
+            if dry_run and progress:
+                print(f"{'done   ' if done else 'pending'} {job.slug}", flush=True)
             continue
+        wait_while_paused(pause_file, pause_poll_s)
         started = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] start {job.slug}", flush=True)
         try:
@@ -178,6 +184,16 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
               f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
     return report
+
+
+def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> None:
+    """Block while ``pause_file`` exists (``touch`` it to pause a sweep between jobs, ``rm`` to resume)."""
+    if pause_file is None or not Path(pause_file).exists():
+        return
+    print(f"[{time.strftime('%H:%M:%S')}] paused: waiting for {pause_file} to be removed", flush=True)
+    while Path(pause_file).exists():
+        time.sleep(poll_s)
+    print(f"[{time.strftime('%H:%M:%S')}] resumed", flush=True)
 
 
 def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,

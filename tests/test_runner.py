@@ -107,6 +107,27 @@ def test_interrupted_sweep_resumes_where_it_stopped(grid, data, tmp_path, monkey
     assert len(resumed.skipped) == 2 and resumed.ran == calls[2:] + [expand_grid(grid)[3].slug]
 
 
+def test_a_pause_file_holds_the_next_job_until_it_is_removed(tmp_path):
+    import threading
+    import time
+
+    from lib.runner import wait_while_paused
+
+    pause = tmp_path / "sweep.pause"
+    wait_while_paused(pause, poll_s=0.01)  # no file: returns at once
+    pause.touch()
+    threading.Timer(0.2, pause.unlink).start()
+    started = time.monotonic()
+    wait_while_paused(pause, poll_s=0.01)
+    assert time.monotonic() - started >= 0.15 and not pause.exists()
+
+
+def test_dry_run_lists_pending_slugs_without_running(grid, tmp_path, capsys):
+    report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", dry_run=True)
+    assert len(report.ran) == 4 and not list(tmp_path.rglob("*.json"))
+    assert capsys.readouterr().out.count("pending ") == 4
+
+
 @pytest.mark.notebook
 def test_papermill_executes_the_per_configuration_notebook(grid, data, tmp_path):
     job = Job("test", expand_grid(grid)[2].config, footprint=False)
