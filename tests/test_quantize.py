@@ -21,7 +21,6 @@ SPECS = {j.config.quant.slug: j.config.quant for g in sorted(glob.glob(str(REPO 
 # Paths that cannot work on Whisper; the harness records them as failed rows with this reason.
 EXPECTED_FAILURES = {
     "pt-static-int8-aint8-pc-cal4-methodfx": "FX symbolic tracing of Whisper",
-    "pt-static-int8-aint8-pc-deconly-cal4-methodpt2e": "use scope=encoder",
 }
 # Stored bytes of the quantized Linear layers / their fp32 bytes: upper bound from the bit-width.
 def expected_ratio_bound(spec: QuantSpec) -> float:
@@ -62,8 +61,11 @@ def test_configuration_row(slug, tiny, calibration, short_features):
     model, meta = quantize(model, spec, calibration=calibration, processor=tiny.processor)
     out = generate(model, short_features, max_new_tokens=3)
     assert out.shape[0] == 2 and out.shape[1] >= 1
-    if spec.option_dict.get("method") == "pt2e":  # the encoder is now one exported graph
-        assert meta["pt2e_quantize_dequantize_nodes"] > 0
+    if spec.option_dict.get("method") == "pt2e":  # each quantized half is now one exported graph
+        halves = {"all": {"encoder", "decoder"}}.get(spec.scope, {spec.scope})
+        assert set(meta["pt2e_quantize_dequantize_nodes"]) == halves
+        assert all(n > 0 for n in meta["pt2e_quantize_dequantize_nodes"].values())
+        assert (model.generation_config.use_cache is False) == ("decoder" in halves)  # cache-free decoder graph
         assert stored_bytes(model) / stored_bytes(tiny.model) < expected_ratio_bound(spec)
         return
     assert meta["quantized_count"] >= len(names) and meta["quantized_modules"]

@@ -6,9 +6,10 @@
 * ``static``: int8 weights and activations with calibrated activation ranges.
   ``method=eager`` (default) wraps each Linear in QuantStub/DeQuantStub and
   uses eager prepare/convert; ``method=fx`` tries FX graph mode, and
-  ``method=pt2e`` exports the encoder with ``torch.export`` and quantizes it
-  with torchao's X86InductorQuantizer.  Paths that cannot work on Whisper
-  raise, and the harness records them as failed rows.
+  ``method=pt2e`` exports the encoder and/or the decoder (cache-free) with
+  ``torch.export`` and quantizes them with torchao's X86InductorQuantizer.
+  Paths that cannot work on Whisper raise, and the harness records them as
+  failed rows.
 
 ``torch.ao.quantization`` is deprecated upstream in favour of torchao.
 """
@@ -111,19 +112,47 @@ def _example_features(model):
 
 
 def _static_pt2e(model, spec, targets, calibration, processor, tokens) -> dict[str, Any]:
-    """Export the encoder, quantize it with X86InductorQuantizer, swap it back in."""
+    """Export encoder and/or decoder with ``torch.export``, quantize with X86InductorQuantizer, swap back in.
+
+    The decoder graph is exported without a KV cache (a dynamic token axis
+    instead), so generation recomputes the whole prefix at every step:
+    correct, but slower than the cached float decoder.
+    """
+    if spec.proj_out:
+        raise NotImplementedError("torch_ao method=pt2e quantizes the exported encoder/decoder graphs and keeps "
+                                  "the tied proj_out in float: drop proj_out")
+    calibration = list(calibration or [])
+    info: dict[str, Any] = {"method": "pt2e X86InductorQuantizer, per-channel weights (reference q/dq graph, "
+                                      "not compiled)", "pt2e_quantize_dequantize_nodes": {}}
+    if spec.scope in ("all", "encoder"):
+        info["pt2e_quantize_dequantize_nodes"]["encoder"] = _pt2e_encoder(model, processor, calibration)
+    if spec.scope in ("all", "decoder"):
+        info["pt2e_quantize_dequantize_nodes"]["decoder"] = _pt2e_decoder(model, processor, calibration, tokens)
+        info["decoder_kv_cache"] = False
+    return info
+
+
+def _pt2e_quantize(module, example_inputs, dynamic_shapes, calibrate_graph):
+    """export -> prepare_pt2e -> calibrate -> convert_pt2e; returns the converted graph and its q/dq count."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
-    if spec.scope != "encoder":
-        raise NotImplementedError(
-            "PT2E needs a torch.export graph; Whisper's decoder runs inside generate() with a dynamic KV cache, "
-            "which this path cannot export: use scope=encoder")
-    from .common import calibration_features
+    exported = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        calibrate_graph(prepared)
+    converted = convert_pt2e(prepared)
+    return converted, sum(1 for node in converted.graph.nodes if "quantize" in str(node.target))
 
+
+def _pt2e_encoder(model, processor, calibration) -> int:
+    import torch
     from transformers.modeling_outputs import BaseModelOutput
+
+    from .common import calibration_features
 
     class EncoderCore(torch.nn.Module):
         def __init__(self, encoder):
@@ -144,19 +173,80 @@ def _static_pt2e(model, spec, targets, calibration, processor, tokens) -> dict[s
         def forward(self, input_features, **_ignored):
             return BaseModelOutput(last_hidden_state=self.graph(input_features))
 
+    def run_calibration(prepared):
+        for feats in calibration_features(processor, calibration):
+            prepared(feats)
+
     encoder = model.model.encoder
     example = _example_features(model).repeat(2, 1, 1)
     batch = {"input_features": {0: torch.export.Dim("batch", min=1, max=64)}}
-    exported = torch.export.export(EncoderCore(encoder), (example,), dynamic_shapes=batch).module()
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(exported, quantizer)
-    for feats in calibration_features(processor, calibration):
-        prepared(feats)
-    converted = convert_pt2e(prepared)
+    converted, qdq = _pt2e_quantize(EncoderCore(encoder), (example,), batch, run_calibration)
     model.model.encoder = ExportedEncoder(converted, encoder)
-    qdq = sum(1 for node in converted.graph.nodes if "quantize" in str(node.target))
-    return {"method": "pt2e X86InductorQuantizer, per-channel weights (reference q/dq graph, not compiled)",
-            "pt2e_quantize_dequantize_nodes": qdq}
+    return qdq
+
+
+def _pt2e_decoder(model, processor, calibration, tokens: int) -> int:
+    """Quantize the decoder as one cache-free graph ``(input_ids, encoder_hidden_states) -> hidden states``.
+
+    Calibration feeds each calibration utterance's own greedy transcript
+    (prompt included, cut at end-of-text) through the graph in one pass.
+    """
+    import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+    from ..transcribe import generate
+    from .common import calibration_features
+
+    class DecoderCore(torch.nn.Module):
+        def __init__(self, decoder):
+            super().__init__()
+            self.decoder = decoder
+
+        def forward(self, input_ids, encoder_hidden_states):
+            return self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
+                                use_cache=False).last_hidden_state
+
+    class ExportedDecoder(torch.nn.Module):
+        """Stands in for ``WhisperDecoder``; generate() must run with use_cache=False (full prefix each step)."""
+
+        def __init__(self, graph_module, original):
+            super().__init__()
+            self.graph, self.config = graph_module, original.config
+            self.embed_tokens = original.embed_tokens  # keeps get_input_embeddings() and the proj_out tie
+
+        def forward(self, input_ids=None, encoder_hidden_states=None, **_ignored):
+            return BaseModelOutputWithPastAndCrossAttentions(
+                last_hidden_state=self.graph(input_ids, encoder_hidden_states))
+
+    decoder, config = model.model.decoder, model.config
+    start = torch.tensor([[config.decoder_start_token_id]])
+    transcripts = []  # (token ids, encoder output) per calibration utterance, from the current model
+    for feats in calibration_features(processor, calibration):
+        with torch.no_grad():
+            encoded = model.model.encoder(feats).last_hidden_state
+        for row, enc in zip(generate(model, feats, max_new_tokens=tokens), encoded):
+            ids = row[None]
+            if ids[0, 0] != config.decoder_start_token_id:
+                ids = torch.cat([start, ids], dim=1)
+            ends = (ids[0] == config.eos_token_id).nonzero()
+            ids = ids[:, : int(ends[0]) + 1] if len(ends) else ids
+            transcripts.append((ids, enc[None]))
+    if not transcripts:
+        raise ValueError("static quantization got no calibration utterances")
+
+    def run_calibration(prepared):
+        for ids, enc in transcripts:
+            prepared(ids, enc)
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    length = torch.export.Dim("tokens", min=2, max=config.max_target_positions)
+    dims = {"input_ids": {0: batch, 1: length}, "encoder_hidden_states": {0: batch}}
+    ids, enc = transcripts[0]
+    example = (ids[:, :4].repeat(2, 1), enc.repeat(2, 1, 1))
+    converted, qdq = _pt2e_quantize(DecoderCore(decoder), example, dims, run_calibration)
+    model.model.decoder = ExportedDecoder(converted, decoder)
+    model.generation_config.use_cache = False
+    return qdq
 
 
 def dequantize_weight(module):
