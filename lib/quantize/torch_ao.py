@@ -122,18 +122,19 @@ def _static_pt2e(model, spec, targets, calibration, processor, tokens) -> dict[s
         raise NotImplementedError("torch_ao method=pt2e quantizes the exported encoder/decoder graphs and keeps "
                                   "the tied proj_out in float: drop proj_out")
     calibration = list(calibration or [])
-    info: dict[str, Any] = {"method": "pt2e X86InductorQuantizer, per-channel weights (reference q/dq graph, "
-                                      "not compiled)", "pt2e_quantize_dequantize_nodes": {}}
+    ops: dict[str, dict[str, int]] = {}
     if spec.scope in ("all", "encoder"):
-        info["pt2e_quantize_dequantize_nodes"]["encoder"] = _pt2e_encoder(model, processor, calibration)
+        ops["encoder"] = _pt2e_encoder(model, processor, calibration)
     if spec.scope in ("all", "decoder"):
-        info["pt2e_quantize_dequantize_nodes"]["decoder"] = _pt2e_decoder(model, processor, calibration, tokens)
-        info["decoder_kv_cache"] = False
-    return info
+        ops["decoder"] = _pt2e_decoder(model, processor, calibration, tokens)
+    modules = {f"pt2e {half} {op}": n for half, counts in ops.items() for op, n in counts.items()}
+    return {"method": "pt2e X86InductorQuantizer, per-channel weights (reference q/dq graph, not compiled)",
+            "quantized_modules": modules, "quantized_count": sum(modules.values()), "pt2e_quantized_ops": ops,
+            "decoder_kv_cache": "decoder" not in ops}
 
 
 def _pt2e_quantize(module, example_inputs, dynamic_shapes, calibrate_graph):
-    """export -> prepare_pt2e -> calibrate -> convert_pt2e; returns the converted graph and its q/dq count."""
+    """export -> prepare_pt2e -> calibrate -> convert_pt2e; returns the converted graph and its quantized ops."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
@@ -145,10 +146,31 @@ def _pt2e_quantize(module, example_inputs, dynamic_shapes, calibrate_graph):
     with torch.no_grad():
         calibrate_graph(prepared)
     converted = convert_pt2e(prepared)
-    return converted, sum(1 for node in converted.graph.nodes if "quantize" in str(node.target))
+    _drop_unused_tensors(converted)
+    return converted, _quantized_ops(converted)
 
 
-def _pt2e_encoder(model, processor, calibration) -> int:
+def _quantized_ops(graph_module) -> dict[str, int]:
+    """Count graph ops whose weight comes out of a dequantize node, e.g. ``{"linear": 12, "conv1d": 2}``."""
+    counts: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        weight = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
+        if getattr(weight, "op", None) == "call_function" and "dequantize" in str(weight.target):
+            op = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
+            counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
+def _drop_unused_tensors(graph_module) -> None:
+    """Delete parameters/buffers no node reads: convert_pt2e folds int8 weights in but leaves the fp32 originals."""
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()]:
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            delattr(graph_module.get_submodule(owner) if owner else graph_module, attr)
+
+
+def _pt2e_encoder(model, processor, calibration) -> dict[str, int]:
     import torch
     from transformers.modeling_outputs import BaseModelOutput
 
@@ -180,12 +202,12 @@ def _pt2e_encoder(model, processor, calibration) -> int:
     encoder = model.model.encoder
     example = _example_features(model).repeat(2, 1, 1)
     batch = {"input_features": {0: torch.export.Dim("batch", min=1, max=64)}}
-    converted, qdq = _pt2e_quantize(EncoderCore(encoder), (example,), batch, run_calibration)
+    converted, ops = _pt2e_quantize(EncoderCore(encoder), (example,), batch, run_calibration)
     model.model.encoder = ExportedEncoder(converted, encoder)
-    return qdq
+    return ops
 
 
-def _pt2e_decoder(model, processor, calibration, tokens: int) -> int:
+def _pt2e_decoder(model, processor, calibration, tokens: int) -> dict[str, int]:
     """Quantize the decoder as one cache-free graph ``(input_ids, encoder_hidden_states) -> hidden states``.
 
     Calibration feeds each calibration utterance's own greedy transcript
@@ -243,10 +265,10 @@ def _pt2e_decoder(model, processor, calibration, tokens: int) -> int:
     dims = {"input_ids": {0: batch, 1: length}, "encoder_hidden_states": {0: batch}}
     ids, enc = transcripts[0]
     example = (ids[:, :4].repeat(2, 1), enc.repeat(2, 1, 1))
-    converted, qdq = _pt2e_quantize(DecoderCore(decoder), example, dims, run_calibration)
+    converted, ops = _pt2e_quantize(DecoderCore(decoder), example, dims, run_calibration)
     model.model.decoder = ExportedDecoder(converted, decoder)
     model.generation_config.use_cache = False
-    return qdq
+    return ops
 
 
 def dequantize_weight(module):
