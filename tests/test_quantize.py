@@ -64,6 +64,8 @@ def test_configuration_row(slug, tiny, calibration, short_features):
         assert set(meta["pt2e_quantized_ops"]) == halves
         layers = {"encoder": model.config.encoder_layers * 6, "decoder": model.config.decoder_layers * 10}
         assert all(meta["pt2e_quantized_ops"][h]["linear"] == layers[h] for h in halves)  # every Linear
+        assert meta["weight_error"]["layers"] == sum(layers[h] for h in halves)
+        assert 0 < meta["weight_error"]["mean"] < 0.05  # int8 per-channel
         assert (model.generation_config.use_cache is False) == ("decoder" in halves)  # cache-free decoder graph
         saved = stored_bytes(tiny.model) - stored_bytes(model)  # int8 weights replace fp32 ones (≈3/4 saved)
         assert saved > 0.7 * fp32_bytes, f"saved {saved} of {fp32_bytes} fp32 Linear bytes"

@@ -102,22 +102,14 @@ def weight_through_forward(module, in_features: int) -> torch.Tensor | None:
 def weight_errors(model, originals: dict[str, torch.Tensor], backend) -> dict[str, Any]:
     """Mean relative reconstruction error ||W - deq(Q(W))|| / ||W|| over the quantized layers."""
     dequantize: Callable | None = getattr(backend, "dequantize_weight", None)
+    graph_weights = getattr(backend, "dequantized_graph_weights", lambda _: {})(model)  # exported graphs
     per_layer = {}
-    if dequantize is None:
+    if dequantize is None and not graph_weights:
         return {"mean": None, "max": None, "layers": 0, "note": "backend cannot dequantize weights"}
     for name, w in originals.items():
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if quantized_kind(module) is None and not any(quantized_kind(c) for c in module.children()):
-            continue
-        try:
-            deq = dequantize(module)
-        except Exception:  # a layer type the backend cannot unpack
-            deq = None
-        if deq is None:
-            deq = weight_through_forward(module, w.shape[1])
+        deq = graph_weights.get(name)
+        if deq is None and dequantize is not None:
+            deq = _dequantize_module(model, name, w, dequantize)
         if deq is None:
             continue
         deq = deq.detach().float().reshape(w.shape)
@@ -126,6 +118,20 @@ def weight_errors(model, originals: dict[str, torch.Tensor], backend) -> dict[st
         return {"mean": None, "max": None, "layers": 0}
     values = list(per_layer.values())
     return {"mean": sum(values) / len(values), "max": max(values), "layers": len(values), "per_layer": per_layer}
+
+
+def _dequantize_module(model, name: str, weight: torch.Tensor, dequantize: Callable) -> torch.Tensor | None:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return None
+    if quantized_kind(module) is None and not any(quantized_kind(c) for c in module.children()):
+        return None
+    try:
+        deq = dequantize(module)
+    except Exception:  # a layer type the backend cannot unpack
+        deq = None
+    return deq if deq is not None else weight_through_forward(module, weight.shape[1])
 
 
 def calibration_features(processor, utterances, batch_size: int = 4):

@@ -271,6 +271,33 @@ def _pt2e_decoder(model, processor, calibration, tokens: int) -> dict[str, int]:
     return ops
 
 
+def dequantized_graph_weights(model) -> dict[str, Any]:
+    """Weights of the Linear ops inside PT2E graphs, dequantized, keyed by the original module name.
+
+    A graph exported from ``model.model.encoder`` reports its first query
+    projection as ``model.encoder.layers.0.self_attn.q_proj``.
+    """
+    import functools
+
+    import torch
+
+    weights = {}
+    for name, module in model.named_modules():
+        graph = getattr(module, "graph", None)
+        if not isinstance(graph, torch.fx.GraphModule):
+            continue
+        prefix = name.rpartition(".")[0]
+        for node in graph.graph.nodes:
+            weight = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
+            if "linear" not in str(node.target) or "dequantize" not in str(getattr(weight, "target", "")):
+                continue
+            args = [functools.reduce(getattr, a.target.split("."), graph) if isinstance(a, torch.fx.Node) else a
+                    for a in weight.args]
+            path = list(node.meta.get("nn_module_stack", {}).values())[-1][0]
+            weights[f"{prefix}.{path}" if prefix else path] = weight.target(*args)
+    return weights
+
+
 def dequantize_weight(module):
     import torch
 
