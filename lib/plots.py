@@ -11,8 +11,10 @@ PAPER_COMPRESSION = {"dynamic int8 (paper)": 57.0, "nf4 / int3 (paper, up to)": 
 def palette() -> dict[str, tuple]:
     import seaborn as sns
 
-    colors = sns.color_palette("colorblind", len(LIBRARIES))
-    return dict(zip(LIBRARIES, colors))
+    colors = sns.color_palette("colorblind", 10)
+    # fp32 grey, torch.ao blue, torchao sky, quanto green, HQQ vermillion, bitsandbytes purple (no orange next to
+    # vermillion)
+    return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4)]))
 
 
 def _style():
@@ -121,8 +123,12 @@ def compression_bars(df):
     return fig
 
 
-def delta_wer(df, split: str = "other"):
-    """ΔWER against fp32 with 95% paired-bootstrap intervals, one bar per configuration."""
+def delta_wer(df, split: str = "other", clip: float = 30.0):
+    """ΔWER against fp32 with 95% paired-bootstrap intervals, one bar per configuration.
+
+    The axis stops at ``clip`` points so that a collapsed configuration does not
+    flatten the others; bars beyond it are cut and labelled with their value.
+    """
     import matplotlib.pyplot as plt
 
     _style()
@@ -137,6 +143,12 @@ def delta_wer(df, split: str = "other"):
                     fmt="none", ecolor="black", lw=1, capsize=3)
         ax.set_yticks(list(y), labels=list(data["configuration"]))
         ax.axvline(0, color="black", lw=1)
+        if data[f"{col} high"].max() > clip:
+            ax.set_xlim(min(-1.0, data[f"{col} low"].min() - 0.5), clip)
+            for i, value in zip(y, data[col]):
+                if value > clip:
+                    ax.text(clip * 0.98, i, f"{value:+.0f} →", ha="right", va="center", fontsize="small",
+                            color="white", fontweight="bold")
         handles = [plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in LIBRARIES if lib in set(data["library"])]
         ax.legend(handles, [lib for lib in LIBRARIES if lib in set(data["library"])], fontsize="small", loc="best")
     ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI)")

@@ -150,7 +150,7 @@ def display_table(df, columns: Iterable[str] = DISPLAY_COLUMNS):
             view[c] = view[c].round(2)
     if "error" in view:
         view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
-    return view.fillna("").set_index("configuration")
+    return view.fillna("").set_index("configuration").rename_axis(None)  # one header row
 
 
 def baseline_summary(results_dir: Path | str = RESULTS_DIR, slug: str | None = None) -> dict[str, Any]:
@@ -366,7 +366,7 @@ def claims_table(df, results_dir: Path | str = RESULTS_DIR):
         evidence = "; ".join(f"{r['configuration']}: {r['compression %']:.1f}% ({r['small MB']:.1f} MB)"
                              for r in found + extra) or "no footprint result yet"
         rows.append((claim, verdict, evidence + (" on the whisper-small architecture" if found + extra else "")))
-    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim")
+    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
 
 
 def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR):

@@ -1,0 +1,29 @@
+import matplotlib
+import pandas as pd
+
+from lib import plots
+
+matplotlib.use("Agg")
+
+
+def delta_frame(values):
+    return pd.DataFrame({"configuration": [f"c{i}" for i in range(len(values))], "library": "HQQ",
+                         "ΔWER other": values, "ΔWER other low": [v - 1 for v in values],
+                         "ΔWER other high": [v + 1 for v in values]})
+
+
+def test_a_collapsed_configuration_is_cut_and_labelled_not_flattening_the_rest():
+    fig = plots.delta_wer(delta_frame([0.5, 2.0, 104.0]), "other", clip=30)
+    ax = fig.axes[0]
+    assert ax.get_xlim()[1] == 30
+    assert [t.get_text() for t in ax.texts] == ["+104 →"]
+
+
+def test_no_clipping_when_every_bar_fits():
+    ax = plots.delta_wer(delta_frame([0.5, 2.0]), "other", clip=30).axes[0]
+    assert ax.get_xlim()[1] < 30 and not ax.texts
+
+
+def test_every_library_has_its_own_colour():
+    colours = list(plots.palette().values())
+    assert len(set(colours)) == len(plots.LIBRARIES) == len(colours)
