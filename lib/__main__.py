@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="papermill parameter, e.g. -p limit 5 -p run_missing true (values parse as YAML)")
 
+    tb = sub.add_parser("table", help="print every configuration of the study: size, compression, WER, latency")
+    tb.add_argument("--limit", type=int, default=None, help="the results of runs made with this utterance limit")
+    tb.add_argument("--status", default=None, choices=("ok", "failed", "pending"), help="only rows with this status")
+
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
 
@@ -128,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             params = {k: yaml.safe_load(v) for k, v in a.parameter}
             for name in (CHAPTERS if a.names == ["all"] else a.names):
                 print(execute_chapter(name, params if a.names != ["all"] else None))
+            return 0
+        if a.command == "table":
+            from .report import compact_table, study_table
+
+            table = compact_table(study_table(a.limit))
+            if a.status:
+                table = table[table["status"] == a.status]
+            print(table.to_markdown(index=False))
             return 0
         if a.command == "build-model":
             from .models import embedded_whisper_base

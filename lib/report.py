@@ -287,6 +287,20 @@ def study_table(limit: int | None = None):
     return df.drop_duplicates("slug").reset_index(drop=True)
 
 
+COMPACT_COLUMNS = ["configuration", "status", "small MB", "compression %", "WER clean", "WER other", "latency ratio"]
+
+
+def compact_table(df):
+    """The study in one small table (for a terminal or a note): size and latency on whisper-small, WER on base.
+
+    Failed rows keep the last line of their error; pending rows stay blank.
+    """
+    view = df[[c for c in COMPACT_COLUMNS if c in df.columns]].copy()
+    if "error" in df:
+        view["reason"] = df["error"].fillna("").map(lambda e: e.strip().splitlines()[-1][:100] if e.strip() else "")
+    return view.round(2)
+
+
 def _row(df, slug_part: str):
     hits = df[df["slug"].str.contains(slug_part, regex=False)]
     return hits.iloc[0] if len(hits) else None

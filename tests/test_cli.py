@@ -25,3 +25,21 @@ def test_bad_input_is_one_clear_line(args, message):
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], out.stderr[-2000:]
+
+
+def test_table_prints_the_study_as_markdown():
+    out = run_cli("table", "--status", "ok")
+    assert out.returncode == 0, out.stderr[-2000:]
+    header, rule, *rows = out.stdout.strip().splitlines()
+    assert header.split("|")[1].strip() == "configuration" and "small MB" in header and "WER other" in header
+    assert rows and all("| ok " in r for r in rows) and any(r.startswith("| fp32 ") for r in rows)
+
+
+def test_compact_table_keeps_the_last_line_of_an_error():
+    import pandas as pd
+
+    from lib.report import compact_table
+
+    df = pd.DataFrame({"configuration": ["a", "b"], "status": ["failed", "pending"], "small MB": [None, None],
+                       "error": ["Traceback ...\nRuntimeError: FX tracing failed", None]})
+    assert list(compact_table(df)["reason"]) == ["RuntimeError: FX tracing failed", ""]
