@@ -209,6 +209,7 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
         row = {"configuration": describe_spec(q), "library": LIBRARY_NAMES[q["library"]], "status": s["status"],
                "bits": weight_bits(q["weights"]), "error": s.get("error")}
         if s["status"] == "ok":
+            row.update(_latency_split(s))
             row.update({"small MB": s["size"]["stored_bytes"] / 1e6, "compression %": s["size"]["compression_pct"],
                         "latency s": s["latency"]["median"], "latency min s": s["latency"]["min"],
                         "fp32 latency s": s["fp32_latency"]["median"], "latency ratio": s["latency_ratio"],
@@ -220,6 +221,26 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
         df["_order"] = df["library"].map({LIBRARY_NAMES[k]: i for i, k in enumerate(LIBRARY_ORDER)})
         df = df.sort_values(["_order", "bits", "configuration"], ascending=[True, False, True]).drop(columns="_order")
     return df
+
+
+def _latency_split(summary: dict[str, Any]) -> dict[str, float]:
+    """Median encoder and decoder (32 tokens) seconds, each as a ratio to the paired fp32 run.
+
+    >>> lat = {"samples": [10.0, 11.0, 12.0], "encoder_samples": [4.0, 4.0, 5.0]}
+    >>> _latency_split({"latency": lat, "fp32_latency": {"samples": [8.0], "encoder_samples": [2.0]}})
+    {'encoder s': 4.0, 'decoder s': 7.0, 'encoder ratio': 2.0, 'decoder ratio': 1.1666666666666667}
+    """
+    import statistics
+
+    def split(latency):
+        enc = latency.get("encoder_samples") or []
+        if len(enc) != len(latency.get("samples", [])) or not enc:
+            return float("nan"), float("nan")
+        return statistics.median(enc), statistics.median(t - e for t, e in zip(latency["samples"], enc))
+
+    enc, dec = split(summary["latency"])
+    fp32_enc, fp32_dec = split(summary.get("fp32_latency") or summary["latency"])
+    return {"encoder s": enc, "decoder s": dec, "encoder ratio": enc / fp32_enc, "decoder ratio": dec / fp32_dec}
 
 
 def chapter_table(grid: str, limit: int | None = None, run_missing: bool = False, footprint: bool = True,
