@@ -207,7 +207,7 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
     for s in ResultStore(footprint_dir).summaries():
         q = s["quant"]
         row = {"configuration": describe_spec(q), "library": LIBRARY_NAMES[q["library"]], "status": s["status"],
-               "bits": weight_bits(q["weights"]), "error": s.get("error")}
+               "scheme": q["scheme"], "bits": weight_bits(q["weights"]), "error": s.get("error")}
         if s["status"] == "ok":
             row.update(_latency_split(s))
             row.update({"small MB": s["size"]["stored_bytes"] / 1e6, "compression %": s["size"]["compression_pct"],
