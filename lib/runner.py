@@ -18,6 +18,7 @@ reported at the end without stopping the sweep.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -36,6 +37,7 @@ from .results import RESULTS_DIR, ResultStore
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
 RUNS_DIR = REPO_ROOT / "book" / "runs"
+LOG_DIR = REPO_ROOT / "logs" / "runs"  # live stdout/stderr of each per-configuration notebook (not committed)
 RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
 
 
@@ -229,8 +231,12 @@ def run_title(job: Job) -> str:
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
-                     data: str | None = None) -> Path:
-    """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``."""
+                     data: str | None = None, log_dir: Path | None = LOG_DIR) -> Path:
+    """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``.
+
+    While it runs, the kernel's stdout/stderr (progress bars every 30 s) stream to
+    ``log_dir/<slug>.log``, so a long run can be followed with ``tail -f``.
+    """
     import jupytext
     import papermill
 
@@ -244,10 +250,19 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
         partial = runs_dir / f".{job.slug}.part.ipynb"
         env_before = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env_before]))
+        os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
+        log = contextlib.ExitStack()
+        streams = {}
+        if log_dir is not None:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            handle = log.enter_context(open(Path(log_dir) / f"{job.slug}.log", "w", buffering=1))
+            streams = {"log_output": True, "stdout_file": handle, "stderr_file": handle}
         try:
-            papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
-                                       parameters=notebook_parameters(job, results_dir, footprint_dir, force, data),
-                                       kernel_name="python3")
+            with log:
+                papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
+                                           parameters=notebook_parameters(job, results_dir, footprint_dir, force,
+                                                                          data),
+                                           kernel_name="python3", **streams)
         finally:
             if env_before is None:
                 os.environ.pop("PYTHONPATH", None)

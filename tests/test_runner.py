@@ -131,8 +131,10 @@ def test_dry_run_lists_pending_slugs_without_running(grid, tmp_path, capsys):
 @pytest.mark.notebook
 def test_papermill_executes_the_per_configuration_notebook(grid, data, tmp_path):
     job = Job("test", expand_grid(grid)[2].config, footprint=False)
-    out = execute_notebook(job, tmp_path / "runs", tmp_path / "r", tmp_path / "f", data=data)
+    out = execute_notebook(job, tmp_path / "runs", tmp_path / "r", tmp_path / "f", data=data,
+                           log_dir=tmp_path / "logs")
     assert out.name == f"{job.slug}.ipynb"
+    assert "test-clean: 100%" in (tmp_path / "logs" / f"{job.slug}.log").read_text()  # progress, streamed
     nb = nbformat.read(out, as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     summary = json.loads((tmp_path / "r" / f"{job.slug}.json").read_text())
