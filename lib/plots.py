@@ -57,8 +57,12 @@ def wer_vs_bits(df):
     return fig
 
 
-def pareto(df, x="small MB", y="WER other"):
-    """WER (real whisper-base weights) against stored size on the whisper-small architecture."""
+def pareto(df, x="small MB", y="WER other", clip: float = 40.0):
+    """WER (real whisper-base weights) against stored size on the whisper-small architecture.
+
+    WER above ``clip`` is drawn as a triangle on the top edge, labelled with its value,
+    so that a collapsed configuration does not squash the rest.
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -66,12 +70,17 @@ def pareto(df, x="small MB", y="WER other"):
     data = _ok(df, x, y)
     fig, ax = plt.subplots(figsize=(8, 5))
     if len(data):
-        sns.scatterplot(data, x=x, y=y, hue="library", hue_order=[h for h in LIBRARIES if h in set(data["library"])],
-                        palette=palette(), s=70, ax=ax)
+        order = [h for h in LIBRARIES if h in set(data["library"])]
+        shown = data.assign(**{y: data[y].clip(upper=clip)})
+        sns.scatterplot(shown, x=x, y=y, hue="library", hue_order=order, palette=palette(), s=70, ax=ax,
+                        style=(data[y] > clip).map({True: "off scale", False: "on scale"}),
+                        markers={"on scale": "o", "off scale": "^"})
+        for _, row in data[data[y] > clip].iterrows():
+            ax.annotate(f"{row[y]:.0f}", (row[x], clip), textcoords="offset points", xytext=(6, -4), fontsize="small")
         front = data.sort_values(x)
         best = front[y].cummin()
-        ax.step(front[x], best, where="post", color="grey", lw=1, ls="--", label="Pareto front")
-        ax.legend(loc="best", fontsize="small")
+        ax.step(front[x], best.clip(upper=clip), where="post", color="grey", lw=1, ls="--", label="Pareto front")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.set_xlabel("stored MB on the whisper-small architecture")
     ax.set_ylabel(f"{y} (%) on whisper-base weights")
     fig.tight_layout()

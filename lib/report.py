@@ -318,8 +318,13 @@ def compact_table(df):
     """
     view = df[[c for c in COMPACT_COLUMNS if c in df.columns]].copy()
     if "error" in df:
-        view["reason"] = df["error"].fillna("").map(lambda e: e.strip().splitlines()[-1][:100] if e.strip() else "")
+        view["reason"] = df["error"].fillna("").map(lambda e: _shorten(e.strip().splitlines()[-1]) if e.strip() else "")
     return view.round(2)
+
+
+def _shorten(text: str, width: int = 160) -> str:
+    """Cut at a word boundary: ``_shorten("a bc def", 5)`` -> ``'a bc…'``."""
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + "…"
 
 
 def _row(df, slug_part: str):

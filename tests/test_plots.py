@@ -27,3 +27,10 @@ def test_no_clipping_when_every_bar_fits():
 def test_every_library_has_its_own_colour():
     colours = list(plots.palette().values())
     assert len(set(colours)) == len(plots.LIBRARIES) == len(colours)
+
+
+def test_pareto_draws_collapsed_configurations_on_the_top_edge_with_their_value():
+    df = pd.DataFrame({"configuration": ["a", "b", "c"], "library": ["fp32", "HQQ", "torch.ao"],
+                       "small MB": [967.0, 298.0, 376.0], "WER other": [10.8, 11.1, 114.8]})
+    ax = plots.pareto(df, clip=40).axes[0]
+    assert ax.get_ylim()[1] < 50 and [t.get_text() for t in ax.texts] == ["115"]
