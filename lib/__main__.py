@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             table = compact_table(study_table(a.limit))
             if a.status:
                 table = table[table["status"] == a.status]
-            print(table.to_markdown(index=False))
+            print(table.astype(object).where(table.notna(), "").to_markdown(index=False))  # blanks, not nan
             return 0
         if a.command == "build-model":
             from .models import embedded_whisper_base

@@ -33,6 +33,7 @@ def test_table_prints_the_study_as_markdown():
     header, rule, *rows = out.stdout.strip().splitlines()
     assert header.split("|")[1].strip() == "configuration" and "small MB" in header and "WER other" in header
     assert rows and all("| ok " in r for r in rows) and any(r.startswith("| fp32 ") for r in rows)
+    assert "nan" not in out.stdout
 
 
 def test_compact_table_keeps_the_last_line_of_an_error():
