@@ -33,9 +33,13 @@ def validate(spec) -> None:
 
 
 def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
+    import warnings
+
     import bitsandbytes as bnb
     import torch
 
+    # LLM.int8 casts float32 inputs to float16 and warns on every call (40k lines in a run's notebook): once is enough
+    warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast", category=UserWarning)
     opts = spec.option_dict
     for name, linear in target_linears(model, spec):
         has_bias = linear.bias is not None
