@@ -153,12 +153,18 @@ def _pt2e_quantize(module, example_inputs, dynamic_shapes, calibrate_graph):
 def _quantized_ops(graph_module) -> dict[str, int]:
     """Count graph ops whose weight comes out of a dequantize node, e.g. ``{"linear": 12, "conv1d": 2}``."""
     counts: dict[str, int] = {}
+    for node, _weight in _ops_on_dequantized_weights(graph_module):
+        op = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
+        counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
+def _ops_on_dequantized_weights(graph_module):
+    """``(op node, its dequantize node)`` for every graph op whose weight argument is dequantized int8."""
     for node in graph_module.graph.nodes:
         weight = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
         if getattr(weight, "op", None) == "call_function" and "dequantize" in str(weight.target):
-            op = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
-            counts[op] = counts.get(op, 0) + 1
-    return counts
+            yield node, weight
 
 
 def _drop_unused_tensors(graph_module) -> None:
@@ -287,9 +293,8 @@ def dequantized_graph_weights(model) -> dict[str, Any]:
         if not isinstance(graph, torch.fx.GraphModule):
             continue
         prefix = name.rpartition(".")[0]
-        for node in graph.graph.nodes:
-            weight = node.args[1] if node.op == "call_function" and len(node.args) > 1 else None
-            if "linear" not in str(node.target) or "dequantize" not in str(getattr(weight, "target", "")):
+        for node, weight in _ops_on_dequantized_weights(graph):
+            if "linear" not in str(node.target):
                 continue
             args = [functools.reduce(getattr, a.target.split("."), graph) if isinstance(a, torch.fx.Node) else a
                     for a in weight.args]
