@@ -113,17 +113,21 @@ class SweepReport:
 
 
 def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
-    """Stable reorder: jobs matching ``first[0]``, then ``first[1]``, ..., the rest, then ``last`` matches.
+    """Stable reorder: jobs matching ``first[0]``, ``first[1]``, ..., the rest, then ``last[0]``, ``last[1]``, ...
 
     >>> from types import SimpleNamespace as J
-    >>> [j.slug for j in prioritize([J(slug="a-x"), J(slug="b"), J(slug="c-x"), J(slug="slow")], ["c"], ["slow"])]
-    ['c-x', 'a-x', 'b', 'slow']
+    >>> jobs = [J(slug="a-x"), J(slug="slow"), J(slug="b"), J(slug="c-x"), J(slug="slower")]
+    >>> [j.slug for j in prioritize(jobs, ["c"], ["slower", "slow"])]
+    ['c-x', 'a-x', 'b', 'slower', 'slow']
     """
     def rank(job: Job) -> tuple[int, int]:
         for i, key in enumerate(first):
             if key in job.slug:
                 return (0, i)
-        return (2, 0) if any(key in job.slug for key in last) else (1, 0)
+        for i, key in enumerate(last):
+            if key in job.slug:
+                return (2, i)
+        return (1, 0)
 
     return sorted(jobs, key=rank)
 

@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# The full sweep (resumable: finished slugs are skipped). Headline configurations run first; torchao's
-# dynamic int8 and quanto's int8-activation rows run last because their int8 matmuls (torch._int_mm) are very
-# slow without VNNI on this CPU (quanto static: ~45 min), and so do the static encoder/decoder-only rows, whose
-# collapsed models decode to the 440-token cap.
+# The full sweep (resumable: finished slugs are skipped). Headline configurations run first, then the rest in
+# grid order, then the slow rows listed in `last`.
 #   nohup bash scripts/sweep.sh > logs/sweep.log 2>&1 &
 # Pause between configurations with `touch logs/sweep.pause` (resume: `rm logs/sweep.pause`).
 set -uo pipefail
@@ -14,6 +12,11 @@ first=(__fp32__ pt-dyn-int8-aint8-pc__ pt-static-int8-aint8-pc-cal4__ bnb-wo-nf4
        methodfx methodpt2e)
 args=()
 for f in "${first[@]}"; do args+=(--first "$f"); done
+# Last, cheapest first: rows expected to collapse into hallucination loops (every batch decodes to the 440-token cap,
+# ~30 min each), then the int8-activation rows that use torch._int_mm (~45-75 min each).
+last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128 hqq-wo-int1-g64 hqq-wo-int1-g32
+      hqq-wo-int1-g128 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
+      torchao-dyn-int8 quanto-dyn-int8-aint8)
+for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
-  experiments/granularity.yml experiments/scope.yml "${args[@]}" --last quanto-dyn-int8-aint8 --last pt-static-int8-aint8-pc-enconly-cal4__ --last pt-static-int8-aint8-pc-deconly-cal4__ \
-  --last torchao-dyn-int8 --pause-file logs/sweep.pause "$@"
+  experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause "$@"
