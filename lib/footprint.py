@@ -45,12 +45,14 @@ def _mask_timestamps():
 
 def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
     """Raw wall seconds of encoder + 32 forced tokens, after one warm-up run."""
+    import transformers
     from transformers import LogitsProcessorList
 
     from .transcribe import encoder_timer, generate
 
     kwargs = dict(max_new_tokens=FORCED_TOKENS, min_new_tokens=FORCED_TOKENS,
                   logits_processor=LogitsProcessorList([_mask_timestamps()]))
+    transformers.logging.set_verbosity_error()  # else every call says max_new_tokens overrides Whisper's max_length
     out = generate(model, input_features, **kwargs)  # warm-up
     generated = int(out.shape[-1])
     samples, encoder = [], []
