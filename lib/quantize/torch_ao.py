@@ -63,14 +63,16 @@ def apply(model, spec, calibration=None, processor=None, calibration_tokens: int
 
 
 def _static_qconfig(spec):
+    """torch's x86 default for eager/FX static (histogram activations with ``reduce_range``: 7-bit, so that
+    AVX2 kernels cannot overflow their int16 sums), with only the weight observer varying by granularity."""
     import torch
-    from torch.ao.quantization import QConfig, get_default_qconfig
-    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
 
-    if spec.granularity == "per_channel":
-        return get_default_qconfig("x86")  # histogram activations, per-channel symmetric weights
-    return QConfig(activation=HistogramObserver.with_args(reduce_range=False),
-                   weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+    weight = (PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+              if spec.granularity == "per_channel"
+              else MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+    return QConfig(activation=HistogramObserver.with_args(reduce_range=True), weight=weight)
 
 
 def _static_eager(model, spec, targets, calibration, processor, tokens) -> dict[str, Any]:
