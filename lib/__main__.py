@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib run|footprint|sweep|build-model``.
+"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|build-model``.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     python -m lib footprint --library torch_ao --scheme dynamic --weights int8 --activations int8
     python -m lib sweep experiments/bitwidth.yml --only hqq --force
     python -m lib chapter bitwidth -p limit 5 -p run_missing true
+    python -m lib diagnose static-activations
 """
 from __future__ import annotations
 
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--limit", type=int, default=None, help="the results of runs made with this utterance limit")
     tb.add_argument("--status", default=None, choices=("ok", "failed", "pending"), help="only rows with this status")
 
+    dg = sub.add_parser("diagnose", help="ablations that explain a result (cached in results/diagnostics)")
+    dg.add_argument("name", choices=("static-activations",),
+                    help="static-activations: which activations break torch.ao static int8")
+    dg.add_argument("--calibration", type=int, default=4, help="calibration utterances (also the scored ones)")
+    dg.add_argument("--threads", type=int, default=2)
+    dg.add_argument("--force", action="store_true", help="re-run even if a result exists")
+
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
 
@@ -141,6 +149,16 @@ def main(argv: list[str] | None = None) -> int:
                 table = table[table["status"] == a.status]
             print(table.astype(object).where(table.notna(), "").to_markdown(index=False))  # blanks, not nan
             return 0
+        if a.command == "diagnose":
+            from .diagnostics import static_activation_ablation
+
+            summary = static_activation_ablation(calibration=a.calibration, threads=a.threads, force=a.force)
+            for row in summary.get("rows", []):
+                print(f"{row['variant']}: encoder cosine {row['encoder_cosine_jfk']:.4f}, "
+                      f"calibration WER {row['wer_calibration']:.1f}")
+            if summary.get("status") != "ok":
+                print(f"FAILED: {summary.get('error')}", file=sys.stderr)
+            return 0 if summary.get("status") == "ok" else 1
         if a.command == "build-model":
             from .models import embedded_whisper_base
 

@@ -421,3 +421,46 @@ def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = 
                 rows.append({"configuration": describe_spec(quant), "run": kind, "stage": s.get("failed_stage"),
                              "error": (s.get("error") or "")[:300]})
     return pd.DataFrame(rows, columns=["configuration", "run", "stage", "error"]).set_index("configuration")
+
+
+STATIC_ABLATION_FACTS = ("kernel", "recipe", "inputs", "outputs", "worst_family", "worst_family_cosine",
+                         "calibration", "provenance")
+
+
+def static_ablation(run_missing: bool = False, results_dir: Path | str | None = None) -> tuple[Any, dict[str, str]]:
+    """The static-activation ablation as a table plus preformatted facts for the prose.
+
+    Facts (``static_ablation_*``): the encoder cosine of torch.ao's own kernel, of the emulated recipe, of
+    inputs only and of outputs only (all 7-bit), and the layer family whose requantized output hurts the
+    encoder most.  Until the ablation has run (``run_missing`` runs it, ~5 min) the table is None and
+    every fact says so.
+    """
+    import pandas as pd
+
+    from .diagnostics import DIAGNOSTICS_DIR, FAMILIES, STATIC_SLUG, static_activation_ablation
+
+    store = ResultStore(results_dir or DIAGNOSTICS_DIR)
+    if run_missing and not store.exists(STATIC_SLUG):
+        static_activation_ablation(results_dir=results_dir)
+    if not store.exists(STATIC_SLUG) or store.status(STATIC_SLUG) != "ok":
+        missing = "pending (python -m lib diagnose static-activations)"
+        return None, {f"static_ablation_{k}": missing for k in STATIC_ABLATION_FACTS}
+    summary = store.load(STATIC_SLUG)
+    rows = summary["rows"]
+    table = pd.DataFrame({"encoder cosine (JFK)": [round(r["encoder_cosine_jfk"], 4) for r in rows],
+                          "WER on the calibration utterances": [round(r["wer_calibration"], 1) for r in rows],
+                          "JFK transcript": [_shorten(r["hypotheses"][-1], 110) for r in rows]},
+                         index=[r["variant"] for r in rows])
+    cos = {r["variant"]: r["encoder_cosine_jfk"] for r in rows}
+    families = {fam: cos[f"inputs + outputs of {fam} only, 7-bit"] for fam in FAMILIES}
+    worst = min(families, key=families.get)
+    facts = {"kernel": next(v for k, v in cos.items() if "kernel" in k),
+             "recipe": cos["inputs + outputs (torch.ao eager recipe), 7-bit"],
+             "inputs": cos["inputs only, 7-bit"], "outputs": cos["outputs only, 7-bit"],
+             "worst_family": worst, "worst_family_cosine": families[worst],
+             "calibration": ", ".join(summary["calibration"]),
+             "provenance": (f"{(summary.get('model') or {}).get('kind')} weights, torch "
+                            f"{summary['environment']['packages'].get('torch')}, data MANIFEST sha256 "
+                            f"{str((summary.get('data') or {}).get('manifest_sha256'))[:12]}")}
+    facts = {f"static_ablation_{k}": f"{v:.4f}" if isinstance(v, float) else v for k, v in facts.items()}
+    return table.rename_axis(None), facts

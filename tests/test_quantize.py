@@ -44,6 +44,19 @@ def test_grids_cover_every_library():
     assert {s.scheme for s in SPECS.values()} == {"dynamic", "static", "weight_only"}
 
 
+def linear_activation_quantization(model) -> tuple[int, int]:
+    """In PT2E graphs: (Linears whose input is dequantized int8, Linears whose output is requantized)."""
+    from lib.quantize.torch_ao import _ops_on_dequantized_weights
+
+    inputs = outputs = 0
+    for graph_module in (m for m in model.modules() if isinstance(getattr(m, "graph", None), torch.fx.Graph)):
+        for node, _weight in _ops_on_dequantized_weights(graph_module):
+            if "linear" in str(node.target):
+                inputs += "dequantize" in str(getattr(node.args[0], "target", ""))
+                outputs += any(str(u.target).startswith("quantized_decomposed.quantize") for u in node.users)
+    return inputs, outputs
+
+
 @pytest.mark.parametrize("slug", sorted(SPECS))
 def test_configuration_row(slug, tiny, calibration, short_features):
     spec = SPECS[slug].__class__(**{**SPECS[slug].__dict__, "calibration": min(SPECS[slug].calibration, 2)})
@@ -57,6 +70,7 @@ def test_configuration_row(slug, tiny, calibration, short_features):
             generate(model, short_features, max_new_tokens=3)
         return
     model, meta = quantize(model, spec, calibration=calibration, processor=tiny.processor)
+    model.eval()  # as the harness does before transcribing
     out = generate(model, short_features, max_new_tokens=3)
     assert out.shape[0] == 2 and out.shape[1] >= 1
     if spec.option_dict.get("method") == "pt2e":  # each quantized half is now one exported graph
@@ -69,6 +83,7 @@ def test_configuration_row(slug, tiny, calibration, short_features):
         assert (model.generation_config.use_cache is False) == ("decoder" in halves)  # cache-free decoder graph
         saved = stored_bytes(tiny.model) - stored_bytes(model)  # int8 weights replace fp32 ones (≈3/4 saved)
         assert saved > 0.7 * fp32_bytes, f"saved {saved} of {fp32_bytes} fp32 Linear bytes"
+        assert linear_activation_quantization(model) == (sum(layers[h] for h in halves), 0)  # inputs, no outputs
         return
     assert meta["quantized_count"] >= len(names) and meta["quantized_modules"]
     assert meta["proj_out_quantized"] == spec.proj_out
@@ -105,3 +120,22 @@ def test_proj_out_is_untied_only_when_asked(tiny):
 def test_invalid_specs_raise_listing_what_is_supported(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         QuantSpec(**kwargs)
+
+
+def test_static_activation_ablation_emulates_torch_ao_and_isolates_each_activation(tiny, fake_librispeech, tmp_path):
+    """The fake-quant emulation reproduces torch.ao's own kernel, and dropping a quantization point never hurts."""
+    from lib.diagnostics import static_activation_ablation, static_variants
+
+    summary = static_activation_ablation("test:tiny", calibration=2, data=str(fake_librispeech), threads=1,
+                                         max_new_tokens=4, results_dir=tmp_path)
+    assert summary["status"] == "ok", summary.get("error")
+    error = {r["variant"]: 1 - r["encoder_cosine_jfk"] for r in summary["rows"]}
+    assert len(error) == len(static_variants()) + 2  # + fp32 and the real kernel
+    assert error["fp32"] < 1e-9
+    recipe, kernel = error["inputs + outputs (torch.ao eager recipe), 7-bit"], error[next(v for v in error if "kernel" in v)]
+    assert 0 < recipe and abs(recipe - kernel) < 0.25 * kernel
+    assert error["inputs only, 8-bit"] < error["inputs only, 7-bit"] < recipe
+    assert error["inputs + outputs in the encoder only, 7-bit"] == recipe  # the decoder cannot move the encoder
+    assert summary["calibration"] == ["1272-128104-0000", "jfk"]
+    again = static_activation_ablation("test:tiny", calibration=2, data=str(fake_librispeech), results_dir=tmp_path)
+    assert again["started"] == summary["started"]  # cached, not re-run

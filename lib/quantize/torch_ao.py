@@ -138,6 +138,7 @@ def _static_pt2e(model, spec, targets, calibration, processor, tokens) -> dict[s
 def _pt2e_quantize(module, example_inputs, dynamic_shapes, calibrate_graph):
     """export -> prepare_pt2e -> calibrate -> convert_pt2e; returns the converted graph and its quantized ops."""
     import torch
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
@@ -148,6 +149,7 @@ def _pt2e_quantize(module, example_inputs, dynamic_shapes, calibrate_graph):
     with torch.no_grad():
         calibrate_graph(prepared)
     converted = convert_pt2e(prepared)
+    allow_exported_model_train_eval(converted)  # the harness calls model.eval(), which exported graphs refuse
     _drop_unused_tensors(converted)
     return converted, _quantized_ops(converted)
 
