@@ -424,20 +424,20 @@ def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = 
 
 
 STATIC_ABLATION_FACTS = ("kernel", "recipe", "inputs", "outputs", "worst_family", "worst_family_cosine",
-                         "calibration", "provenance")
+                         "encoder_wer", "decoder_wer", "calibration", "provenance")
 
 
 def static_ablation(run_missing: bool = False, results_dir: Path | str | None = None) -> tuple[Any, dict[str, str]]:
     """The static-activation ablation as a table plus preformatted facts for the prose.
 
     Facts (``static_ablation_*``): the encoder cosine of torch.ao's own kernel, of the emulated recipe, of
-    inputs only and of outputs only (all 7-bit), and the layer family whose requantized output hurts the
-    encoder most.  Until the ablation has run (``run_missing`` runs it, ~5 min) the table is None and
+    inputs only and of outputs only (all 7-bit), the layer family whose requantized output hurts the
+    encoder most, and the calibration WER with outputs requantized in the encoder only / decoder only.  Until the ablation has run (``run_missing`` runs it, ~5 min) the table is None and
     every fact says so.
     """
     import pandas as pd
 
-    from .diagnostics import DIAGNOSTICS_DIR, FAMILIES, STATIC_SLUG, static_activation_ablation
+    from .diagnostics import DIAGNOSTICS_DIR, FAMILIES, HALVES, STATIC_SLUG, static_activation_ablation
 
     store = ResultStore(results_dir or DIAGNOSTICS_DIR)
     if run_missing and not store.exists(STATIC_SLUG):
@@ -452,14 +452,16 @@ def static_ablation(run_missing: bool = False, results_dir: Path | str | None = 
                           "JFK transcript": [_shorten(r["hypotheses"][-1], 110) for r in rows]},
                          index=[r["variant"] for r in rows])
     cos = {r["variant"]: r["encoder_cosine_jfk"] for r in rows}
+    wer = {r["variant"]: r["wer_calibration"] for r in rows}
     families = {fam: cos[f"inputs + outputs of {fam} only, 7-bit"] for fam in FAMILIES}
     worst = min(families, key=families.get)
     facts = {"kernel": next(v for k, v in cos.items() if "kernel" in k),
              "recipe": cos["inputs + outputs (torch.ao eager recipe), 7-bit"],
              "inputs": cos["inputs only, 7-bit"], "outputs": cos["outputs only, 7-bit"],
              "worst_family": worst, "worst_family_cosine": families[worst],
+             **{f"{half}_wer": f"{wer[f'inputs + outputs in the {half} only, 7-bit']:.1f}" for half in HALVES},
              "calibration": ", ".join(summary["calibration"]),
-             "provenance": (f"{(summary.get('model') or {}).get('kind')} weights, torch "
+             "provenance": (f"{summary['model_spec']}, torch "
                             f"{summary['environment']['packages'].get('torch')}, data MANIFEST sha256 "
                             f"{str((summary.get('data') or {}).get('manifest_sha256'))[:12]}")}
     facts = {f"static_ablation_{k}": f"{v:.4f}" if isinstance(v, float) else v for k, v in facts.items()}

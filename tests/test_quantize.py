@@ -139,3 +139,10 @@ def test_static_activation_ablation_emulates_torch_ao_and_isolates_each_activati
     assert summary["calibration"] == ["1272-128104-0000", "jfk"]
     again = static_activation_ablation("test:tiny", calibration=2, data=str(fake_librispeech), results_dir=tmp_path)
     assert again["started"] == summary["started"]  # cached, not re-run
+
+    from lib.report import STATIC_ABLATION_FACTS, static_ablation
+
+    table, facts = static_ablation(results_dir=tmp_path)
+    assert len(table) == len(error) and set(facts) == {f"static_ablation_{k}" for k in STATIC_ABLATION_FACTS}
+    assert facts["static_ablation_recipe"] == f"{1 - recipe:.4f}"
+    assert static_ablation(results_dir=tmp_path / "none")[0] is None  # not run yet: no table, facts say pending
