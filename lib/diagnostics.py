@@ -21,7 +21,18 @@ from typing import Any
 from .results import RESULTS_DIR, ResultStore, environment
 
 DIAGNOSTICS_DIR = RESULTS_DIR / "diagnostics"
-STATIC_SLUG = "static-activations"
+
+
+def static_slug(model: str = "embedded:whisper-base", calibration: int = 4) -> str:
+    """Result name of one ablation run.
+
+    >>> static_slug()
+    'whisper-base__static-activations__cal4'
+    """
+    from .config import model_tag
+
+    return f"{model_tag(model)}__static-activations__cal{calibration}"
+
 FAMILIES = {"q/k/v projections": ("q_proj", "k_proj", "v_proj"), "attention output": ("out_proj",),
             "fc1 (into GELU)": ("fc1",), "fc2 (into the residual)": ("fc2",)}
 HALVES = {"encoder": "model.encoder.", "decoder": "model.decoder."}
@@ -108,14 +119,14 @@ def static_activation_ablation(model: str = "embedded:whisper-base", calibration
                                data: str | None = None, max_new_tokens: int = 128, results_dir=None,
                                force: bool = False) -> dict[str, Any]:
     """Run (or load) the ablation; the summary's ``rows`` hold one scored variant each."""
-    store = ResultStore(results_dir or DIAGNOSTICS_DIR)
-    if store.exists(STATIC_SLUG) and not force:
-        return store.load(STATIC_SLUG)
+    store, slug = ResultStore(results_dir or DIAGNOSTICS_DIR), static_slug(model, calibration)
+    if store.exists(slug) and not force:
+        return store.load(slug)
     import torch
     from torch.ao.quantization.observer import HistogramObserver
 
     from .config import QuantSpec
-    from .data import calibration_set, describe_data, jfk_path, load_audio
+    from .data import calibration_set, describe_data, jfk_path, load_audio, resolve_data_dir
     from .evaluate import encoder_output
     from .models import load_model
     from .quantize import quantize
@@ -125,11 +136,11 @@ def static_activation_ablation(model: str = "embedded:whisper-base", calibration
     spec = QuantSpec(library="torch_ao", scheme="static", weights="int8", activations="int8",
                      granularity="per_channel", calibration=calibration)
     utterances = calibration_set(calibration, data)
-    jfk = jfk_path()
+    jfk = jfk_path(resolve_data_dir(data) if data != "hub" else None)
     if jfk is None:
         raise FileNotFoundError("the ablation scores the encoder on ../shared/data/extra/jfk.flac, which is missing")
     jfk_audio = load_audio(jfk)
-    summary: dict[str, Any] = {"slug": STATIC_SLUG, "kind": "diagnostic", "model_spec": model,
+    summary: dict[str, Any] = {"slug": slug, "kind": "diagnostic", "model_spec": model,
                                "reference_recipe": spec.to_dict(), "calibration": [u.id for u in utterances],
                                "environment": environment(threads), "data": describe_data(data),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -138,7 +149,10 @@ def static_activation_ablation(model: str = "embedded:whisper-base", calibration
         summary["model"] = loaded.source
         net = loaded.model.eval()
         reference = encoder_output(net, loaded.processor, jfk_audio)
-        score = lambda m: _score(m, loaded.processor, utterances, jfk_audio, reference, max_new_tokens)  # noqa: E731
+
+        def score(m):
+            return _score(m, loaded.processor, utterances, jfk_audio, reference, max_new_tokens)
+
         rows = [{"variant": "fp32", "bits": None, **score(net)}]
 
         targets = target_linears(net, spec)
@@ -177,5 +191,5 @@ def static_activation_ablation(model: str = "embedded:whisper-base", calibration
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
                        traceback=traceback.format_exc()[-4000:])
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    store.save(STATIC_SLUG, summary)
+    store.save(slug, summary)
     return summary

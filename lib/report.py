@@ -427,7 +427,8 @@ STATIC_ABLATION_FACTS = ("kernel", "recipe", "inputs", "outputs", "worst_family"
                          "encoder_wer", "decoder_wer", "calibration", "provenance")
 
 
-def static_ablation(run_missing: bool = False, results_dir: Path | str | None = None) -> tuple[Any, dict[str, str]]:
+def static_ablation(run_missing: bool = False, results_dir: Path | str | None = None,
+                    model: str = "embedded:whisper-base", calibration: int = 4) -> tuple[Any, dict[str, str]]:
     """The static-activation ablation as a table plus preformatted facts for the prose.
 
     Facts (``static_ablation_*``): the encoder cosine of torch.ao's own kernel, of the emulated recipe, of
@@ -437,15 +438,15 @@ def static_ablation(run_missing: bool = False, results_dir: Path | str | None = 
     """
     import pandas as pd
 
-    from .diagnostics import DIAGNOSTICS_DIR, FAMILIES, HALVES, STATIC_SLUG, static_activation_ablation
+    from .diagnostics import DIAGNOSTICS_DIR, FAMILIES, HALVES, static_activation_ablation, static_slug
 
-    store = ResultStore(results_dir or DIAGNOSTICS_DIR)
-    if run_missing and not store.exists(STATIC_SLUG):
-        static_activation_ablation(results_dir=results_dir)
-    if not store.exists(STATIC_SLUG) or store.status(STATIC_SLUG) != "ok":
+    store, slug = ResultStore(results_dir or DIAGNOSTICS_DIR), static_slug(model, calibration)
+    if run_missing and not store.exists(slug):
+        static_activation_ablation(model, calibration, results_dir=results_dir)
+    if not store.exists(slug) or store.status(slug) != "ok":
         missing = "pending (python -m lib diagnose static-activations)"
         return None, {f"static_ablation_{k}": missing for k in STATIC_ABLATION_FACTS}
-    summary = store.load(STATIC_SLUG)
+    summary = store.load(slug)
     rows = summary["rows"]
     table = pd.DataFrame({"encoder cosine (JFK)": [round(r["encoder_cosine_jfk"], 4) for r in rows],
                           "WER on the calibration utterances": [round(r["wer_calibration"], 1) for r in rows],

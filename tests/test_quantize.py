@@ -142,7 +142,7 @@ def test_static_activation_ablation_emulates_torch_ao_and_isolates_each_activati
 
     from lib.report import STATIC_ABLATION_FACTS, static_ablation
 
-    table, facts = static_ablation(results_dir=tmp_path)
+    table, facts = static_ablation(results_dir=tmp_path, model="test:tiny", calibration=2)
     assert len(table) == len(error) and set(facts) == {f"static_ablation_{k}" for k in STATIC_ABLATION_FACTS}
     assert facts["static_ablation_recipe"] == f"{1 - recipe:.4f}"
-    assert static_ablation(results_dir=tmp_path / "none")[0] is None  # not run yet: no table, facts say pending
+    assert static_ablation(results_dir=tmp_path)[0] is None  # not run yet: no table, facts say pending
