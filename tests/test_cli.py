@@ -44,3 +44,31 @@ def test_compact_table_keeps_the_last_line_of_an_error():
     df = pd.DataFrame({"configuration": ["a", "b"], "status": ["failed", "pending"], "small MB": [None, None],
                        "error": ["Traceback ...\nRuntimeError: FX tracing failed", None]})
     assert list(compact_table(df)["reason"]) == ["RuntimeError: FX tracing failed", ""]
+
+
+def _study_row(slug, configuration, clean, other, compression=None):
+    """A study-table row with ΔWER (value, low, high) per split."""
+    row = {"slug": f"whisper-base__{slug}__test-clean+test-other", "configuration": configuration, "status": "ok",
+           "compression %": compression, "small MB": None if compression is None else 966.9 * (1 - compression / 100)}
+    for split, (value, low, high) in (("clean", clean), ("other", other)):
+        row.update({f"ΔWER {split}": value, f"ΔWER {split} low": low, f"ΔWER {split} high": high,
+                    f"ΔWER {split} CI": f"[{low:+.2f}, {high:+.2f}]"})
+    return row
+
+
+def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
+    import pandas as pd
+
+    from lib.report import claims_table
+
+    df = pd.DataFrame([
+        _study_row("quanto-wo-int8", "quanto weight-only int8", (-0.5, -0.9, -0.1), (-0.4, -0.8, -0.05)),
+        _study_row("pt-dyn-int8-aint8-pc", "torch.ao dynamic", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 61.2),
+        _study_row("pt-dyn-int8-aint8-pc-projout", "torch.ao dynamic +proj_out", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 56.9)])
+    claims = claims_table(df, results_dir=tmp_path)
+    headline = claims.loc["Dynamic int8 (Quanto) improves on the fp32 WER"]
+    assert headline["verdict"] == "mixed: supported / contradicted"  # quanto better, torch.ao worse
+    assert "quanto weight-only int8: ΔWER clean -0.50" in headline["evidence"]
+    assert claims.loc["Dynamic int8 shrinks the model by 57%", "verdict"] == "supported"  # 56.9 within 2 points
+    assert claims.loc["Static quantization is worse than dynamic", "verdict"] == "pending"
+    assert claims.loc["nf4 / int3 shrink the model by up to 71%", "verdict"] == "pending"
