@@ -366,17 +366,25 @@ def claims_table(df, results_dir: Path | str = RESULTS_DIR):
     rows.append(("Dynamic int8 (Quanto) improves on the fp32 WER", verdict, evidence))
 
     dyn = _row(df, "__pt-dyn-int8-aint8-pc__test")
-    static = _row(df, "__pt-static-int8-aint8-pc-cal4__test")
-    if dyn is not None and static is not None and dyn["status"] == static["status"] == "ok":
+    # static against dynamic int8 (per-channel) for each static recipe: eager requantizes every Linear output,
+    # PT2E quantizes Linear inputs only (scheme chapter, "Why torch.ao static collapses")
+    statics = [(recipe, r) for recipe, s in (("eager", "__pt-static-int8-aint8-pc-cal4__test"),
+                                             ("PT2E", "__pt-static-int8-aint8-pc-cal4-methodpt2e__test"))
+               if (r := _row(df, s)) is not None and r["status"] == "ok"]
+    if dyn is not None and dyn["status"] == "ok" and statics:
         parts, verdicts = [], []
-        for split in ("test-clean", "test-other"):
-            a = [r for r in store.load_rows(dyn["slug"]) if r["split"] == split]
-            b = [r for r in store.load_rows(static["slug"]) if r["split"] == split]
-            d = paired_bootstrap_delta(a, b)
-            verdicts.append(_ci_verdict(d["ci_low"], d["ci_high"], better_if_negative=False))
-            parts.append(f"{split}: static − dynamic {d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
-        verdict = verdicts[0] if verdicts[0] == verdicts[1] else "mixed: " + " / ".join(verdicts)
-        evidence = "torch.ao eager static vs dynamic int8, per-channel; " + "; ".join(parts)
+        for recipe, static in statics:
+            split_verdicts, split_parts = [], []
+            for split in ("test-clean", "test-other"):
+                a = [r for r in store.load_rows(dyn["slug"]) if r["split"] == split]
+                b = [r for r in store.load_rows(static["slug"]) if r["split"] == split]
+                d = paired_bootstrap_delta(a, b)
+                split_verdicts.append(_ci_verdict(d["ci_low"], d["ci_high"], better_if_negative=False))
+                split_parts.append(f"{split} {d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+            verdicts.append(split_verdicts[0] if len(set(split_verdicts)) == 1 else "mixed")
+            parts.append(f"torch.ao {recipe} static − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
+        verdict = verdicts[0] if len(set(verdicts)) == 1 else "depends on the recipe: " + " / ".join(verdicts)
+        evidence = "per-channel weights; " + "; ".join(parts)
     else:
         verdict, evidence = "pending", "torch.ao static or dynamic int8 has no WER result yet"
     rows.append(("Static quantization is worse than dynamic", verdict, evidence))

@@ -66,9 +66,27 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
         _study_row("pt-dyn-int8-aint8-pc", "torch.ao dynamic", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 61.2),
         _study_row("pt-dyn-int8-aint8-pc-projout", "torch.ao dynamic +proj_out", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 56.9)])
     claims = claims_table(df, results_dir=tmp_path)
+    assert claims.loc["Static quantization is worse than dynamic", "verdict"] == "pending"
     headline = claims.loc["Dynamic int8 (Quanto) improves on the fp32 WER"]
     assert headline["verdict"] == "mixed: supported / contradicted"  # quanto better, torch.ao worse
     assert "quanto weight-only int8: ΔWER clean -0.50" in headline["evidence"]
     assert claims.loc["Dynamic int8 shrinks the model by 57%", "verdict"] == "supported"  # 56.9 within 2 points
-    assert claims.loc["Static quantization is worse than dynamic", "verdict"] == "pending"
     assert claims.loc["nf4 / int3 shrink the model by up to 71%", "verdict"] == "pending"
+
+    # per-utterance rows: eager static loses 5 words per utterance against dynamic, PT2E loses none
+    from lib.results import ResultStore
+
+    def rows(extra_errors):
+        return [{"id": f"u{i}", "split": split, "hits": 10, "substitutions": extra_errors, "deletions": 0,
+                 "insertions": 0, "ref_words": 10} for split in ("test-clean", "test-other") for i in range(20)]
+
+    store = ResultStore(tmp_path)
+    for slug, errors in (("pt-dyn-int8-aint8-pc", 0), ("pt-static-int8-aint8-pc-cal4", 5),
+                         ("pt-static-int8-aint8-pc-cal4-methodpt2e", 0)):
+        store.save(f"whisper-base__{slug}__test-clean+test-other", {"status": "ok"}, rows(errors))
+    df = pd.concat([df, pd.DataFrame([_study_row("pt-static-int8-aint8-pc-cal4", "eager", *[(50.0, 40.0, 60.0)] * 2),
+                                      _study_row("pt-static-int8-aint8-pc-cal4-methodpt2e", "pt2e",
+                                                 *[(0.0, -1.0, 1.0)] * 2)])])
+    static = claims_table(df, results_dir=tmp_path).loc["Static quantization is worse than dynamic"]
+    assert static["verdict"] == "depends on the recipe: supported / not resolvable at this sample size"
+    assert "torch.ao eager static − dynamic int8: test-clean +50.00" in static["evidence"]
