@@ -9,14 +9,15 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 first=(__fp32__ pt-dyn-int8-aint8-pc__ pt-static-int8-aint8-pc-cal4__ bnb-wo-nf4-double_quant1 hqq-wo-int4-g64__ pt-dyn-int8-aint8-pc-projout
        hqq-wo-int3-g64__ quanto-wo-int8 torchao-wo-int8 bnb-dyn-int8-aint8-threshold6 hqq-wo-int8-g64__
        bnb-wo-nf4__ hqq-wo-int2-g64__ quanto-wo-int4
-       methodfx methodpt2e)
+       methodfx pt-static-int8-aint8-pc-cal4-methodpt2e enconly-cal4-methodpt2e)
 args=()
 for f in "${first[@]}"; do args+=(--first "$f"); done
 # Last, cheapest first: rows expected to collapse into hallucination loops (every batch decodes to the 440-token cap,
-# ~30 min each), then the int8-activation rows that use torch._int_mm (~45-75 min each).
+# ~30 min each), then the int8-activation rows that use torch._int_mm (~45-75 min each), then PT2E on the decoder
+# alone: its exported decoder has no KV cache, so one looping utterance costs O(440^2) (stopped after 50 min once).
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128 hqq-wo-int1-g64 hqq-wo-int1-g32
       hqq-wo-int1-g128 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
-      torchao-dyn-int8 quanto-dyn-int8-aint8)
+      torchao-dyn-int8 quanto-dyn-int8-aint8 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
   experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause "$@"
