@@ -340,6 +340,17 @@ def _ci_verdict(lo: float, hi: float, better_if_negative: bool = True) -> str:
     return "not resolvable at this sample size"
 
 
+def _merge_verdicts(verdicts: list[str], disagree: str = "mixed", name_each: bool = True) -> str:
+    """One verdict when all agree, else ``disagree`` (naming each verdict unless ``name_each`` is False).
+
+    ``_merge_verdicts(["supported", "supported"])`` -> ``'supported'``;
+    ``_merge_verdicts(["supported", "contradicted"])`` -> ``'mixed: supported / contradicted'``.
+    """
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return f"{disagree}: " + " / ".join(verdicts) if name_each else disagree
+
+
 def claims_table(df, results_dir: Path | str = RESULTS_DIR):
     """The paper's claims with a verdict and the evidence from this study's result files."""
     import pandas as pd
@@ -355,11 +366,11 @@ def claims_table(df, results_dir: Path | str = RESULTS_DIR):
     if readings:
         verdicts, parts = [], []
         for r in readings:
-            split_verdicts = {_ci_verdict(r[f"ΔWER {s} low"], r[f"ΔWER {s} high"]) for s in ("clean", "other")}
-            verdicts.append(split_verdicts.pop() if len(split_verdicts) == 1 else "mixed")
+            verdicts.append(_merge_verdicts([_ci_verdict(r[f"ΔWER {s} low"], r[f"ΔWER {s} high"])
+                                             for s in ("clean", "other")], name_each=False))
             parts.append(f"{r['configuration']}: ΔWER clean {r['ΔWER clean']:+.2f} {r['ΔWER clean CI']}, "
                          f"other {r['ΔWER other']:+.2f} {r['ΔWER other CI']} ({verdicts[-1]})")
-        verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed: " + " / ".join(verdicts)
+        verdict = _merge_verdicts(verdicts)
         evidence = "; ".join(parts) + " (negative = better than fp32)"
     else:
         verdict, evidence = "pending", "no quanto or torch.ao dynamic int8 WER result yet"
@@ -381,9 +392,9 @@ def claims_table(df, results_dir: Path | str = RESULTS_DIR):
                 d = paired_bootstrap_delta(a, b)
                 split_verdicts.append(_ci_verdict(d["ci_low"], d["ci_high"], better_if_negative=False))
                 split_parts.append(f"{split} {d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
-            verdicts.append(split_verdicts[0] if len(set(split_verdicts)) == 1 else "mixed")
+            verdicts.append(_merge_verdicts(split_verdicts, name_each=False))
             parts.append(f"torch.ao {recipe} static − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
-        verdict = verdicts[0] if len(set(verdicts)) == 1 else "depends on the recipe: " + " / ".join(verdicts)
+        verdict = _merge_verdicts(verdicts, disagree="depends on the recipe")
         evidence = "per-channel weights; " + "; ".join(parts)
     else:
         verdict, evidence = "pending", "torch.ao static or dynamic int8 has no WER result yet"
@@ -401,7 +412,7 @@ def claims_table(df, results_dir: Path | str = RESULTS_DIR):
                             else "not resolvable at this sample size")
             parts.append(f"{r['configuration']}: ΔWER clean {r['ΔWER clean']:+.2f} {r['ΔWER clean CI']}, "
                          f"other {r['ΔWER other']:+.2f} {r['ΔWER other CI']}")
-        verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed: " + " / ".join(verdicts)
+        verdict = _merge_verdicts(verdicts)
         rows.append(("nf4 / int3 lose accuracy mainly on test-other", verdict, "; ".join(parts)))
     else:
         rows.append(("nf4 / int3 lose accuracy mainly on test-other", "pending", "no nf4/int3 WER result yet"))

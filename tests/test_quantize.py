@@ -108,6 +108,18 @@ def test_proj_out_is_untied_only_when_asked(tiny):
     assert meta["proj_out_quantized"] and not meta["proj_out_tied"]
 
 
+def test_bitsandbytes_int8_logs_its_float16_cast_once(tiny, short_features, caplog):
+    pytest.importorskip("bitsandbytes")
+    model, _ = quantize(copy.deepcopy(tiny.model), QuantSpec(library="bnb", scheme="dynamic", weights="int8",
+                                                             activations="int8", options={"threshold": 0}))
+    model.eval()  # in train mode bitsandbytes takes a float path that does not log
+    with caplog.at_level("WARNING", logger="bitsandbytes"):
+        generate(model, short_features, max_new_tokens=3)  # dozens of MatMul8bitLt calls
+        generate(model, short_features, max_new_tokens=3)
+    casts = [r for r in caplog.records if r.getMessage().startswith("MatMul8bitLt: inputs will be cast")]
+    assert len(casts) <= 1, f"{len(casts)} copies of the float16-cast warning"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(library="hqq", scheme="weight_only", weights="int5", group_size=64), "hqq does not support"),
     (dict(library="bnb", scheme="weight_only", weights="nf4", group_size=64), "bnb does not support"),

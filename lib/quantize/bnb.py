@@ -3,7 +3,8 @@
 * ``dynamic int8`` = LLM.int8 (``Linear8bitLt``): int8 row-wise weights,
   activations quantized per token on the fly; columns whose activations
   exceed ``threshold`` (default 6.0) stay in float ("outlier decomposition"),
-  ``threshold=0`` is pure int8.
+  ``threshold=0`` is pure int8. float32 inputs are cast to float16 before
+  they are quantized (the library logs this on every call; shown once here).
 * ``weight_only nf4/fp4`` (``Linear4bit``): blocks of 64 (fixed by the
   library), float32 compute, ``double_quant`` also quantizes the block scales.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import check_allowed
-from .common import set_module, target_linears
+from .common import log_once, set_module, target_linears
 
 SUPPORTED = [
     {"scheme": "dynamic", "weights": "int8", "activations": "int8", "granularity": (None, "per_channel"),
@@ -33,13 +34,11 @@ def validate(spec) -> None:
 
 
 def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
-    import warnings
-
     import bitsandbytes as bnb
     import torch
 
-    # LLM.int8 casts float32 inputs to float16 and warns on every call (40k lines in a run's notebook): once is enough
-    warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast", category=UserWarning)
+    # LLM.int8 casts float32 inputs to float16 and logs it on every call (42k lines in one run's notebook)
+    log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
     opts = spec.option_dict
     for name, linear in target_linears(model, spec):
         has_bias = linear.bias is not None

@@ -1,6 +1,7 @@
 """Helpers shared by the backends: choosing layers, untying ``proj_out``, describing the result."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any, Callable
 
@@ -9,6 +10,31 @@ from torch import nn
 
 _QUANT_MODULE_PACKAGES = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic",
                           "optimum.quanto", "hqq", "bitsandbytes", "torchao")
+
+
+class _PassOnce(logging.Filter):
+    """Let a log record whose message starts with ``prefix`` through once, then drop repeats."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        passed, self.seen = not self.seen, True
+        return passed
+
+
+def log_once(logger_name: str, prefix: str) -> None:
+    """Show a library's per-call log message once per process instead of on every call.
+
+    Example: ``log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")`` turns
+    42,624 identical warnings from one bitsandbytes LLM.int8 run into one. Idempotent.
+    """
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _PassOnce) and f.prefix == prefix for f in logger.filters):
+        logger.addFilter(_PassOnce(prefix))
 
 
 def target_linears(model, spec) -> list[tuple[str, nn.Linear]]:
