@@ -34,3 +34,15 @@ def test_pareto_draws_collapsed_configurations_on_the_top_edge_with_their_value(
                        "small MB": [967.0, 298.0, 376.0], "WER other": [10.8, 11.1, 114.8]})
     ax = plots.pareto(df, clip=40).axes[0]
     assert ax.get_ylim()[1] < 50 and [t.get_text() for t in ax.texts] == ["115"]
+
+
+def test_wer_vs_bits_joins_each_librarys_best_per_bit_width_on_a_log_axis():
+    df = pd.DataFrame({"configuration": ["nf4", "fp4", "int8", "int2"], "library": ["bitsandbytes"] * 3 + ["HQQ"],
+                       "bits": [4, 4, 8, 2], "WER clean": [5.0, 9.0, 3.5, 700.0], "WER other": [11, 14, 10.5, 650]})
+    df["ΔWER clean"] = df["WER clean"] - 3.66
+    ax = plots.wer_vs_bits(df).axes[0]
+    assert ax.get_yscale() == "log"
+    fp32_line = next(line for line in ax.get_lines() if line.get_label() == "fp32")
+    assert fp32_line.get_ydata()[0] == 3.66
+    bnb_line = next(line for line in ax.get_lines() if list(line.get_xdata()) == [4, 8])
+    assert list(bnb_line.get_ydata()) == [5.0, 3.5]  # the better 4-bit configuration, not the mean of the two
