@@ -59,9 +59,10 @@ def wer_vs_bits(df):
             sns.lineplot(best, x="bits", y="WER", hue="library", hue_order=order, palette=palette(), marker="o",
                          ax=ax, errorbar=None)
             col = split.replace("test-", "WER ")
-            if f"Δ{col}" in df:  # every ΔWER is against the same fp32 run, so WER − ΔWER is fp32's WER
-                for value in (df[col] - df[f"Δ{col}"]).dropna()[:1]:
-                    ax.axhline(value, color=palette()["fp32"], linestyle="--", linewidth=1, label="fp32")
+            # every ΔWER is against the same fp32 run, so WER − ΔWER is fp32's WER
+            fp32 = (df[col] - df[f"Δ{col}"]).dropna() if f"Δ{col}" in df else []
+            if len(fp32):
+                ax.axhline(fp32.iloc[0], color=palette()["fp32"], linestyle="--", linewidth=1, label="fp32")
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(part["bits"].unique()), labels=[str(b) for b in sorted(part["bits"].unique())])
             ax.set_yscale("log")
