@@ -16,7 +16,8 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # ~30 min each), then the int8-activation rows that use torch._int_mm (~45-75 min each), then PT2E on the decoder
 # alone: its exported decoder has no KV cache, so one looping utterance costs O(440^2) (stopped after 50 min once).
 # Then torchao int4 (opaque layout): on this AVX2-only CPU its _weight_int4pack_mm_for_cpu kernel took 9.0 s for one
-# 1500x512 @ 512x2048 product that fp32 does in 0.11 s (82x; 8x for a single decoder row), i.e. hours per row.
+# 1500x512 @ 512x2048 product that fp32 does in 0.11 s (82x; 8x for a single decoder row), i.e. hours per row
+# (benchmarks/int4_kernel.py measures it).
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128 hqq-wo-int1-g64 hqq-wo-int1-g32
       hqq-wo-int1-g128 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
       torchao-dyn-int8 quanto-dyn-int8-aint8 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e

@@ -29,7 +29,8 @@ def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
 
 
-def _config(spec):
+def config_for(spec):
+    """The torchao config object for a spec, e.g. weight_only int4 g64 -> ``PrototypeInt4WeightOnlyConfig(group_size=64)``."""
     import torchao.quantization as tq
 
     if spec.weights == "int8":
@@ -48,7 +49,7 @@ def apply(model, spec, calibration=None, processor=None, calibration_tokens: int
     from torchao.quantization import quantize_
 
     names = {name for name, _ in target_linears(model, spec)}
-    config = _config(spec)
+    config = config_for(spec)
     quantize_(model, config, filter_fn=lambda module, fqn: fqn in names)
     return {"method": f"quantize_({type(config).__name__})"}
 
