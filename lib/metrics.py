@@ -16,15 +16,27 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
+def english_spelling_mapping() -> dict[str, str]:
+    """openai/whisper's British-to-American spelling map, e.g. ``{'colour': 'color', ...}``.
+
+    The hub checkpoints ship it as ``normalizer.json``, which is unreachable here; the
+    ``whisper-normalizer`` package carries the same file (openai/whisper's ``normalizers/english.json``).
+    """
+    import json
+    from importlib.resources import files
+
+    return json.loads(files("whisper_normalizer").joinpath("normalizers/english.json").read_text())
+
+
 @lru_cache(maxsize=1)
 def _normalizer():
-    from whisper_normalizer.english import EnglishTextNormalizer
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer()
+    return EnglishTextNormalizer(english_spelling_mapping())
 
 
 def normalize(text: str) -> str:
-    """Whisper's English normalizer (openai/whisper's rules and spelling map, via ``whisper-normalizer``)."""
+    """Whisper's English normalizer: transformers' ``EnglishTextNormalizer`` with openai/whisper's spelling map."""
     return _normalizer()(text)
 
 

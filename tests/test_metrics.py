@@ -33,6 +33,16 @@ def test_normalizer_is_whispers():
     assert normalize("Hello, World! It's fine.") == "hello world it is fine"
 
 
+@pytest.mark.parametrize("text", ["Mr. Quilter's colour, isn't it?", "twenty five dollars and 3 cents", "Um, the 1st of",
+                                  "He's gonna pay $5.50 [laughs] (or so)", "ONE HUNDRED AND TWENTY THOUSAND",
+                                  "the theatre's centre was mm... organised"])
+def test_normalizer_matches_the_whisper_normalizer_package(text):
+    # transformers' class + the spelling map must reproduce openai/whisper's rules as whisper-normalizer copies them
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    assert normalize(text) == EnglishTextNormalizer()(text)
+
+
 def test_rtfx_and_latency_summary():
     assert rtfx(10.0, 2.0) == 5.0
     s = summarize_samples([4.0, 1.0, 3.0, 2.0])
