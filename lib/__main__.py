@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--last", action="append", default=[], metavar="SUBSTR", help="run matching slugs last")
     sw.add_argument("--pause-file", default=None, metavar="PATH",
                     help="while this file exists, wait before starting the next configuration")
+    sw.add_argument("--commit", action="store_true",
+                    help="git-commit results/ and book/runs/ after each configuration (only those paths)")
 
     ch = sub.add_parser("chapter", help="re-execute a chapter notebook into book/ (then jupyter-book build book/)")
     ch.add_argument("names", nargs="+", help="chapter names (notebooks/<name>.md), or 'all'")
@@ -125,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             print(_one_line(summary))
             return 0 if summary.get("status") == "ok" else 1
         if a.command == "sweep":
-            from .runner import run_grids
+            from .runner import commit_results, run_grids
 
             report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
                                use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last,
-                               pause_file=a.pause_file)
+                               pause_file=a.pause_file, after_job=commit_results if a.commit else None)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":

@@ -27,7 +27,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from .config import ConfigError, QuantSpec, RunConfig
 from .data import REPO_ROOT
@@ -143,7 +143,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
               last: Iterable[str] = (), footprint: bool = True, pause_file: Path | str | None = None,
-              pause_poll_s: float = 10.0) -> SweepReport:
+              pause_poll_s: float = 10.0, after_job: Callable[[Job], Any] | None = None) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
     ``footprint=False`` skips the whisper-small size/latency runs (WER only).
@@ -152,6 +152,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     configurations early and very slow kernels at the end.
     While ``pause_file`` exists the sweep waits before starting the next job,
     so heavy work (tests, a book build) never overlaps a timed run.
+    ``after_job`` is called with each job that ran, failed or not (e.g. to commit its result files).
     """
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
@@ -182,14 +183,46 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                 run_job(job, store.root, fstore.root, force, data, progress)
         except Exception as exc:  # one failing configuration never stops the sweep
             report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
-            continue
-        report.ran.append(job.slug)
-        for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
-            if st.status(slug) == "failed":
-                report.failed[slug] = st.load(slug).get("error", "")
-        print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
-              f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
+        else:
+            report.ran.append(job.slug)
+            for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
+                if st.status(slug) == "failed":
+                    report.failed[slug] = st.load(slug).get("error", "")
+            print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
+                  f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
+        if after_job is not None:
+            after_job(job)
     return report
+
+
+def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), repo: Path | str | None = None) -> bool:
+    """Commit only ``paths`` after ``job`` finished, so a sweep that outlives the session keeps its results.
+
+    The message names the configuration, e.g. ``'Sweep result: HQQ weight-only int2 g32 (whisper-base__...)'``.
+    Returns False, with git's reason printed, when git refuses (nothing new, or another commit holds the
+    index lock); the files then wait for the next commit.
+    """
+    from .report import describe_spec
+
+    repo = Path(repo or REPO_ROOT)
+    identity = [] if _git(repo, "config", "user.email").stdout.strip() else [
+        "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
+    message = f"Sweep result: {describe_spec(job.config.quant.to_dict())} ({job.slug})"
+    existing = [p for p in paths if (repo / p).exists()]
+    for step in (["add", "--", *existing], [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]):
+        out = _git(repo, *step)
+        if out.returncode != 0:
+            reason = (out.stderr or out.stdout).strip().splitlines()
+            print(f"[{time.strftime('%H:%M:%S')}] not committed: git {step[len(identity)]}: "
+                  f"{reason[-1] if reason else 'no output'}", flush=True)
+            return False
+    return True
+
+
+def _git(repo: Path, *args: str):
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
 
 
 def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> None:

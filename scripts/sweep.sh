@@ -2,7 +2,8 @@
 # The full sweep (resumable: finished slugs are skipped). Headline configurations run first, then the rest in
 # grid order, then the slow rows listed in `last`.
 #   nohup bash scripts/sweep.sh > logs/sweep.log 2>&1 &
-# Pause between configurations with `touch logs/sweep.pause` (resume: `rm logs/sweep.pause`).
+# Pause between configurations with `touch logs/sweep.pause` (resume: `rm logs/sweep.pause`). Each finished
+# configuration is committed (results/ and book/runs/ only), so a session that ends mid-sweep loses nothing finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -24,4 +25,4 @@ last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g1
       torchao-wo-int4-g64__ torchao-wo-int4-g128__ torchao-wo-int4-g32__)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
-  experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause "$@"
+  experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause --commit "$@"

@@ -6,7 +6,7 @@ import pytest
 
 from lib.config import ConfigError
 from lib.results import ResultStore
-from lib.runner import Job, execute_notebook, expand_grid, run_grids
+from lib.runner import Job, commit_results, execute_notebook, expand_grid, run_grids
 
 TINY_DEFAULTS = "defaults: {model: 'test:tiny', split: [test-clean], limit: 1, threads: 1, max_new_tokens: 4}"
 
@@ -62,10 +62,11 @@ def test_grid_duplicates_are_dropped_and_bad_grids_named(tmp_path):
 
 def test_skips_done_slugs_and_forces_reruns(grid, data, tmp_path):
     kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
-    first = run_grids([grid], **kw)
-    assert len(first.ran) == 4 and not first.failed and not first.skipped
-    second = run_grids([grid], **kw)
-    assert second.ran == [] and len(second.skipped) == 4
+    finished = []
+    first = run_grids([grid], after_job=lambda job: finished.append(job.slug), **kw)
+    assert len(first.ran) == 4 and not first.failed and not first.skipped and finished == first.ran
+    second = run_grids([grid], after_job=lambda job: finished.append(job.slug), **kw)
+    assert second.ran == [] and len(second.skipped) == 4 and len(finished) == 4
     forced = run_grids([grid], only="hqq-wo-int2", force=True, **kw)
     assert forced.ran == ["tiny__hqq-wo-int2-g64__test-clean__n1__max4"]
 
@@ -105,6 +106,23 @@ def test_interrupted_sweep_resumes_where_it_stopped(grid, data, tmp_path, monkey
     monkeypatch.setattr(lib.evaluate, "evaluate", real)
     resumed = run_grids([grid], **kw)
     assert len(resumed.skipped) == 2 and resumed.ran == calls[2:] + [expand_grid(grid)[3].slug]
+
+
+def test_commit_results_commits_only_the_result_paths(grid, tmp_path):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout
+    (repo / "results").mkdir(parents=True)
+    git("init", "-q")
+    (repo / "results" / "a.json").write_text("{}")
+    (repo / "notes.md").write_text("work in progress")
+    git("add", "notes.md")  # staged by someone else: must not ride along
+    job = expand_grid(grid)[0]
+    assert commit_results(job, repo=repo)
+    assert git("log", "--format=%s").strip() == f"Sweep result: fp32 ({job.slug})"
+    assert git("show", "--name-only", "--format=").split() == ["results/a.json"]
+    assert not commit_results(job, repo=repo)  # nothing new: git's refusal is reported, not raised
 
 
 def test_a_pause_file_holds_the_next_job_until_it_is_removed(tmp_path):
