@@ -214,6 +214,7 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
                         "latency s": s["latency"]["median"], "latency min s": s["latency"]["min"],
                         "fp32 latency s": s["fp32_latency"]["median"], "latency ratio": s["latency_ratio"],
                         "serialized MB": (s["size"]["serialized"]["bytes"] or float("nan")) / 1e6,
+                        "timing spread %": timing_spread_pct(s),
                         "load (1 min) at end": (s.get("load_average_end") or [float("nan")])[0]})
         rows.append(row)
     df = pd.DataFrame(rows, columns=None if rows else ["configuration", "library", "status", "bits", "error"])
@@ -221,6 +222,18 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
         df["_order"] = df["library"].map({LIBRARY_NAMES[k]: i for i, k in enumerate(LIBRARY_ORDER)})
         df = df.sort_values(["_order", "bits", "configuration"], ascending=[True, False, True]).drop(columns="_order")
     return df
+
+
+NOISY_SPREAD_PCT = 10.0  # max/min of three identical forced-length runs; quiet runs here stay within ~7%
+
+
+def timing_spread_pct(summary: dict[str, Any]) -> float:
+    """The larger max/min spread, in %, of the fp32 and quantized latency samples of one footprint run.
+
+    >>> round(timing_spread_pct({"latency": {"samples": [8.0, 8.1, 8.2]}, "fp32_latency": {"samples": [8.3, 9.5, 9.6]}}), 1)
+    15.7
+    """
+    return max(100.0 * (max(x) / min(x) - 1) for x in (summary["latency"]["samples"], summary["fp32_latency"]["samples"]))
 
 
 def _latency_split(summary: dict[str, Any]) -> dict[str, float]:
