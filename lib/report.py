@@ -286,6 +286,53 @@ def status_counts(df) -> str:
     return ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
 
 
+def failure_mode(substitutions: int, deletions: int, insertions: int) -> str:
+    """How a model fails, named after the error type that makes up most of its WER.
+
+    >>> failure_mode(substitutions=40, deletions=5, insertions=900)
+    'loops (insertions)'
+    >>> failure_mode(substitutions=12, deletions=310, insertions=4)
+    'falls silent (deletions)'
+    """
+    kind = max((substitutions, "substitutions"), (deletions, "deletions"), (insertions, "insertions"))[1]
+    return {"substitutions": "wrong words (substitutions)", "deletions": "falls silent (deletions)",
+            "insertions": "loops (insertions)"}[kind]
+
+
+def error_profile(df, min_wer: float = 20.0, results_dir: Path | str = RESULTS_DIR):
+    """How the configurations whose WER reaches ``min_wer`` on either split go wrong, both splits pooled.
+
+    From the saved per-utterance rows: substitutions, deletions and insertions as % of reference words
+    (they add up to the pooled WER), the output's length against the reference's (normalized words), the
+    share of utterances transcribed as nothing, the share that decoded up to the ``max_new_tokens`` cap
+    (a repetition loop), and the failure mode that dominates.
+    """
+    import pandas as pd
+
+    store = ResultStore(results_dir)
+    columns = ["configuration", "WER", "substitutions %", "deletions %", "insertions %", "output length %",
+               "empty output %", "at token cap %", "failure mode"]
+    wer_columns = [c for c in SPLIT_COLUMNS.values() if c in df]
+    if df.empty or not wer_columns:
+        return pd.DataFrame(columns=columns)
+    bad = df[(df["status"] == "ok") & (df[wer_columns].max(axis=1) >= min_wer)]
+    records = []
+    for _, row in bad.iterrows():
+        utterances = store.load_rows(row["slug"])
+        if not utterances:
+            continue
+        cap = store.load(row["slug"])["decoding"]["max_new_tokens"]
+        words = sum(u["ref_words"] for u in utterances)
+        counts = {k: sum(u[k] for u in utterances) for k in ("substitutions", "deletions", "insertions")}
+        empty = 100.0 * sum(not u["hypothesis"].strip() for u in utterances) / len(utterances)
+        capped = 100.0 * sum(u.get("text_tokens", 0) >= cap for u in utterances) / len(utterances)
+        length = 100.0 * sum(u["hits"] + u["substitutions"] + u["insertions"] for u in utterances) / words
+        records.append({"configuration": row["configuration"], "WER": 100.0 * sum(counts.values()) / words,
+                        **{f"{k} %": 100.0 * v / words for k, v in counts.items()}, "output length %": length,
+                        "empty output %": empty, "at token cap %": capped, "failure mode": failure_mode(**counts)})
+    return pd.DataFrame(records, columns=columns).sort_values("WER").reset_index(drop=True)
+
+
 def highlights(df) -> dict[str, Any]:
     """Headline facts of a chapter table, for glue: counts and the best configuration per split."""
     out: dict[str, Any] = {"counts": status_counts(df) if len(df) else "no configurations"}

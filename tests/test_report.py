@@ -1,0 +1,32 @@
+import pandas as pd
+import pytest
+
+from lib.report import error_profile
+from lib.results import ResultStore
+
+
+def utterance(ref_words, hits, s, d, i, hypothesis="x", tokens=10):
+    return {"ref_words": ref_words, "hits": hits, "substitutions": s, "deletions": d, "insertions": i,
+            "hypothesis": hypothesis, "text_tokens": tokens}
+
+
+def test_error_profile_tells_a_loop_from_silence(tmp_path):
+    store = ResultStore(tmp_path)
+    decoding = {"decoding": {"max_new_tokens": 440}, "status": "ok"}
+    # looping: one utterance runs to the cap and inserts 300 words; the other is right
+    store.save("loop", decoding, [utterance(10, 10, 0, 0, 300, tokens=440), utterance(10, 9, 1, 0, 0)])
+    # silent: one empty output, one that stops halfway
+    store.save("silent", decoding, [utterance(10, 0, 0, 10, 0, hypothesis=" "), utterance(10, 5, 0, 5, 0)])
+    store.save("fine", decoding, [utterance(10, 10, 0, 0, 0), utterance(10, 10, 0, 0, 0)])
+    df = pd.DataFrame({"configuration": ["loop", "silent", "fine", "broken"], "slug": ["loop", "silent", "fine", "x"],
+                       "status": ["ok", "ok", "ok", "failed"], "WER clean": [1505.0, 75.0, 0.0, None],
+                       "WER other": [1505.0, 75.0, 0.0, None]})
+    profile = error_profile(df, results_dir=tmp_path).set_index("configuration")
+    assert list(profile.index) == ["silent", "loop"]  # below 20% and failed rows are left out; lowest WER first
+    loop, silent = profile.loc["loop"], profile.loc["silent"]
+    assert loop["WER"] == pytest.approx(1505.0)
+    assert loop[["substitutions %", "deletions %", "insertions %"]].sum() == pytest.approx(loop["WER"])
+    assert (loop["at token cap %"], loop["output length %"]) == (50.0, 1600.0)  # (10 + 300 + 9 + 1) / 20 words
+    assert loop["failure mode"] == "loops (insertions)"
+    assert (silent["WER"], silent["empty output %"], silent["output length %"]) == (75.0, 50.0, 25.0)
+    assert silent["failure mode"] == "falls silent (deletions)"
