@@ -286,6 +286,30 @@ def status_counts(df) -> str:
     return ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
 
 
+def pareto_set(df, minimize: Iterable[str] = ("small MB", "latency ratio")):
+    """The finished rows that no other finished row beats on every objective at once, smallest first.
+
+    A row is dominated when another is at least as good on all of ``minimize`` and better on one.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "status": "ok", "small MB": [300, 400, 500, 400],
+    ...                    "latency ratio": [1.5, 0.9, 0.9, 1.2]})
+    >>> list(pareto_set(df)["configuration"])  # c: b is as fast and smaller; d: b is as small and faster
+    ['a', 'b']
+    """
+    minimize = list(minimize)
+    ok = df[(df["status"] == "ok")].dropna(subset=minimize)
+    values = ok[minimize].to_numpy(dtype=float)
+    keep = [not any((other <= row).all() and (other < row).any() for other in values) for row in values]
+    return ok[keep].sort_values(minimize).reset_index(drop=True)
+
+
+def ship_candidates(df, max_wer_increase: float = 1.0):
+    """Configurations within ``max_wer_increase`` WER points of fp32 on test-other (point estimate) that
+    no other such configuration beats on both stored size and latency ratio."""
+    return pareto_set(df[df["ΔWER other"] <= max_wer_increase])
+
+
 def failure_mode(substitutions: int, deletions: int, insertions: int) -> str:
     """How a model fails, named after the error type that makes up most of its WER.
 

@@ -30,3 +30,16 @@ def test_error_profile_tells_a_loop_from_silence(tmp_path):
     assert loop["failure mode"] == "loops (insertions)"
     assert (silent["WER"], silent["empty output %"], silent["output length %"]) == (75.0, 50.0, 25.0)
     assert silent["failure mode"] == "falls silent (deletions)"
+
+
+def test_ship_candidates_keep_accuracy_then_trade_size_for_speed():
+    from lib.report import ship_candidates
+
+    df = pd.DataFrame({"configuration": ["int2", "nf4", "int8", "int8 slow", "fp16", "failed"],
+                       "status": ["ok", "ok", "ok", "ok", "ok", "failed"],
+                       "small MB": [236.0, 286.0, 373.0, 380.0, 571.0, None],
+                       "latency ratio": [1.7, 1.3, 1.2, 1.5, 1.1, None],
+                       "ΔWER other": [89.0, 0.9, -0.1, 0.0, 0.0, None]})
+    assert list(ship_candidates(df)["configuration"]) == ["nf4", "int8", "fp16"]  # int2 loses accuracy
+    assert list(ship_candidates(df, max_wer_increase=0.5)["configuration"]) == ["int8", "fp16"]
+    assert list(ship_candidates(df, max_wer_increase=100)["configuration"]) == ["int2", "nf4", "int8", "fp16"]
