@@ -94,8 +94,13 @@ def pareto(df, x="small MB", y="WER other", clip: float = 40.0):
         sns.scatterplot(shown, x=x, y=y, hue="library", hue_order=order, palette=palette(), s=70, ax=ax,
                         style=(data[y] > clip).map({True: "off scale", False: "on scale"}),
                         markers={"on scale": "o", "off scale": "^"})
-        for _, row in data[data[y] > clip].iterrows():
-            ax.annotate(f"{row[y]:.0f}", (row[x], clip), textcoords="offset points", xytext=(6, -4), fontsize="small")
+        level, previous = 0, None
+        for _, row in data[data[y] > clip].sort_values(x).iterrows():
+            # neighbours on the top edge would print over each other: step each close one's label down a line
+            level = level + 1 if previous is not None and row[x] - previous < 0.06 * (data[x].max() - data[x].min()) else 0
+            previous = row[x]
+            ax.annotate(f"{row[y]:.0f}", (row[x], clip), textcoords="offset points", xytext=(6, -4 - 11 * level),
+                        fontsize="small")
         front = data.sort_values(x)
         best = front[y].cummin()
         ax.step(front[x], best.clip(upper=clip), where="post", color="grey", lw=1, ls="--", label="Pareto front")
@@ -180,5 +185,37 @@ def delta_wer(df, split: str = "other", clip: float = 30.0):
         handles = [plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in LIBRARIES if lib in set(data["library"])]
         ax.legend(handles, [lib for lib in LIBRARIES if lib in set(data["library"])], fontsize="small", loc="best")
     ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def proxies(df, target: str = "WER other"):
+    """WER against the two cheap proxies, log-log: encoder distance (1 − cosine on one clip) and weight error.
+
+    Configurations whose encoder is untouched (encoder distance 0) are left out of the left panel.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    from .report import PROXIES, proxy_frame
+
+    _style()
+    frame = proxy_frame(df) if len(df) else df
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (proxy, label) in zip(axes, PROXIES.items()):
+        data = _ok(frame, proxy, target)
+        if len(data):
+            sns.scatterplot(data, x=proxy, y=target, hue="library",
+                            hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), s=50,
+                            ax=ax, legend=ax is axes[-1])
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel(f"{label} (log)")
+        ax.set_ylabel(f"{target} (%, log) on whisper-base weights")
+    if axes[-1].get_legend():
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     fig.tight_layout()
     return fig

@@ -310,6 +310,47 @@ def ship_candidates(df, max_wer_increase: float = 1.0):
     return pareto_set(df[df["ΔWER other"] <= max_wer_increase])
 
 
+PROXIES = {"encoder distance": "1 − encoder cosine (JFK clip)", "weight error": "mean relative weight error"}
+
+
+def proxy_frame(df):
+    """Finished quantized rows with the two cheap proxies next to their WER.
+
+    ``encoder distance`` is 1 − the encoder-output cosine against fp32 on the 11 s JFK clip;
+    ``weight error`` is the mean relative reconstruction error per layer. A proxy that is exactly zero
+    (encoder untouched, or float16 weights, lossless for a model released in float16) is NaN: it ranks
+    nothing and has no place on a log axis.
+    """
+    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].copy()
+    distance = 1.0 - ok["encoder cosine"].astype(float)
+    ok["encoder distance"] = distance.where(distance > 1e-7)
+    ok["weight error"] = ok["weight error"].astype(float).where(lambda e: e > 0)
+    return ok
+
+
+def proxy_correlations(df, target: str = "WER other") -> dict[str, Any]:
+    """Spearman rank correlation of each proxy with ``target`` over the rows where both exist.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"configuration": list("abcd"), "library": "HQQ", "status": "ok",
+    ...                    "encoder cosine": [0.99, 0.98, 0.9, 1.0], "weight error": [0.1, 0.3, 0.2, 0.05],
+    ...                    "WER other": [11.0, 12.0, 50.0, 10.5]})
+    >>> facts = proxy_correlations(df)
+    >>> facts["encoder distance_rho"], facts["encoder distance_n"], facts["weight error_rho"]
+    (1.0, 3, 0.8)
+    """
+    frame = proxy_frame(df)
+    facts: dict[str, Any] = {}
+    for proxy in PROXIES:
+        pair = frame[[proxy, target]].dropna()
+        facts[f"{proxy}_rho"] = round(float(pair[proxy].corr(pair[target], method="spearman")), 2) if len(pair) > 2 \
+            else float("nan")
+        facts[f"{proxy}_n"] = len(pair)
+    facts["encoder_blind"] = ", ".join(frame[frame["encoder distance"].isna() & frame["encoder cosine"].notna()]
+                                       ["configuration"]) or "none"
+    return facts
+
+
 def failure_mode(substitutions: int, deletions: int, insertions: int) -> str:
     """How a model fails, named after the error type that makes up most of its WER.
 

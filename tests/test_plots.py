@@ -36,6 +36,16 @@ def test_pareto_draws_collapsed_configurations_on_the_top_edge_with_their_value(
     assert ax.get_ylim()[1] < 50 and [t.get_text() for t in ax.texts] == ["115"]
 
 
+def test_pareto_steps_close_off_scale_labels_apart():
+    df = pd.DataFrame({"configuration": list("abcde"), "library": ["HQQ", "quanto", "HQQ", "torch.ao", "fp32"],
+                       "small MB": [236.0, 248.0, 266.0, 376.0, 967.0],
+                       "WER other": [100.0, 687.0, 173.0, 115.0, 10.8]})
+    texts = plots.pareto(df, clip=40).axes[0].texts
+    offsets = [t.xyann[1] for t in texts]
+    assert [t.get_text() for t in texts] == ["100", "687", "173", "115"]
+    assert offsets[:3] == sorted(set(offsets[:3]), reverse=True) and offsets[3] == offsets[0]  # far one: first line
+
+
 def test_wer_vs_bits_joins_each_librarys_best_per_bit_width_on_a_log_axis():
     df = pd.DataFrame({"configuration": ["nf4", "fp4", "int8", "int2"], "library": ["bitsandbytes"] * 3 + ["HQQ"],
                        "bits": [4, 4, 8, 2], "WER clean": [5.0, 9.0, 3.5, 700.0], "WER other": [11, 14, 10.5, 650]})
@@ -46,3 +56,14 @@ def test_wer_vs_bits_joins_each_librarys_best_per_bit_width_on_a_log_axis():
     assert fp32_line.get_ydata()[0] == 3.66
     bnb_line = next(line for line in ax.get_lines() if list(line.get_xdata()) == [4, 8])
     assert list(bnb_line.get_ydata()) == [5.0, 3.5]  # the better 4-bit configuration, not the mean of the two
+
+
+def test_proxies_leave_out_configurations_whose_encoder_is_untouched():
+    df = pd.DataFrame({"configuration": ["fp32", "int8", "int4", "decoder only"],
+                       "library": ["fp32", "HQQ", "HQQ", "torch.ao"], "status": "ok",
+                       "encoder cosine": [1.0, 0.9998, 0.98, 1.0], "weight error": [None, 0.005, 0.09, 0.01],
+                       "WER other": [10.8, 10.8, 11.1, 10.7]})
+    left, right = plots.proxies(df).axes[:2]
+    drawn = lambda ax: sum(len(c.get_offsets()) for c in ax.collections)
+    assert (drawn(left), drawn(right)) == (2, 3)  # fp32 nowhere; decoder only has no encoder distance
+    assert left.get_xscale() == right.get_xscale() == "log"
