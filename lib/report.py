@@ -1,6 +1,7 @@
 """Tables for the book, built from result files only (no number is typed by hand)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -619,3 +620,41 @@ def static_ablation(run_missing: bool = False, results_dir: Path | str | None = 
                             f"{str((summary.get('data') or {}).get('manifest_sha256'))[:12]}")}
     facts = {f"static_ablation_{k}": f"{v:.4f}" if isinstance(v, float) else v for k, v in facts.items()}
     return table.rename_axis(None), facts
+
+
+BENCHMARKS_DIR = RESULTS_DIR / "benchmarks"
+
+
+def pt2e_compiled(path: Path | str = BENCHMARKS_DIR / "pt2e_inductor.json") -> tuple[Any, dict[str, str]]:
+    """``benchmarks/pt2e_inductor.py``'s result as a table plus preformatted facts (``pt2e_compiled_*``).
+
+    Until the benchmark has run, the table is None and every fact says how to run it.
+    """
+    import pandas as pd
+
+    keys = ("int8_vs_fp32", "int8_vs_fp32_compiled", "reference_vs_fp32", "compile_s", "provenance")
+    path = Path(path)
+    if not path.exists():
+        return None, {f"pt2e_compiled_{k}": "pending (benchmarks/pt2e_inductor.py)" for k in keys}
+    result = json.loads(path.read_text())
+    rows = result["variants"]
+    table = pd.DataFrame({"median s": [r.get("median_s") for r in rows.values()],
+                          "ratio to fp32 eager": [r.get("ratio_to_fp32_eager") for r in rows.values()],
+                          "first call s": [r.get("first_call_s") for r in rows.values()],
+                          "error": [r.get("error") for r in rows.values()]}, index=list(rows)).round(2)
+
+    def median(name: str) -> float:
+        return rows.get(name, {}).get("median_s", float("nan"))
+
+    int8, env = median("pt2e int8 compiled (freezing)"), result["environment"]
+    spread = max((100.0 * (max(r["samples"]) / min(r["samples"]) - 1) for r in rows.values() if r.get("samples")),
+                 default=float("nan"))
+    facts = {"int8_vs_fp32": f"{int8 / median('fp32 eager'):.2f}",
+             "int8_vs_fp32_compiled": f"{int8 / median('fp32 compiled'):.2f}",
+             "reference_vs_fp32": f"{median('pt2e int8 reference graph') / median('fp32 eager'):.2f}",
+             "compile_s": f"{rows.get('pt2e int8 compiled (freezing)', {}).get('first_call_s', float('nan')):.0f}",
+             "provenance": (f"{result['model']}, {result['repeats']} timed runs after a warm-up, "
+                            f"{env['threads']} threads, torch {env['packages'].get('torch')}, torchao "
+                            f"{env['packages'].get('torchao')}, commit {str(env.get('git', {}).get('commit'))[:7]}; "
+                            f"the timed runs of each variant lie within {spread:.0f}% of each other")}
+    return table.dropna(axis=1, how="all"), {f"pt2e_compiled_{k}": v for k, v in facts.items()}

@@ -43,3 +43,26 @@ def test_ship_candidates_keep_accuracy_then_trade_size_for_speed():
     assert list(ship_candidates(df)["configuration"]) == ["nf4", "int8", "fp16"]  # int2 loses accuracy
     assert list(ship_candidates(df, max_wer_increase=0.5)["configuration"]) == ["int8", "fp16"]
     assert list(ship_candidates(df, max_wer_increase=100)["configuration"]) == ["int2", "nf4", "int8", "fp16"]
+
+
+def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
+    import json
+
+    from lib.report import pt2e_compiled
+
+    table, facts = pt2e_compiled(tmp_path / "missing.json")
+    assert table is None and set(facts.values()) == {"pending (benchmarks/pt2e_inductor.py)"}
+    variants = {"fp32 eager": {"median_s": 5.0, "first_call_s": 5.1, "samples": [4.9, 5.0, 5.2]},
+                "fp32 compiled": {"median_s": 4.0},
+                "pt2e int8 reference graph": {"median_s": 8.0},
+                "pt2e int8 compiled (freezing)": {"median_s": 3.0, "first_call_s": 61.0},
+                "broken": {"error": "InductorError: no C++ compiler"}}
+    env = {"threads": 2, "packages": {"torch": "2.13.0", "torchao": "0.18.0"}, "git": {"commit": "abcdef0123"},
+           "load_average_1_5_15": [1.2, 1.0, 1.0]}
+    path = tmp_path / "pt2e.json"
+    path.write_text(json.dumps({"variants": variants, "environment": env, "model": "m", "repeats": 3}))
+    table, facts = pt2e_compiled(path)
+    assert (facts["pt2e_compiled_int8_vs_fp32"], facts["pt2e_compiled_int8_vs_fp32_compiled"],
+            facts["pt2e_compiled_reference_vs_fp32"], facts["pt2e_compiled_compile_s"]) == ("0.60", "0.75", "1.60", "61")
+    assert "commit abcdef0" in facts["pt2e_compiled_provenance"] and "within 6%" in facts["pt2e_compiled_provenance"]
+    assert table.loc["broken", "error"].startswith("InductorError")
