@@ -13,15 +13,16 @@ first=(__fp32__ pt-dyn-int8-aint8-pc__ pt-static-int8-aint8-pc-cal4__ bnb-wo-nf4
        methodfx pt-static-int8-aint8-pc-cal4-methodpt2e enconly-cal4-methodpt2e)
 args=()
 for f in "${first[@]}"; do args+=(--first "$f"); done
-# Last, cheapest first: rows expected to collapse into hallucination loops (every batch decodes to the 440-token cap,
-# ~30 min each), then the int8-activation rows that use torch._int_mm (~45-75 min each), then PT2E on the decoder
+# Last, in this order: quanto's dynamic int8 (the paper's headline claim) and torchao's, which use torch._int_mm
+# (~45-75 min each); eager static on one half (the static ablation's question on the test sets); rows expected to
+# collapse into hallucination loops (every batch decodes to the 440-token cap, ~30 min each); PT2E on the decoder
 # alone: its exported decoder has no KV cache, so one looping utterance costs O(440^2) (stopped after 50 min once).
 # Then torchao int4 (opaque layout): on this AVX2-only CPU its _weight_int4pack_mm_for_cpu kernel took 9.0 s for one
 # 1500x512 @ 512x2048 product that fp32 does in 0.11 s (82x; 8x for a single decoder row), i.e. hours per row
 # (benchmarks/int4_kernel.py measures it).
-last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128 hqq-wo-int1-g64 hqq-wo-int1-g32
-      hqq-wo-int1-g128 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
-      torchao-dyn-int8 quanto-dyn-int8-aint8 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e
+last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128
+      quanto-dyn-int8-aint8 torchao-dyn-int8 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
+      hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e
       torchao-wo-int4-g64__ torchao-wo-int4-g128__ torchao-wo-int4-g32__)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
