@@ -38,19 +38,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="induct
 import torch
 
 from lib.models import load_model
-from lib.quantize.torch_ao import _pt2e_quantize
+from lib.quantize.torch_ao import pt2e_quantize_encoder
 from lib.results import RESULTS_DIR, atomic_write_text, environment
-
-
-class EncoderCore(torch.nn.Module):
-    """The encoder as features -> hidden states (one tensor in, one out), as PT2E exports it."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_features):
-        return self.encoder(input_features).last_hidden_state
 
 
 def time_calls(fn, x, repeats: int) -> dict:
@@ -79,11 +68,9 @@ def main() -> int:
 
     encoder = load_model("footprint:whisper-small", needs_weights=False).model.eval().model.encoder
     features = torch.randn(1, 80, 3000)
-    fp32 = EncoderCore(encoder).eval()
-
     def pt2e_reference():
-        converted, _ops = _pt2e_quantize(EncoderCore(copy.deepcopy(encoder)).eval(), (features,), None,
-                                         lambda prepared: prepared(features))
+        converted, _ops = pt2e_quantize_encoder(copy.deepcopy(encoder), features, lambda prepared: prepared(features),
+                                                dynamic_batch=False)
         return converted
 
     def pt2e_compiled():
@@ -92,7 +79,7 @@ def main() -> int:
         inductor_config.freezing = True  # constant-fold and prepack the int8 weights: the documented PT2E path
         return torch.compile(pt2e_reference())
 
-    variants = {"fp32 eager": lambda: fp32, "fp32 compiled": lambda: torch.compile(copy.deepcopy(fp32)),
+    variants = {"fp32 eager": lambda: encoder, "fp32 compiled": lambda: torch.compile(copy.deepcopy(encoder)),
                 "pt2e int8 reference graph": pt2e_reference, "pt2e int8 compiled (freezing)": pt2e_compiled}
     rows = {}
     for name, build in variants.items():

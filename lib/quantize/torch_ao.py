@@ -180,11 +180,13 @@ def _drop_unused_tensors(graph_module) -> None:
             delattr(graph_module.get_submodule(owner) if owner else graph_module, attr)
 
 
-def _pt2e_encoder(model, processor, calibration) -> dict[str, int]:
-    import torch
-    from transformers.modeling_outputs import BaseModelOutput
+def pt2e_quantize_encoder(encoder, example_features, calibrate_graph, dynamic_batch: bool = True):
+    """Export a ``WhisperEncoder`` as features -> hidden states and quantize it with PT2E (X86InductorQuantizer).
 
-    from .common import calibration_features
+    Returns the converted reference graph and its quantized ops; ``calibrate_graph(prepared)`` feeds it
+    calibration features. ``dynamic_batch=False`` exports the example's shape only (what Inductor compiles best).
+    """
+    import torch
 
     class EncoderCore(torch.nn.Module):
         def __init__(self, encoder):
@@ -193,6 +195,16 @@ def _pt2e_encoder(model, processor, calibration) -> dict[str, int]:
 
         def forward(self, input_features):
             return self.encoder(input_features).last_hidden_state
+
+    batch = {"input_features": {0: torch.export.Dim("batch", min=1, max=64)}} if dynamic_batch else None
+    return _pt2e_quantize(EncoderCore(encoder), (example_features,), batch, calibrate_graph)
+
+
+def _pt2e_encoder(model, processor, calibration) -> dict[str, int]:
+    import torch
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from .common import calibration_features
 
     class ExportedEncoder(torch.nn.Module):
         """Stands in for ``WhisperEncoder`` inside generate(), returning a ModelOutput."""
@@ -210,9 +222,7 @@ def _pt2e_encoder(model, processor, calibration) -> dict[str, int]:
             prepared(feats)
 
     encoder = model.model.encoder
-    example = _example_features(model).repeat(2, 1, 1)
-    batch = {"input_features": {0: torch.export.Dim("batch", min=1, max=64)}}
-    converted, ops = _pt2e_quantize(EncoderCore(encoder), (example,), batch, run_calibration)
+    converted, ops = pt2e_quantize_encoder(encoder, _example_features(model).repeat(2, 1, 1), run_calibration)
     model.model.encoder = ExportedEncoder(converted, encoder)
     return ops
 
