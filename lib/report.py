@@ -653,7 +653,7 @@ def pt2e_compiled(path: Path | str = BENCHMARKS_DIR / "pt2e_inductor.json") -> t
              "int8_vs_fp32_compiled": f"{int8 / median('fp32 compiled'):.2f}",
              "reference_vs_fp32": f"{median('pt2e int8 reference graph') / median('fp32 eager'):.2f}",
              "compile_s": f"{rows.get('pt2e int8 compiled (freezing)', {}).get('first_call_s', float('nan')):.0f}",
-             "provenance": (f"{result['model']}, {result['repeats']} timed runs after a warm-up, "
+             "provenance": (f"{result['model']}, {result['repeats']} interleaved rounds timing each variant once, "
                             f"{env['threads']} threads, torch {env['packages'].get('torch')}, torchao "
                             f"{env['packages'].get('torchao')}, commit {str(env.get('git', {}).get('commit'))[:7]}; "
                             f"the timed runs of each variant lie within {spread:.0f}% of each other")}
