@@ -191,7 +191,11 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
                   f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
         if after_job is not None:
-            after_job(job)
+            try:
+                after_job(job)
+            except Exception as exc:  # e.g. no git: the results are saved, only the hook failed
+                print(f"[{time.strftime('%H:%M:%S')}] after_job failed for {job.slug}: {type(exc).__name__}: {exc}",
+                      flush=True)
     return report
 
 
@@ -209,11 +213,13 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
         "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
     message = f"Sweep result: {describe_spec(job.config.quant.to_dict())} ({job.slug})"
     existing = [p for p in paths if (repo / p).exists()]
-    for step in (["add", "--", *existing], [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]):
-        out = _git(repo, *step)
+    steps = {"add": ["add", "--", *existing],
+             "commit": [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]}
+    for name, args in steps.items():
+        out = _git(repo, *args)
         if out.returncode != 0:
             reason = (out.stderr or out.stdout).strip().splitlines()
-            print(f"[{time.strftime('%H:%M:%S')}] not committed: git {step[len(identity)]}: "
+            print(f"[{time.strftime('%H:%M:%S')}] not committed: git {name}: "
                   f"{reason[-1] if reason else 'no output'}", flush=True)
             return False
     return True

@@ -108,9 +108,11 @@ def test_interrupted_sweep_resumes_where_it_stopped(grid, data, tmp_path, monkey
     assert len(resumed.skipped) == 2 and resumed.ran == calls[2:] + [expand_grid(grid)[3].slug]
 
 
-def test_commit_results_commits_only_the_result_paths(grid, tmp_path):
+def test_commit_results_commits_only_the_result_paths(grid, tmp_path, monkeypatch):
     import subprocess
 
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))  # a fresh machine: no git identity
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     repo = tmp_path / "repo"
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout
     (repo / "results").mkdir(parents=True)
@@ -120,9 +122,20 @@ def test_commit_results_commits_only_the_result_paths(grid, tmp_path):
     git("add", "notes.md")  # staged by someone else: must not ride along
     job = expand_grid(grid)[0]
     assert commit_results(job, repo=repo)
-    assert git("log", "--format=%s").strip() == f"Sweep result: fp32 ({job.slug})"
+    assert git("log", "--format=%s %ae").strip() == f"Sweep result: fp32 ({job.slug}) sweep@whisper-ptq.invalid"
     assert git("show", "--name-only", "--format=").split() == ["results/a.json"]
     assert not commit_results(job, repo=repo)  # nothing new: git's refusal is reported, not raised
+    (tmp_path / "not-a-repo" / "results").mkdir(parents=True)
+    assert not commit_results(job, repo=tmp_path / "not-a-repo")  # git add fails: reported, not raised
+
+
+def test_a_failing_after_job_hook_never_stops_the_sweep(grid, data, tmp_path):
+    def broken(job):
+        raise OSError("git: command not found")
+
+    report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, only="hqq",
+                       after_job=broken)
+    assert len(report.ran) == 2 and not report.failed
 
 
 def test_a_pause_file_holds_the_next_job_until_it_is_removed(tmp_path):
