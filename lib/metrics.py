@@ -91,6 +91,15 @@ def summarize_samples(samples: Sequence[float]) -> dict[str, float]:
             "p90": float(np.percentile(xs, 90)), "mean": statistics.fmean(xs)}
 
 
+def spread_pct(samples: Sequence[float]) -> float:
+    """How far apart repeated timings lie: (max / min - 1) x 100.
+
+    >>> round(spread_pct([8.3, 9.5, 9.6]), 1)
+    15.7
+    """
+    return 100.0 * (max(samples) / min(samples) - 1)
+
+
 def paired_bootstrap_delta(base: Sequence[dict[str, int]], other: Sequence[dict[str, int]],
                            n_resamples: int = 2000, seed: int = 0) -> dict[str, float]:
     """ΔWER (other - base, x100) with a 95% paired-bootstrap CI over utterances.

@@ -234,7 +234,9 @@ def timing_spread_pct(summary: dict[str, Any]) -> float:
     >>> round(timing_spread_pct({"latency": {"samples": [8.0, 8.1, 8.2]}, "fp32_latency": {"samples": [8.3, 9.5, 9.6]}}), 1)
     15.7
     """
-    return max(100.0 * (max(x) / min(x) - 1) for x in (summary["latency"]["samples"], summary["fp32_latency"]["samples"]))
+    from .metrics import spread_pct
+
+    return max(spread_pct(summary[key]["samples"]) for key in ("latency", "fp32_latency"))
 
 
 def _latency_split(summary: dict[str, Any]) -> dict[str, float]:
@@ -632,6 +634,8 @@ def pt2e_compiled(path: Path | str = BENCHMARKS_DIR / "pt2e_inductor.json") -> t
     """
     import pandas as pd
 
+    from .metrics import spread_pct
+
     keys = ("int8_vs_fp32", "int8_vs_fp32_compiled", "reference_vs_fp32", "compile_s", "provenance")
     path = Path(path)
     if not path.exists():
@@ -647,8 +651,7 @@ def pt2e_compiled(path: Path | str = BENCHMARKS_DIR / "pt2e_inductor.json") -> t
         return rows.get(name, {}).get("median_s", float("nan"))
 
     int8, env = median("pt2e int8 compiled (freezing)"), result["environment"]
-    spread = max((100.0 * (max(r["samples"]) / min(r["samples"]) - 1) for r in rows.values() if r.get("samples")),
-                 default=float("nan"))
+    spread = max((spread_pct(r["samples"]) for r in rows.values() if r.get("samples")), default=float("nan"))
     facts = {"int8_vs_fp32": f"{int8 / median('fp32 eager'):.2f}",
              "int8_vs_fp32_compiled": f"{int8 / median('fp32 compiled'):.2f}",
              "reference_vs_fp32": f"{median('pt2e int8 reference graph') / median('fp32 eager'):.2f}",
