@@ -23,6 +23,20 @@ def _style():
     sns.set_theme(style="whitegrid", context="notebook")
 
 
+def _libraries_in(data) -> list[str]:
+    """The libraries present in ``data``, in the book's order (the hue order of every figure)."""
+    return [h for h in LIBRARIES if h in set(data["library"])]
+
+
+def _log_wer_axis(ax) -> None:
+    """A log y axis labelled 5, 10, 20, 50, 100 ... rather than powers of ten."""
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+
+
 def _ok(df, *cols):
     """Rows with values in every column ``cols`` (an empty frame with those columns if none)."""
     import pandas as pd
@@ -42,8 +56,6 @@ def wer_vs_bits(df):
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
     _style()
     parts = [_ok(df, col).assign(split=split, WER=lambda d, c=col: d[c])
              for split, col in (("test-clean", "WER clean"), ("test-other", "WER other")) if col in df.columns]
@@ -52,7 +64,7 @@ def wer_vs_bits(df):
     for ax, split in zip(axes, ("test-clean", "test-other")):
         part = long[long["split"] == split]
         if len(part):
-            order = [h for h in LIBRARIES if h in set(part["library"])]
+            order = _libraries_in(part)
             best = part.groupby(["library", "bits"], as_index=False)["WER"].min()
             sns.scatterplot(part, x="bits", y="WER", hue="library", hue_order=order, palette=palette(), s=40,
                             alpha=0.5, ax=ax, legend=False)
@@ -65,9 +77,7 @@ def wer_vs_bits(df):
                 ax.axhline(fp32.iloc[0], color=palette()["fp32"], linestyle="--", linewidth=1, label="fp32")
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(part["bits"].unique()), labels=[str(b) for b in sorted(part["bits"].unique())])
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(ScalarFormatter())
+            _log_wer_axis(ax)
             ax.legend(title="library (best per bit-width)", fontsize="small")
         ax.set_title(f"{split} (LibriSpeech sample)")
         ax.set_xlabel("weight bits")
@@ -89,7 +99,7 @@ def pareto(df, x="small MB", y="WER other", clip: float = 40.0):
     data = _ok(df, x, y)
     fig, ax = plt.subplots(figsize=(8, 5))
     if len(data):
-        order = [h for h in LIBRARIES if h in set(data["library"])]
+        order = _libraries_in(data)
         shown = data.assign(**{y: data[y].clip(upper=clip)})
         sns.scatterplot(shown, x=x, y=y, hue="library", hue_order=order, palette=palette(), s=70, ax=ax,
                         style=(data[y] > clip).map({True: "off scale", False: "on scale"}),
@@ -121,7 +131,7 @@ def latency_vs_size(df):
     fig, ax = plt.subplots(figsize=(8, 5))
     if len(data):
         sns.scatterplot(data, x="small MB", y="latency ratio", hue="library",
-                        hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), s=70, ax=ax)
+                        hue_order=_libraries_in(data), palette=palette(), s=70, ax=ax)
         from matplotlib.ticker import FuncFormatter
 
         ax.axhline(1.0, color="black", lw=1, ls=":")
@@ -145,7 +155,7 @@ def compression_bars(df):
     fig, ax = plt.subplots(figsize=(10, max(3, 0.28 * len(data) + 1)))
     if len(data):
         sns.barplot(data, y="configuration", x="compression %", hue="library",
-                    hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), dodge=False,
+                    hue_order=_libraries_in(data), palette=palette(), dodge=False,
                     ax=ax)
         for (label, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
             ax.axvline(value, color="black", ls=style, lw=1, label=label)
@@ -182,8 +192,9 @@ def delta_wer(df, split: str = "other", clip: float = 30.0):
                 if value > clip:
                     ax.text(clip * 0.98, i, f"{value:+.0f} →", ha="right", va="center", fontsize="small",
                             color="white", fontweight="bold")
-        handles = [plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in LIBRARIES if lib in set(data["library"])]
-        ax.legend(handles, [lib for lib in LIBRARIES if lib in set(data["library"])], fontsize="small", loc="best")
+        present = _libraries_in(data)
+        ax.legend([plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in present], present, fontsize="small",
+                  loc="best")
     ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI)")
     fig.tight_layout()
     return fig
@@ -196,7 +207,6 @@ def proxies(df, target: str = "WER other"):
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from matplotlib.ticker import LogLocator, ScalarFormatter
 
     from .report import PROXIES, proxy_frame
 
@@ -207,12 +217,10 @@ def proxies(df, target: str = "WER other"):
         data = _ok(frame, proxy, target)
         if len(data):
             sns.scatterplot(data, x=proxy, y=target, hue="library",
-                            hue_order=[h for h in LIBRARIES if h in set(data["library"])], palette=palette(), s=50,
+                            hue_order=_libraries_in(data), palette=palette(), s=50,
                             ax=ax, legend=ax is axes[-1])
             ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(ScalarFormatter())
+            _log_wer_axis(ax)
         ax.set_xlabel(f"{label} (log)")
         ax.set_ylabel(f"{target} (%, log) on whisper-base weights")
     if axes[-1].get_legend():
