@@ -55,12 +55,20 @@ def split_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "batch_wall_seconds": summarize_samples(list({r["batch"]: r["batch_wall_seconds"] for r in rows}.values()))}
 
 
+def checkpoint_key(config: RunConfig, split: str, utterances, summary: dict[str, Any]) -> dict[str, Any]:
+    """What saved batches of ``split`` are valid for: the same run, utterances, model and library versions."""
+    return {"slug": config.slug, "config": config.to_dict(), "split": split, "ids": [u.id for u in utterances],
+            "model": summary.get("model"), "packages": summary["environment"]["packages"]}
+
+
 def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_DIR, force: bool = False,
              progress: bool = True, store: ResultStore | None = None) -> dict[str, Any]:
     """Run ``config`` unless its result exists (or ``force``); return the summary."""
     store = store or ResultStore(results_dir)
     if store.exists(config.slug) and not force:
         return store.load(config.slug)
+    if force:
+        store.discard_checkpoints(config.slug)
     data_info = describe_data(data)  # a bad data path fails here, before any model work
     utterances = {s: load_split(s, config.limit, data) for s in config.split}
     summary: dict[str, Any] = {"slug": config.slug, "config": config.to_dict(),
@@ -95,9 +103,10 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         all_rows = []
         harness = {"total_seconds": 0.0, "model_seconds": 0.0}
         for split, utts in utterances.items():
+            checkpoint = store.checkpoint(config.slug, split, checkpoint_key(config, split, utts, summary))
             rows, timing = transcribe(model, loaded.processor, utts, config.batch_size, config.threads,
                                       progress=progress, desc=f"{config.quant.slug} {split}",
-                                      max_new_tokens=config.max_new_tokens)
+                                      max_new_tokens=config.max_new_tokens, checkpoint=checkpoint)
             rows = score_rows(rows)
             all_rows += rows
             summary.setdefault("metrics", {})[split] = {**split_metrics(rows), "timing": timing}
@@ -115,4 +124,6 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         all_rows = None
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.save(config.slug, summary, all_rows)
+    if summary["status"] == "ok":
+        store.discard_checkpoints(config.slug)
     return summary

@@ -27,6 +27,9 @@ def run_summary_table(summary: dict[str, Any] | None):
     for split, m in (summary.get("metrics") or {}).items():
         rows += [(f"{split} WER (x100)", round(m["wer"], 2)), (f"{split} utterances", m["utterances"]),
                  (f"{split} RTFx", round(m["rtfx"], 2))]
+        resumed = (m.get("timing") or {}).get("resumed_batches")
+        if resumed:  # batches transcribed by an earlier, interrupted process and reused as measured
+            rows.append((f"{split} batches resumed from checkpoint", resumed))
     size = summary.get("size")
     if size:
         rows += [("stored MB", round(size["stored_bytes"] / 1e6, 1)),

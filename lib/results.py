@@ -3,7 +3,9 @@
 Writes are atomic (temporary file + ``os.replace``) and the summary is written
 last, so a run interrupted at any point never leaves a result that counts as
 done.  A failed configuration is a summary with ``status: "failed"`` and its
-error.
+error.  While a split is being transcribed, each finished batch is appended
+to ``.partial/<slug>__<split>.jsonl`` (:class:`BatchCheckpoint`), so a run
+killed after hours resumes at the batch where it stopped.
 """
 from __future__ import annotations
 
@@ -72,6 +74,64 @@ class ResultStore:
 
     def summaries(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.json"))]
+
+    def checkpoint(self, slug: str, split: str, key: dict[str, Any]) -> "BatchCheckpoint":
+        return BatchCheckpoint(self.root / ".partial" / f"{slug}__{split}.jsonl", key)
+
+    def discard_checkpoints(self, slug: str) -> None:
+        for path in (self.root / ".partial").glob(f"{slug}__*.jsonl"):
+            path.unlink(missing_ok=True)
+
+
+class BatchCheckpoint:
+    """Finished batches of one unfinished split, kept so that a killed run resumes.
+
+    A JSON-lines file: a header ``{"key": ...}``, then one line per finished
+    batch, e.g. ``{"batch": 3, "rows": [...], "seconds": {"loop": 41.2, ...}}``.
+    ``key`` says what the batches are valid for (slug, utterance ids, batch
+    size, model source, library versions); a file whose header holds another
+    key is discarded, so a changed configuration or upgraded library never
+    mixes with old transcripts.  A torn last line (killed mid-write) is ignored.
+    """
+
+    def __init__(self, path: Path | str, key: dict[str, Any]):
+        self.path = Path(path)
+        self.key = json.loads(json.dumps(key, default=_jsonable))  # compare as stored
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        """Finished batches by index; {} when there is no valid checkpoint."""
+        if not self.path.exists():
+            return {}
+        lines = self.path.read_text().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("key") != self.key:
+            self.discard()
+            return {}
+        batches: dict[int, dict[str, Any]] = {}
+        for i, line in enumerate(lines[1:], start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # torn write: keep what precedes it, drop the rest
+                atomic_write_text(self.path, "".join(x + "\n" for x in lines[:i]))
+                break
+            batches[record["batch"]] = record
+        return batches
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        with open(self.path, "a") as f:
+            if new:
+                f.write(json.dumps({"key": self.key}) + "\n")
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -56,13 +56,17 @@ def generate(model, input_features, max_new_tokens: int = DECODING["max_new_toke
 
 
 def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, threads: int = 2,
-               progress: bool = True, desc: str = "transcribe", max_new_tokens: int = 440) -> tuple[list[dict[str, Any]], dict[str, float]]:
+               progress: bool = True, desc: str = "transcribe", max_new_tokens: int = 440,
+               checkpoint=None) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Transcribe utterances; returns per-utterance rows and whole-run timing.
 
     Each row holds the raw hypothesis (not normalized) and its share of the
     batch's wall/CPU/encoder seconds.  The timing dict separates
-    ``model_seconds`` (time inside ``generate``) from ``total_seconds`` so
-    that harness overhead can be measured.
+    ``model_seconds`` (time inside ``generate``) from ``total_seconds`` (the
+    whole loop) so that harness overhead can be measured.  With a
+    :class:`~lib.results.BatchCheckpoint`, each finished batch is saved and a
+    rerun skips the batches already there (``resumed_batches`` counts them);
+    their rows and seconds are reused as measured.
     """
     import torch
     import transformers
@@ -72,27 +76,38 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
     torch.set_num_threads(threads)
     model.eval()
     batches = [list(utterances[i:i + batch_size]) for i in range(0, len(utterances), batch_size)]
-    if batches:  # warm-up: one untimed pass over the first batch
-        generate(model, features(processor, [u.audio for u in batches[0]]), max_new_tokens)
-    rows: list[dict[str, Any]] = []
-    model_seconds = 0.0
-    start_total = time.perf_counter()
+    finished = checkpoint.load() if checkpoint is not None else {}
+    todo = [b for b in range(len(batches)) if b not in finished]
+    if todo:  # warm-up: one untimed pass over the first batch still to run
+        generate(model, features(processor, [u.audio for u in batches[todo[0]]]), max_new_tokens)
+    records = []
     with encoder_timer(model) as enc:
-        for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="batch")):
+        for b in tqdm(range(len(batches)), desc=desc, disable=not progress, unit="batch"):
+            if b in finished:
+                records.append(finished[b])
+                continue
+            batch = batches[b]
+            loop0 = time.perf_counter()
             feats = features(processor, [u.audio for u in batch])
             enc_before = enc["seconds"]
             wall0, cpu0 = time.perf_counter(), time.process_time()
             ids = generate(model, feats, max_new_tokens)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-            model_seconds += wall
+            encoder = enc["seconds"] - enc_before
             texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
             share = len(batch)
-            for i, (u, text) in enumerate(zip(batch, texts)):
-                rows.append({"id": u.id, "split": u.split, "reference": u.reference, "hypothesis": text.strip(),
-                             "audio_seconds": round(u.duration, 4), "batch": b, "batch_size": share,
-                             "wall_seconds": wall / share, "cpu_seconds": cpu / share,
-                             "encoder_seconds": (enc["seconds"] - enc_before) / share,
-                             "batch_wall_seconds": wall, "text_tokens": int((ids[i] < 50257).sum())})
-    timing = {"total_seconds": time.perf_counter() - start_total, "model_seconds": model_seconds,
-              "encoder_seconds": enc["seconds"]}
-    return rows, timing
+            rows = [{"id": u.id, "split": u.split, "reference": u.reference, "hypothesis": text.strip(),
+                     "audio_seconds": round(u.duration, 4), "batch": b, "batch_size": share,
+                     "wall_seconds": wall / share, "cpu_seconds": cpu / share, "encoder_seconds": encoder / share,
+                     "batch_wall_seconds": wall, "text_tokens": int((ids[i] < 50257).sum())}
+                    for i, (u, text) in enumerate(zip(batch, texts))]
+            record = {"batch": b, "rows": rows,
+                      "seconds": {"loop": time.perf_counter() - loop0, "model": wall, "encoder": encoder}}
+            if checkpoint is not None:
+                checkpoint.append(record)
+            records.append(record)
+    timing = {"total_seconds": sum(r["seconds"]["loop"] for r in records),
+              "model_seconds": sum(r["seconds"]["model"] for r in records),
+              "encoder_seconds": sum(r["seconds"]["encoder"] for r in records),
+              "resumed_batches": len(batches) - len(todo)}
+    return [row for r in records for row in r["rows"]], timing

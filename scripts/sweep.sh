@@ -19,7 +19,8 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # alone: its exported decoder has no KV cache, so one looping utterance costs O(440^2) (stopped after 50 min once).
 # Then torchao int4 (opaque layout): on this AVX2-only CPU its _weight_int4pack_mm_for_cpu kernel took 9.0 s for one
 # 1500x512 @ 512x2048 product that fp32 does in 0.11 s (82x; 8x for a single decoder row), i.e. hours per row
-# (benchmarks/int4_kernel.py measures it).
+# (benchmarks/int4_kernel.py measures it). A row killed part-way resumes at its last finished batch
+# (results/.partial/), so these rows finish over several sessions.
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128
       quanto-dyn-int8-aint8 torchao-dyn-int8 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
       hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e

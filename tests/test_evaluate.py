@@ -55,3 +55,57 @@ def test_bad_data_dir_fails_fast_and_records_nothing(tiny_config, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         evaluate(tiny_config, data=str(tmp_path / "missing"), results_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_killed_run_resumes_at_the_batch_where_it_stopped(fake_librispeech, tmp_path, monkeypatch):
+    import lib.transcribe
+
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=2, batch_size=1, threads=1, max_new_tokens=4)
+    real_generate, calls = lib.transcribe.generate, []
+
+    def killed_after_first_batch(model, feats, *a, **k):
+        calls.append(len(calls))
+        if len(calls) == 3:  # warm-up, batch 0, then the process dies in batch 1
+            raise KeyboardInterrupt
+        return real_generate(model, feats, *a, **k)
+
+    monkeypatch.setattr(lib.transcribe, "generate", killed_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    store = ResultStore(tmp_path)
+    assert not store.exists(config.slug) and len(list((tmp_path / ".partial").glob("*.jsonl"))) == 1
+
+    calls.clear()
+    monkeypatch.setattr(lib.transcribe, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "ok", summary.get("error")
+    assert len(calls) == 2  # warm-up + batch 1 only: batch 0 came from the checkpoint
+    assert summary["metrics"]["test-clean"]["timing"]["resumed_batches"] == 1
+    from lib.report import run_summary_table
+
+    assert run_summary_table(summary).loc["test-clean batches resumed from checkpoint", "value"] == 1
+    assert [r["id"] for r in store.load_rows(config.slug)] == ["1089-134686-0000", "61-70968-0000"]
+    assert not list((tmp_path / ".partial").glob("*.jsonl"))  # cleared once the result is saved
+
+
+def test_a_checkpoint_from_another_configuration_is_not_reused(fake_librispeech, tmp_path):
+    from lib.results import BatchCheckpoint
+
+    old = BatchCheckpoint(tmp_path / "c.jsonl", {"slug": "a", "packages": {"torch": "2.12.0"}})
+    old.append({"batch": 0, "rows": [{"id": "x"}], "seconds": {"loop": 1.0, "model": 1.0, "encoder": 0.5}})
+    assert BatchCheckpoint(tmp_path / "c.jsonl", {"slug": "a", "packages": {"torch": "2.12.0"}}).load()[0]["rows"]
+    assert BatchCheckpoint(tmp_path / "c.jsonl", {"slug": "a", "packages": {"torch": "2.13.0"}}).load() == {}
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_a_torn_last_checkpoint_line_is_dropped(tmp_path):
+    from lib.results import BatchCheckpoint
+
+    cp = BatchCheckpoint(tmp_path / "c.jsonl", {"slug": "a"})
+    for b in range(2):
+        cp.append({"batch": b, "rows": [], "seconds": {"loop": 1.0, "model": 1.0, "encoder": 0.5}})
+    with open(cp.path, "a") as f:
+        f.write('{"batch": 2, "rows": [{"id"')  # killed mid-write
+    assert sorted(cp.load()) == [0, 1]
+    cp.append({"batch": 2, "rows": [], "seconds": {"loop": 1.0, "model": 1.0, "encoder": 0.5}})
+    assert sorted(cp.load()) == [0, 1, 2]
