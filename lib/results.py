@@ -78,6 +78,11 @@ class ResultStore:
     def checkpoint(self, slug: str, split: str, key: dict[str, Any]) -> "BatchCheckpoint":
         return BatchCheckpoint(self.root / ".partial" / f"{slug}__{split}.jsonl", key)
 
+    def saved_batches(self, slug: str) -> dict[str, int]:
+        """Batches kept by an interrupted run of ``slug``, per split, e.g. ``{"test-other": 5}``."""
+        return {path.stem[len(slug) + 2:]: max(0, len(path.read_text().splitlines()) - 1)
+                for path in sorted((self.root / ".partial").glob(f"{slug}__*.jsonl"))}
+
     def discard_checkpoints(self, slug: str) -> None:
         for path in (self.root / ".partial").glob(f"{slug}__*.jsonl"):
             path.unlink(missing_ok=True)

@@ -171,7 +171,9 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
             if dry_run and progress:
-                print(f"{'done   ' if done else 'pending'} {job.slug}", flush=True)
+                saved = "" if done else ", ".join(f"{split} {n}" for split, n in store.saved_batches(job.slug).items())
+                print(f"{'done   ' if done else 'pending'} {job.slug}" + (f" (batches saved: {saved})" if saved else ""),
+                      flush=True)
             continue
         wait_while_paused(pause_file, pause_poll_s)
         started = time.time()

@@ -73,7 +73,7 @@ def test_a_killed_run_resumes_at_the_batch_where_it_stopped(fake_librispeech, tm
     with pytest.raises(KeyboardInterrupt):
         evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
     store = ResultStore(tmp_path)
-    assert not store.exists(config.slug) and len(list((tmp_path / ".partial").glob("*.jsonl"))) == 1
+    assert not store.exists(config.slug) and store.saved_batches(config.slug) == {"test-clean": 1}
 
     calls.clear()
     monkeypatch.setattr(lib.transcribe, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
@@ -85,7 +85,7 @@ def test_a_killed_run_resumes_at_the_batch_where_it_stopped(fake_librispeech, tm
 
     assert run_summary_table(summary).loc["test-clean batches resumed from checkpoint", "value"] == 1
     assert [r["id"] for r in store.load_rows(config.slug)] == ["1089-134686-0000", "61-70968-0000"]
-    assert not list((tmp_path / ".partial").glob("*.jsonl"))  # cleared once the result is saved
+    assert store.saved_batches(config.slug) == {}  # cleared once the result is saved
 
 
 def test_a_checkpoint_from_another_configuration_is_not_reused(fake_librispeech, tmp_path):

@@ -159,6 +159,15 @@ def test_dry_run_lists_pending_slugs_without_running(grid, tmp_path, capsys):
     assert capsys.readouterr().out.count("pending ") == 4
 
 
+def test_dry_run_shows_the_batches_an_interrupted_run_kept(grid, tmp_path, capsys):
+    slug = expand_grid(grid)[0].slug
+    checkpoint = ResultStore(tmp_path / "r").checkpoint(slug, "test-clean", {"slug": slug})
+    for b in range(3):
+        checkpoint.append({"batch": b, "rows": [], "seconds": {"loop": 1.0, "model": 1.0, "encoder": 0.5}})
+    run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", dry_run=True)
+    assert f"pending {slug} (batches saved: test-clean 3)" in capsys.readouterr().out
+
+
 @pytest.mark.notebook
 def test_papermill_executes_the_per_configuration_notebook(grid, data, tmp_path):
     job = Job("test", expand_grid(grid)[2].config, footprint=False)
