@@ -62,11 +62,12 @@ def checkpoint_key(config: RunConfig, split: str, utterances, summary: dict[str,
 
 
 def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_DIR, force: bool = False,
-             progress: bool = True, store: ResultStore | None = None) -> dict[str, Any]:
-    """Run ``config`` unless its result exists (or ``force``); return the summary."""
+             progress: bool = True, store: ResultStore | None = None, retry_failed: bool = False) -> dict[str, Any]:
+    """Run ``config`` unless its result exists (or ``force``, or ``retry_failed`` and it failed); return the summary."""
     store = store or ResultStore(results_dir)
-    if store.exists(config.slug) and not force:
-        return store.load(config.slug)
+    stored = store.reusable(config.slug, force, retry_failed)
+    if stored is not None:
+        return stored
     if force:
         store.discard_checkpoints(config.slug)
     data_info = describe_data(data)  # a bad data path fails here, before any model work

@@ -74,8 +74,9 @@ def footprint_slug(spec: QuantSpec, model: str) -> str:
 
 
 def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", repeats: int = 3, threads: int = 2,
-                      results_dir=None, force: bool = False, data: str | None = None) -> dict[str, Any]:
-    """Quantize the random-weight architecture; record stored bytes and paired latency."""
+                      results_dir=None, force: bool = False, data: str | None = None,
+                      retry_failed: bool = False) -> dict[str, Any]:
+    """Quantize the random-weight architecture; record stored bytes and paired latency (cached like ``evaluate``)."""
     from .models import check_model_spec
 
     kind, _name = check_model_spec(model)
@@ -85,8 +86,9 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
         raise ConfigError(f"repeats must be >= 3 for a median, got {repeats}")
     store = ResultStore(results_dir or FOOTPRINT_DIR)
     slug = footprint_slug(spec, model)
-    if store.exists(slug) and not force:
-        return store.load(slug)
+    stored = store.reusable(slug, force, retry_failed)
+    if stored is not None:
+        return stored
     from .data import calibration_set
 
     calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None

@@ -57,6 +57,16 @@ class ResultStore:
     def status(self, slug: str) -> str | None:
         return self.load(slug).get("status") if self.exists(slug) else None
 
+    def reusable(self, slug: str, force: bool = False, retry_failed: bool = False) -> dict[str, Any] | None:
+        """The stored result to return instead of running again, or None to run.
+
+        ``force`` re-runs anything; ``retry_failed`` re-runs only a stored failure.
+        """
+        if force or not self.exists(slug):
+            return None
+        summary = self.load(slug)
+        return None if retry_failed and summary.get("status") == "failed" else summary
+
     def load(self, slug: str) -> dict[str, Any]:
         return json.loads(self.summary_path(slug).read_text())
 

@@ -180,9 +180,10 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         print(f"[{time.strftime('%H:%M:%S')}] start {job.slug}", flush=True)
         try:
             if use_notebooks:
-                execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data)
+                execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
+                                 retry_failed=retry_failed)
             else:
-                run_job(job, store.root, fstore.root, force, data, progress)
+                run_job(job, store.root, fstore.root, force, data, progress, retry_failed)
         except Exception as exc:  # one failing configuration never stops the sweep
             report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
         else:
@@ -244,25 +245,26 @@ def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> No
 
 
 def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, retry_failed: bool = False) -> dict[str, Any]:
     """What the per-configuration notebook does, without papermill."""
     from .evaluate import evaluate
     from .footprint import measure_footprint
 
-    out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress)}
+    out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress,
+                                retry_failed=retry_failed)}
     if job.footprint:
         out["footprint"] = measure_footprint(job.config.quant, model=job.footprint_model, results_dir=footprint_dir,
-                                             force=force, data=data)
+                                             force=force, data=data, retry_failed=retry_failed)
     return out
 
 
 def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force: bool,
-                        data: str | None) -> dict[str, Any]:
+                        data: str | None, retry_failed: bool = False) -> dict[str, Any]:
     c = job.config
     return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
             "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
             "footprint": job.footprint, "footprint_model": job.footprint_model, "results_dir": str(results_dir),
-            "footprint_dir": str(footprint_dir), "force": force, "data": data}
+            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed, "data": data}
 
 
 def run_title(job: Job) -> str:
@@ -276,7 +278,7 @@ def run_title(job: Job) -> str:
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
-                     data: str | None = None, log_dir: Path | None = LOG_DIR) -> Path:
+                     data: str | None = None, log_dir: Path | None = LOG_DIR, retry_failed: bool = False) -> Path:
     """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``.
 
     While it runs, the kernel's stdout/stderr (progress bars every 30 s) stream to
@@ -306,7 +308,7 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
             with log:
                 papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
                                            parameters=notebook_parameters(job, results_dir, footprint_dir, force,
-                                                                          data),
+                                                                          data, retry_failed),
                                            kernel_name="python3", **streams)
         finally:
             if env_before is None:

@@ -77,6 +77,7 @@ def test_failing_configuration_is_recorded_while_others_complete(grid, data, tmp
     def broken(*a, **k):
         raise RuntimeError("unsupported operator: quantized::linear_dynamic")
 
+    working = backend.apply
     monkeypatch.setattr(backend, "apply", broken)
     report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False)
     slug = "tiny__pt-dyn-int8-aint8-pc__test-clean__n1__max4"
@@ -85,6 +86,10 @@ def test_failing_configuration_is_recorded_while_others_complete(grid, data, tmp
     assert store.status(slug) == "failed"
     assert [store.status(s) for s in report.ran if s != slug] == ["ok", "ok", "ok"]
     assert "FAILED" in report.text()
+
+    monkeypatch.setattr(backend, "apply", working)  # the library is fixed: --retry-failed re-runs only the failure
+    again = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, retry_failed=True)
+    assert again.ran == [slug] and not again.failed and store.status(slug) == "ok"
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(grid, data, tmp_path, monkeypatch):
