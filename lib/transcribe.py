@@ -22,8 +22,12 @@ def decoding_recipe(batch_size: int, threads: int, max_new_tokens: int = 440) ->
 
 @contextmanager
 def encoder_timer(model):
-    """Accumulate wall seconds spent in the encoder's forward (``timer['seconds']``)."""
-    timer = {"seconds": 0.0, "_start": 0.0}
+    """Accumulate wall seconds spent in the encoder's forward (``timer['seconds']``) and count its calls.
+
+    ``generate`` normally runs the encoder once per batch; more calls mean that transformers'
+    seek loop decoded the 30 s window again (it does so when a model emits timestamp tokens).
+    """
+    timer = {"seconds": 0.0, "_start": 0.0, "calls": 0}
     encoder = model.get_encoder()
 
     def pre(_m, _i):
@@ -31,6 +35,7 @@ def encoder_timer(model):
 
     def post(_m, _i, _o):
         timer["seconds"] += time.perf_counter() - timer["_start"]
+        timer["calls"] += 1
 
     handles = [encoder.register_forward_pre_hook(pre), encoder.register_forward_hook(post)]
     try:
@@ -89,7 +94,7 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
             batch = batches[b]
             loop0 = time.perf_counter()
             feats = features(processor, [u.audio for u in batch])
-            enc_before = enc["seconds"]
+            enc_before, calls_before = enc["seconds"], enc["calls"]
             wall0, cpu0 = time.perf_counter(), time.process_time()
             ids = generate(model, feats, max_new_tokens)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -99,7 +104,8 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
             rows = [{"id": u.id, "split": u.split, "reference": u.reference, "hypothesis": text.strip(),
                      "audio_seconds": round(u.duration, 4), "batch": b, "batch_size": share,
                      "wall_seconds": wall / share, "cpu_seconds": cpu / share, "encoder_seconds": encoder / share,
-                     "batch_wall_seconds": wall, "text_tokens": int((ids[i] < 50257).sum())}
+                     "batch_wall_seconds": wall, "encoder_passes": enc["calls"] - calls_before,
+                     "text_tokens": int((ids[i] < 50257).sum())}
                     for i, (u, text) in enumerate(zip(batch, texts))]
             record = {"batch": b, "rows": rows,
                       "seconds": {"loop": time.perf_counter() - loop0, "model": wall, "encoder": encoder}}

@@ -22,6 +22,7 @@ def test_end_to_end_writes_summary_and_rows(tiny_config, fake_librispeech, tmp_p
     rows = ResultStore(tmp_path).load_rows(tiny_config.slug)
     assert [r["id"] for r in rows] == ["1089-134686-0000", "61-70968-0000"]
     assert {"hypothesis", "reference", "wall_seconds", "cpu_seconds", "substitutions"} <= set(rows[0])
+    assert [r["encoder_passes"] for r in rows] == [1, 1]  # one batch, one encoder pass
 
 
 def test_finished_slug_is_skipped_unless_forced(tiny_config, fake_librispeech, tmp_path, monkeypatch):
