@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--only", default=None, help="substring a slug must contain")
     sw.add_argument("--force", action="store_true")
     sw.add_argument("--retry-failed", action="store_true")
+    sw.add_argument("--refresh-outdated", action="store_true",
+                    help="after the pending slugs, re-run results decoded with an older decoding recipe")
     sw.add_argument("--no-notebooks", action="store_true", help="call lib directly instead of papermill")
     sw.add_argument("--dry-run", action="store_true", help="list the slugs and whether they are done")
     sw.add_argument("--first", action="append", default=[], metavar="SUBSTR", help="run matching slugs first")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import commit_results, run_grids
 
             report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
-                               use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last,
+                               refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last,
                                pause_file=a.pause_file, after_job=commit_results if a.commit else None)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1

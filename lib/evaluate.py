@@ -56,16 +56,22 @@ def split_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def checkpoint_key(config: RunConfig, split: str, utterances, summary: dict[str, Any]) -> dict[str, Any]:
-    """What saved batches of ``split`` are valid for: the same run, utterances, model and library versions."""
+    """What saved batches of ``split`` are valid for: the same run, utterances, model, library versions and decoding."""
     return {"slug": config.slug, "config": config.to_dict(), "split": split, "ids": [u.id for u in utterances],
-            "model": summary.get("model"), "packages": summary["environment"]["packages"]}
+            "model": summary.get("model"), "packages": summary["environment"]["packages"],
+            "decoding": summary["decoding"]}
 
 
 def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_DIR, force: bool = False,
-             progress: bool = True, store: ResultStore | None = None, retry_failed: bool = False) -> dict[str, Any]:
-    """Run ``config`` unless its result exists (or ``force``, or ``retry_failed`` and it failed); return the summary."""
+             progress: bool = True, store: ResultStore | None = None, retry_failed: bool = False,
+             refresh_outdated: bool = False) -> dict[str, Any]:
+    """Run ``config`` unless its result exists; return the summary.
+
+    It runs again with ``force``, with ``retry_failed`` if it failed, and with
+    ``refresh_outdated`` if it was decoded with an older recipe.
+    """
     store = store or ResultStore(results_dir)
-    stored = store.reusable(config.slug, force, retry_failed)
+    stored = store.reusable(config.slug, force, retry_failed, refresh_outdated)
     if stored is not None:
         return stored
     if force:

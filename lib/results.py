@@ -39,6 +39,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def is_outdated(summary: dict[str, Any]) -> bool:
+    """An ok result whose decoding recipe differs from today's (see :func:`lib.transcribe.outdated_decoding`)."""
+    from .transcribe import outdated_decoding
+
+    return summary.get("status") == "ok" and bool(outdated_decoding(summary))
+
+
 class ResultStore:
     """Folder of results keyed by run slug."""
 
@@ -57,15 +64,26 @@ class ResultStore:
     def status(self, slug: str) -> str | None:
         return self.load(slug).get("status") if self.exists(slug) else None
 
-    def reusable(self, slug: str, force: bool = False, retry_failed: bool = False) -> dict[str, Any] | None:
+    def reusable(self, slug: str, force: bool = False, retry_failed: bool = False,
+                 refresh_outdated: bool = False) -> dict[str, Any] | None:
         """The stored result to return instead of running again, or None to run.
 
-        ``force`` re-runs anything; ``retry_failed`` re-runs only a stored failure.
+        ``force`` re-runs anything; ``retry_failed`` re-runs only a stored failure;
+        ``refresh_outdated`` re-runs a result decoded with an older recipe (:func:`is_outdated`).
         """
         if force or not self.exists(slug):
             return None
         summary = self.load(slug)
-        return None if retry_failed and summary.get("status") == "failed" else summary
+        if retry_failed and summary.get("status") == "failed":
+            return None
+        return None if refresh_outdated and is_outdated(summary) else summary
+
+    def state(self, slug: str) -> str:
+        """``pending``, ``failed``, ``outdated`` (ok, but decoded with an older recipe) or ``ok``."""
+        if not self.exists(slug):
+            return "pending"
+        summary = self.load(slug)
+        return "outdated" if is_outdated(summary) else summary.get("status", "pending")
 
     def load(self, slug: str) -> dict[str, Any]:
         return json.loads(self.summary_path(slug).read_text())

@@ -132,13 +132,25 @@ def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
     return sorted(jobs, key=rank)
 
 
-def is_done(store: ResultStore, slug: str, retry_failed: bool) -> bool:
-    status = store.status(slug)
-    return status == "ok" or (status == "failed" and not retry_failed)
+def is_done(store: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False) -> bool:
+    state = store.state(slug)
+    return (state == "ok" or (state == "failed" and not retry_failed)
+            or (state == "outdated" and not refresh_outdated))
+
+
+def refresh_rank(store: ResultStore, slug: str) -> tuple[int, float]:
+    """Sort key: new configurations first (in their order), then outdated results, the highest WER first.
+
+    A degraded model is the one likely to emit the tokens that made the old decoding differ.
+    """
+    if store.state(slug) != "outdated":
+        return (0, 0.0)
+    metrics = store.load(slug).get("metrics", {})
+    return (1, -max((m.get("wer") or 0.0 for m in metrics.values()), default=0.0))
 
 
 def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bool = False,
-              retry_failed: bool = False, use_notebooks: bool = True, dry_run: bool = False,
+              retry_failed: bool = False, refresh_outdated: bool = False, use_notebooks: bool = True, dry_run: bool = False,
               results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str | None = None,
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
@@ -153,6 +165,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     While ``pause_file`` exists the sweep waits before starting the next job,
     so heavy work (tests, a book build) never overlaps a timed run.
     ``after_job`` is called with each job that ran, failed or not (e.g. to commit its result files).
+    ``refresh_outdated`` also re-runs results decoded with an older recipe, after every pending job.
     """
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
@@ -164,16 +177,18 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         jobs = [j for j in jobs if only in j.slug]
     store = ResultStore(results_dir)
     fstore = ResultStore(footprint_dir or Path(results_dir) / "footprint")
+    if refresh_outdated:
+        jobs.sort(key=lambda j: refresh_rank(store, j.slug))
     report = SweepReport()
     for job in jobs:
-        done = (not force and is_done(store, job.slug, retry_failed)
+        done = (not force and is_done(store, job.slug, retry_failed, refresh_outdated)
                 and (not job.footprint or is_done(fstore, job.footprint_slug, retry_failed)))
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
             if dry_run and progress:
                 saved = "" if done else ", ".join(f"{split} {n}" for split, n in store.saved_batches(job.slug).items())
-                print(f"{'done   ' if done else 'pending'} {job.slug}" + (f" (batches saved: {saved})" if saved else ""),
-                      flush=True)
+                label = "done   " if done else "outdated" if store.state(job.slug) == "outdated" else "pending"
+                print(f"{label} {job.slug}" + (f" (batches saved: {saved})" if saved else ""), flush=True)
             continue
         wait_while_paused(pause_file, pause_poll_s)
         started = time.time()
@@ -181,9 +196,9 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         try:
             if use_notebooks:
                 execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
-                                 retry_failed=retry_failed)
+                                 retry_failed=retry_failed, refresh_outdated=refresh_outdated)
             else:
-                run_job(job, store.root, fstore.root, force, data, progress, retry_failed)
+                run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
         except Exception as exc:  # one failing configuration never stops the sweep
             report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
         else:
@@ -245,13 +260,13 @@ def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> No
 
 
 def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,
-            progress: bool = True, retry_failed: bool = False) -> dict[str, Any]:
+            progress: bool = True, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
     """What the per-configuration notebook does, without papermill."""
     from .evaluate import evaluate
     from .footprint import measure_footprint
 
     out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress,
-                                retry_failed=retry_failed)}
+                                retry_failed=retry_failed, refresh_outdated=refresh_outdated)}
     if job.footprint:
         out["footprint"] = measure_footprint(job.config.quant, model=job.footprint_model, results_dir=footprint_dir,
                                              force=force, data=data, retry_failed=retry_failed)
@@ -259,12 +274,12 @@ def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = Fals
 
 
 def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force: bool,
-                        data: str | None, retry_failed: bool = False) -> dict[str, Any]:
+                        data: str | None, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
     c = job.config
     return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
             "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
             "footprint": job.footprint, "footprint_model": job.footprint_model, "results_dir": str(results_dir),
-            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed, "data": data}
+            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data}
 
 
 def run_title(job: Job) -> str:
@@ -278,7 +293,8 @@ def run_title(job: Job) -> str:
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
-                     data: str | None = None, log_dir: Path | None = LOG_DIR, retry_failed: bool = False) -> Path:
+                     data: str | None = None, log_dir: Path | None = LOG_DIR, retry_failed: bool = False,
+                     refresh_outdated: bool = False) -> Path:
     """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``.
 
     While it runs, the kernel's stdout/stderr (progress bars every 30 s) stream to
@@ -308,7 +324,7 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
             with log:
                 papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
                                            parameters=notebook_parameters(job, results_dir, footprint_dir, force,
-                                                                          data, retry_failed),
+                                                                          data, retry_failed, refresh_outdated),
                                            kernel_name="python3", **streams)
         finally:
             if env_before is None:

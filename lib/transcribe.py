@@ -1,6 +1,7 @@
 """One decoding recipe for every configuration, with timing of each batch.
 
-Greedy, English, transcribe, no timestamps, batched, deterministic.  Each
+Greedy, English, transcribe, no timestamps, batched, deterministic, and one
+``generate`` call per batch (one 30 s window, as OpenAI's ``whisper.decode``).  Each
 batch is timed (wall and process CPU seconds) after a warm-up batch with a
 fixed thread count; the encoder's share is timed with forward hooks.  A
 batch's time is shared equally among its utterances.
@@ -12,7 +13,27 @@ from contextlib import contextmanager
 from typing import Any, Sequence
 
 DECODING = {"strategy": "greedy", "num_beams": 1, "do_sample": False, "language": "en",
-            "task": "transcribe", "timestamps": False, "max_new_tokens": 440}
+            "task": "transcribe", "timestamps": False, "max_new_tokens": 440, "single_generate_call": True}
+# single_generate_call: transformers 5 runs even a 30 s input through its long-form seek loop. When a
+# degraded model emits a timestamp pair, that loop decodes the rest of the window again; when the pair
+# is <|0.00|><|0.00|> the window never advances and the batch decodes forever (quanto dynamic int8,
+# test-other utterance 3005-163389-0001). ``force_unique_generate_call`` keeps the one decode a 30 s
+# window gets; for a batch the loop would have decoded once, the text is the same.
+PER_RUN_KEYS = ("max_new_tokens", "batch_size", "threads")  # set by the run's config, not by the recipe
+
+
+def outdated_decoding(summary: dict[str, Any]) -> list[str]:
+    """Recipe keys where a stored result's decoding differs from today's :data:`DECODING`.
+
+    >>> outdated_decoding({"decoding": {**DECODING, "single_generate_call": None}})
+    ['single_generate_call']
+
+    A result without a decoding recipe (a footprint run) is never outdated.
+    """
+    stored = summary.get("decoding")
+    if not stored:
+        return []
+    return [k for k, v in DECODING.items() if k not in PER_RUN_KEYS and stored.get(k) != v]
 
 
 def decoding_recipe(batch_size: int, threads: int, max_new_tokens: int = 440) -> dict[str, Any]:
@@ -24,8 +45,8 @@ def decoding_recipe(batch_size: int, threads: int, max_new_tokens: int = 440) ->
 def encoder_timer(model):
     """Accumulate wall seconds spent in the encoder's forward (``timer['seconds']``) and count its calls.
 
-    ``generate`` normally runs the encoder once per batch; more calls mean that transformers'
-    seek loop decoded the 30 s window again (it does so when a model emits timestamp tokens).
+    ``generate`` runs the encoder once per batch (``single_generate_call``); results decoded before
+    that rule could show more calls, where transformers' seek loop decoded the window again.
     """
     timer = {"seconds": 0.0, "_start": 0.0, "calls": 0}
     encoder = model.get_encoder()
@@ -57,7 +78,7 @@ def generate(model, input_features, max_new_tokens: int = DECODING["max_new_toke
     with torch.no_grad():  # not inference_mode: quanto's int4 kernels refuse inference tensors
         return model.generate(input_features.to(dtype), language="en", task="transcribe",
                               return_timestamps=False, num_beams=1, do_sample=False,
-                              max_new_tokens=max_new_tokens, **extra)
+                              force_unique_generate_call=True, max_new_tokens=max_new_tokens, **extra)
 
 
 def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, threads: int = 2,

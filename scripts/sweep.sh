@@ -21,10 +21,13 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # 1500x512 @ 512x2048 product that fp32 does in 0.11 s (82x; 8x for a single decoder row), i.e. hours per row
 # (benchmarks/int4_kernel.py measures it). A row killed part-way resumes at its last finished batch
 # (results/.partial/), so these rows finish over several sessions.
+# --refresh-outdated: after every pending row, re-run the results decoded before one generate call per batch
+# became the rule (lib/transcribe.py: DECODING), the highest WER first.
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128
       quanto-dyn-int8-aint8 torchao-dyn-int8 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
       hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e
       torchao-wo-int4-g64__ torchao-wo-int4-g128__ torchao-wo-int4-g32__)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
-  experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause --commit "$@"
+  experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause --commit \
+  --refresh-outdated "$@"

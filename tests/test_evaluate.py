@@ -110,3 +110,41 @@ def test_a_torn_last_checkpoint_line_is_dropped(tmp_path):
     assert sorted(cp.load()) == [0, 1]
     cp.append({"batch": 2, "rows": [], "seconds": {"loop": 1.0, "model": 1.0, "encoder": 0.5}})
     assert sorted(cp.load()) == [0, 1, 2]
+
+
+def test_a_model_stuck_on_zero_timestamps_is_decoded_once_per_batch(tiny, fake_librispeech):
+    """A degraded model that emits <|0.00|><|0.00|> made transformers' seek loop decode the same window forever."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from lib.data import load_split
+    from lib.transcribe import encoder_timer, features, generate
+
+    timestamp_begin = tiny.model.generation_config.no_timestamps_token_id + 1
+    eos = tiny.model.generation_config.eos_token_id
+
+    class ZeroTimestampsThenEnd(LogitsProcessor):
+        def __init__(self):
+            self.prompt = None
+
+        def __call__(self, input_ids, scores):
+            self.prompt = self.prompt or input_ids.shape[1]
+            forced = timestamp_begin if input_ids.shape[1] - self.prompt < 2 else eos
+            out = torch.full_like(scores, -float("inf"))
+            out[:, forced] = 0.0
+            return out
+
+    utts = load_split("test-clean", 2, str(fake_librispeech))
+    def stop_a_second_pass(*_):  # without the fix this test would hang instead of failing
+        if enc["calls"] >= 2:
+            raise RuntimeError("transformers decoded the window again")
+
+    with encoder_timer(tiny.model) as enc:
+        guard = tiny.model.get_encoder().register_forward_hook(stop_a_second_pass)
+        try:
+            ids = generate(tiny.model, features(tiny.processor, [u.audio for u in utts]), 8,
+                           logits_processor=LogitsProcessorList([ZeroTimestampsThenEnd()]))
+        finally:
+            guard.remove()
+    assert enc["calls"] == 1 and ids.shape[0] == 2
+    assert (ids == timestamp_begin).sum(dim=1).tolist() == [2, 2]

@@ -186,3 +186,20 @@ def test_papermill_executes_the_per_configuration_notebook(grid, data, tmp_path)
     assert summary["status"] == "ok" and summary["config"]["quant"]["library"] == "hqq"
     outputs = "".join(str(o) for c in nb.cells for o in c.get("outputs", []))
     assert "test-clean WER (x100)" in outputs
+
+
+def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data, tmp_path, capsys):
+    kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
+    run_grids([grid], **kw)
+    store = ResultStore(tmp_path / "r")
+    old = expand_grid(grid)[1].slug  # decoded before one generate call per batch was the rule
+    summary = store.load(old)
+    summary["decoding"].pop("single_generate_call")
+    store.save(old, summary)
+    assert store.state(old) == "outdated"
+    assert run_grids([grid], **kw).ran == []  # an outdated result still counts as done by default
+    run_grids([grid], dry_run=True, refresh_outdated=True, results_dir=tmp_path / "r")
+    assert f"outdated {old}" in capsys.readouterr().out
+    refreshed = run_grids([grid], refresh_outdated=True, **kw)
+    assert refreshed.ran == [old] and store.state(old) == "ok"
+    assert store.load(old)["decoding"]["single_generate_call"] is True
