@@ -76,6 +76,8 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         return stored
     if force:
         store.discard_checkpoints(config.slug)
+    if refresh_outdated:
+        store.archive_outdated(config.slug)
     data_info = describe_data(data)  # a bad data path fails here, before any model work
     utterances = {s: load_split(s, config.limit, data) for s in config.split}
     summary: dict[str, Any] = {"slug": config.slug, "config": config.to_dict(),

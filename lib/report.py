@@ -8,7 +8,7 @@ from typing import Any, Iterable
 from .config import weight_bits
 from .footprint import FOOTPRINT_DIR
 from .quantize import LIBRARY_ORDER
-from .results import RESULTS_DIR, ResultStore
+from .results import RESULTS_DIR, ResultStore, is_outdated
 
 SPLIT_COLUMNS = {"test-clean": "WER clean", "test-other": "WER other"}
 LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
@@ -22,6 +22,8 @@ def run_summary_table(summary: dict[str, Any] | None):
     if not summary:
         return pd.DataFrame()
     rows: list[tuple[str, Any]] = [("slug", summary["slug"]), ("status", summary.get("status"))]
+    if is_outdated(summary):
+        rows.append(("decoding", "older recipe: transformers' seek loop (re-run pending with --refresh-outdated)"))
     if summary.get("status") != "ok":
         rows += [("failed at", summary.get("failed_stage")), ("error", summary.get("error"))]
     for split, m in (summary.get("metrics") or {}).items():
@@ -110,6 +112,7 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
         summary = store.load(job.slug) if store.exists(job.slug) else None
         row["status"] = summary["status"] if summary else "pending"
         row["error"] = (summary or {}).get("error")
+        row["older decoding"] = bool(summary and is_outdated(summary))
         if summary and summary["status"] == "ok":
             base_slug = baseline_config(job.config).slug
             base_rows = store.load_rows(base_slug) if store.exists(base_slug) else []
@@ -145,10 +148,18 @@ DISPLAY_COLUMNS = ["configuration", "status", "WER clean", "ΔWER clean", "ΔWER
                    "ΔWER other CI", "small MB", "compression %", "latency ratio", "error"]
 
 
+OLDER_DECODING_MARK = " ‡"
+
+
 def display_table(df, columns: Iterable[str] = DISPLAY_COLUMNS):
-    """Rounded, readable view of :func:`grid_table` (missing values blank, long errors cut)."""
+    """Rounded, readable view of :func:`grid_table` (missing values blank, long errors cut).
+
+    A row decoded with the older recipe (transformers' seek loop) ends its name in ``‡``.
+    """
     cols = [c for c in columns if c in df.columns]
     view = df[cols].copy()
+    if "older decoding" in df and "configuration" in view:
+        view["configuration"] = view["configuration"] + df["older decoding"].map({True: OLDER_DECODING_MARK}).fillna("")
     for c in view.columns:
         if view[c].dtype.kind == "f":
             view[c] = view[c].round(2)
@@ -287,9 +298,14 @@ def chapter_table(grid: str, limit: int | None = None, run_missing: bool = False
 
 
 def status_counts(df) -> str:
-    """``'12 ok, 2 failed, 3 pending'`` for a chapter table."""
+    """``'12 ok, 2 failed, 3 pending'`` for a chapter table, e.g. ``'12 ok (5 ‡), 2 failed, 3 pending'``.
+
+    ``‡`` counts the ok rows still decoded with the older recipe (see :data:`lib.transcribe.DECODING`).
+    """
     counts = df["status"].value_counts()
-    return ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
+    older = int(df["older decoding"].sum()) if "older decoding" in df else 0
+    text = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
+    return text.replace(" ok", f" ok ({older}{OLDER_DECODING_MARK.strip()})", 1) if older else text
 
 
 def pareto_set(df, minimize: Iterable[str] = ("small MB", "latency ratio")):
@@ -428,6 +444,42 @@ def glue_highlights(prefix: str, df) -> dict[str, Any]:
 
 
 GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope")
+
+
+def decoding_changes(results_dir: Path | str = RESULTS_DIR):
+    """WER of each refreshed row with the older decoding (archived) and with one ``generate`` call per batch.
+
+    Empty until the sweep has re-run an outdated row with ``--refresh-outdated``.
+    """
+    import pandas as pd
+
+    store = ResultStore(results_dir)
+    rows = []
+    for slug, old in store.older_decoding().items():
+        new = store.load(slug) if store.exists(slug) else {}
+        if new.get("status") != "ok" or is_outdated(new):
+            continue
+        row = {"configuration": describe_spec(new["config"]["quant"])}
+        for split, m in new["metrics"].items():
+            if split not in old.get("metrics", {}):
+                continue
+            col = SPLIT_COLUMNS.get(split, f"WER {split}")
+            before, after = old["metrics"][split]["wer"], m["wer"]
+            row[f"{col} older"], row[f"{col} one call"], row[f"Δ{col}"] = before, after, after - before
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).set_index("configuration").rename_axis(None).round(2)
+
+
+def decoding_counts(results_dir: Path | str = RESULTS_DIR) -> dict[str, int]:
+    """Finished WER rows of the study by decoding recipe, e.g. ``{'current': 12, 'older': 30}``."""
+    from .runner import EXPERIMENTS_DIR, expand_grid
+
+    store = ResultStore(results_dir)
+    slugs = {j.slug for g in GRIDS for j in expand_grid(EXPERIMENTS_DIR / f"{g}.yml")}
+    states = [store.state(s) for s in slugs]
+    return {"current": states.count("ok"), "older": states.count("outdated")}
 
 
 def study_table(limit: int | None = None):

@@ -103,6 +103,22 @@ class ResultStore:
     def summaries(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.json"))]
 
+    def archive_outdated(self, slug: str) -> Path | None:
+        """Keep an outdated summary as ``older-decoding/<slug>.json`` before it is re-run (rows are not kept).
+
+        The book compares its WER with the refreshed one, so the effect of the decoding change is measured.
+        """
+        if not self.exists(slug) or not is_outdated(self.load(slug)):
+            return None
+        target = self.root / "older-decoding" / f"{slug}.json"
+        atomic_write_text(target, self.summary_path(slug).read_text())
+        return target
+
+    def older_decoding(self) -> dict[str, dict[str, Any]]:
+        """Archived outdated summaries by slug (see :meth:`archive_outdated`)."""
+        folder = self.root / "older-decoding"
+        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
     def checkpoint(self, slug: str, split: str, key: dict[str, Any]) -> "BatchCheckpoint":
         return BatchCheckpoint(self.root / ".partial" / f"{slug}__{split}.jsonl", key)
 

@@ -66,3 +66,13 @@ def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
             facts["pt2e_compiled_reference_vs_fp32"], facts["pt2e_compiled_compile_s"]) == ("0.60", "0.75", "1.60", "61")
     assert "commit abcdef0" in facts["pt2e_compiled_provenance"] and "within 6%" in facts["pt2e_compiled_provenance"]
     assert table.loc["broken", "error"].startswith("InductorError")
+
+
+def test_rows_from_the_older_decoding_are_marked_and_counted():
+    from lib.report import display_table, status_counts
+
+    df = pd.DataFrame({"configuration": ["fp32", "int8", "int2", "fx"], "status": ["ok", "ok", "ok", "failed"],
+                       "older decoding": [False, True, True, False], "WER clean": [3.5, 3.6, 90.0, None]})
+    assert status_counts(df) == "3 ok (2‡), 1 failed, 0 pending"
+    assert list(display_table(df).index) == ["fp32", "int8 ‡", "int2 ‡", "fx"]
+    assert status_counts(df.assign(**{"older decoding": False})) == "3 ok, 1 failed, 0 pending"

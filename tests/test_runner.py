@@ -203,3 +203,9 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     refreshed = run_grids([grid], refresh_outdated=True, **kw)
     assert refreshed.ran == [old] and store.state(old) == "ok"
     assert store.load(old)["decoding"]["single_generate_call"] is True
+    assert list(store.older_decoding()) == [old]  # the old summary is kept to measure what the change did
+
+    from lib.report import decoding_changes
+
+    changes = decoding_changes(tmp_path / "r")
+    assert list(changes.columns) == ["WER clean older", "WER clean one call", "ΔWER clean"] and len(changes) == 1
