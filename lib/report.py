@@ -298,14 +298,15 @@ def chapter_table(grid: str, limit: int | None = None, run_missing: bool = False
 
 
 def status_counts(df) -> str:
-    """``'12 ok, 2 failed, 3 pending'`` for a chapter table, e.g. ``'12 ok (5 ‡), 2 failed, 3 pending'``.
+    """``'12 ok, 2 failed, 3 pending'`` for a chapter table, or ``'12 ok (5 ‡ …), 2 failed, 3 pending'``.
 
     ``‡`` counts the ok rows still decoded with the older recipe (see :data:`lib.transcribe.DECODING`).
     """
     counts = df["status"].value_counts()
     older = int(df["older decoding"].sum()) if "older decoding" in df else 0
     text = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
-    return text.replace(" ok", f" ok ({older}{OLDER_DECODING_MARK.strip()})", 1) if older else text
+    note = f" ok ({older} marked{OLDER_DECODING_MARK}: decoded with the older seek loop, see Setup)"
+    return text.replace(" ok", note, 1) if older else text
 
 
 def pareto_set(df, minimize: Iterable[str] = ("small MB", "latency ratio")):

@@ -337,9 +337,12 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
 
 
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
-    """One row per job: whether its WER and footprint results exist (for the run log)."""
+    """One row per job: whether its WER and footprint results exist (for the run log).
+
+    A WER result decoded with the older recipe reads ``outdated`` (see :meth:`ResultStore.state`).
+    """
     store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
-    return [{"grid": j.grid, "slug": j.slug, "wer": store.status(j.slug) or "pending",
+    return [{"grid": j.grid, "slug": j.slug, "wer": store.state(j.slug),
              "footprint": fstore.status(j.footprint_slug) or "pending"} for p in paths for j in expand_grid(p)]
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from lib.config import ConfigError
 from lib.results import ResultStore
-from lib.runner import Job, commit_results, execute_notebook, expand_grid, run_grids
+from lib.runner import Job, commit_results, execute_notebook, expand_grid, run_grids, sweep_status
 
 TINY_DEFAULTS = "defaults: {model: 'test:tiny', split: [test-clean], limit: 1, threads: 1, max_new_tokens: 4}"
 
@@ -197,6 +197,7 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     summary["decoding"].pop("single_generate_call")
     store.save(old, summary)
     assert store.state(old) == "outdated"
+    assert [r["wer"] for r in sweep_status([grid], tmp_path / "r")] == ["ok", "outdated", "ok", "ok"]
     assert run_grids([grid], **kw).ran == []  # an outdated result still counts as done by default
     run_grids([grid], dry_run=True, refresh_outdated=True, results_dir=tmp_path / "r")
     assert f"outdated {old}" in capsys.readouterr().out
