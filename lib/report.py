@@ -516,6 +516,26 @@ def _row(df, slug_part: str):
     return hits.iloc[0] if len(hits) else None
 
 
+def row_facts(df, slug_part: str, prefix: str) -> dict[str, str]:
+    """Glue-ready text for one row of a chapter table: WER per split, encoder cosine, latency ratio.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"slug": ["m__quanto-dyn-int8-aint8__t"], "status": ["ok"], "WER clean": [106.951],
+    ...                    "WER other": [106.34], "encoder cosine": [0.52247], "latency ratio": [9.375]})
+    >>> row_facts(df, "__quanto-dyn-int8-aint8__", "qd")["qd_wer_clean"]
+    '106.95'
+    >>> row_facts(df, "__absent__", "x")["x_wer_clean"]
+    'pending'
+    """
+    row = _row(df, slug_part)
+    ok = row is not None and row["status"] == "ok"
+    fields = {"wer_clean": ("WER clean", "{:.2f}"), "wer_other": ("WER other", "{:.2f}"),
+              "cosine": ("encoder cosine", "{:.3f}"), "latency_ratio": ("latency ratio", "{:.2f}")}
+    return {f"{prefix}_{key}": (fmt.format(row[col]) if ok and col in row and row[col] == row[col] else
+                                 row["status"] if row is not None and not ok else "pending")
+            for key, (col, fmt) in fields.items()}
+
+
 def _ci_verdict(lo: float, hi: float, better_if_negative: bool = True) -> str:
     if hi < 0:
         return "supported" if better_if_negative else "contradicted"
