@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import commit_results, run_grids
 
             report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
-                               refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks, dry_run=a.dry_run, first=a.first, last=a.last,
+                               refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks,
+                               dry_run=a.dry_run, first=a.first, last=a.last,
                                pause_file=a.pause_file, after_job=commit_results if a.commit else None)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1

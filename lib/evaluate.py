@@ -76,8 +76,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         return stored
     if force:
         store.discard_checkpoints(config.slug)
-    if refresh_outdated:
-        store.archive_outdated(config.slug)
+    refreshing = refresh_outdated and store.archive_outdated(config.slug) is not None
     data_info = describe_data(data)  # a bad data path fails here, before any model work
     utterances = {s: load_split(s, config.limit, data) for s in config.split}
     summary: dict[str, Any] = {"slug": config.slug, "config": config.to_dict(),
@@ -132,6 +131,8 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
                        traceback=traceback.format_exc()[-4000:])
         all_rows = None
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if refreshing and summary["status"] == "failed":  # a failed refresh never replaces a finished result
+        return summary
     store.save(config.slug, summary, all_rows)
     if summary["status"] == "ok":
         store.discard_checkpoints(config.slug)

@@ -150,7 +150,8 @@ def refresh_rank(store: ResultStore, slug: str) -> tuple[int, float]:
 
 
 def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bool = False,
-              retry_failed: bool = False, refresh_outdated: bool = False, use_notebooks: bool = True, dry_run: bool = False,
+              retry_failed: bool = False, refresh_outdated: bool = False, use_notebooks: bool = True,
+              dry_run: bool = False,
               results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str | None = None,
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
@@ -279,7 +280,8 @@ def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force:
     return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
             "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
             "footprint": job.footprint, "footprint_model": job.footprint_model, "results_dir": str(results_dir),
-            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data}
+            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed,
+            "refresh_outdated": refresh_outdated, "data": data}
 
 
 def run_title(job: Job) -> str:

@@ -188,7 +188,7 @@ def test_papermill_executes_the_per_configuration_notebook(grid, data, tmp_path)
     assert "test-clean WER (x100)" in outputs
 
 
-def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data, tmp_path, capsys):
+def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data, tmp_path, capsys, monkeypatch):
     kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
     run_grids([grid], **kw)
     store = ResultStore(tmp_path / "r")
@@ -199,6 +199,12 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     assert store.state(old) == "outdated"
     assert [r["wer"] for r in sweep_status([grid], tmp_path / "r")] == ["ok", "outdated", "ok", "ok"]
     assert run_grids([grid], **kw).ran == []  # an outdated result still counts as done by default
+    import lib.models
+
+    with monkeypatch.context() as m:  # a refresh that fails keeps the finished result
+        m.setattr(lib.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("hub unreachable")))
+        run_grids([grid], only=old, refresh_outdated=True, **kw)
+    assert store.state(old) == "outdated" and store.load(old)["metrics"] == summary["metrics"]
     run_grids([grid], dry_run=True, refresh_outdated=True, results_dir=tmp_path / "r")
     assert f"outdated {old}" in capsys.readouterr().out
     refreshed = run_grids([grid], refresh_outdated=True, **kw)
