@@ -703,6 +703,40 @@ def static_ablation(run_missing: bool = False, results_dir: Path | str | None = 
 BENCHMARKS_DIR = RESULTS_DIR / "benchmarks"
 
 
+def int4_kernel(path: Path | str = BENCHMARKS_DIR / "int4_kernel.json") -> tuple[Any, dict[str, str]]:
+    """``benchmarks/int4_kernel.py``'s result as a table plus preformatted facts (``int4_kernel_*``).
+
+    Rows: activation dtype and weight layout; columns: ms and ratio to the fp32 Linear, for a 30 s encoder
+    pass (1500 tokens) and one decoder step (1 token). Until the benchmark has run, the table is None and
+    every fact says how to run it.
+    """
+    import pandas as pd
+
+    keys = ("fp32_opaque", "bf16_opaque", "bf16_float", "linear", "provenance")
+    path = Path(path)
+    if not path.exists():
+        return None, {f"int4_kernel_{k}": "pending (benchmarks/int4_kernel.py)" for k in keys}
+    result = json.loads(path.read_text())
+    rows = pd.DataFrame(result["rows"])
+    rows["activations, weights"] = rows["activations"] + " · " + rows["weights"]
+    step = {1500: "encoder pass (1500 tokens)", 1: "decoder step (1 token)"}
+    table = pd.concat({f"{step[t]} {unit}": rows[rows["tokens"] == t].set_index("activations, weights")[column]
+                       for t in step for unit, column in (("ms", "median_ms"), ("× fp32", "ratio_to_fp32"))},
+                      axis=1).round(2)
+
+    def ratio(activations: str, weights: str) -> str:
+        return f"{table.loc[f'{activations} · {weights}', 'encoder pass (1500 tokens) × fp32']:.1f}"
+
+    env = result["environment"]
+    facts = {"fp32_opaque": ratio("float32", "int4 opaque"), "bf16_opaque": ratio("bfloat16", "int4 opaque"),
+             "bf16_float": ratio("bfloat16", "float"),
+             "linear": f"{result['linear'][0]} → {result['linear'][1]}, group {result['group_size']}",
+             "provenance": (f"median of {result['repeats']} after a warm-up, {env['threads']} threads, torch "
+                            f"{env['packages'].get('torch')}, torchao {env['packages'].get('torchao')}, "
+                            f"commit {str(env.get('git', {}).get('commit'))[:7]}")}
+    return table.rename_axis(None), {f"int4_kernel_{k}": v for k, v in facts.items()}
+
+
 def pt2e_compiled(path: Path | str = BENCHMARKS_DIR / "pt2e_inductor.json") -> tuple[Any, dict[str, str]]:
     """``benchmarks/pt2e_inductor.py``'s result as a table plus preformatted facts (``pt2e_compiled_*``).
 

@@ -17,16 +17,16 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # (~45-75 min each); eager static on one half (the static ablation's question on the test sets); rows expected to
 # collapse into hallucination loops (every batch decodes to the 440-token cap, ~30 min each); PT2E on the decoder
 # alone: its exported decoder has no KV cache, so one looping utterance costs O(440^2) (stopped after 50 min once).
-# Then torchao int4 (opaque layout): on this AVX2-only CPU its _weight_int4pack_mm_for_cpu kernel took 9.0 s for one
-# 1500x512 @ 512x2048 product that fp32 does in 0.11 s (82x; 8x for a single decoder row), i.e. hours per row
-# (benchmarks/int4_kernel.py measures it). A row killed part-way resumes at its last finished batch
-# (results/.partial/), so these rows finish over several sessions.
+# torchao int4 (opaque layout) runs with compute=bf16, the library's CPU recipe: on this AVX2-only CPU its
+# _weight_int4pack_mm_for_cpu kernel took 9.0 s for one 1500x512 @ 512x2048 product with fp32 activations
+# (0.11 s in fp32 without quantization), 0.2 s with bf16 ones (benchmarks/int4_kernel.py). A row killed
+# part-way resumes at its last finished batch (results/.partial/).
 # --refresh-outdated: after every pending row, re-run the results decoded before one generate call per batch
 # became the rule (lib/transcribe.py: DECODING), the highest WER first.
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128
       quanto-dyn-int8-aint8 torchao-dyn-int8 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
-      hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e
-      torchao-wo-int4-g64__ torchao-wo-int4-g128__ torchao-wo-int4-g32__)
+      hqq-wo-int1-g64 torchao-wo-int4-g64-computebf16 torchao-wo-int4-g128-computebf16
+      torchao-wo-int4-g32-computebf16 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
   experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause --commit \

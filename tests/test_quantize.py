@@ -108,6 +108,33 @@ def test_proj_out_is_untied_only_when_asked(tiny):
     assert meta["proj_out_quantized"] and not meta["proj_out_tied"]
 
 
+def test_torchao_bf16_compute_runs_the_whole_model_in_bf16(tiny, short_features):
+    pytest.importorskip("torchao")
+    model, meta = quantize(copy.deepcopy(tiny.model), QuantSpec(library="torchao", scheme="weight_only",
+                                                                weights="int4", group_size=32,
+                                                                options={"compute": "bf16"}))
+    assert meta["compute_dtype"] == "bf16"
+    float_params = {p.dtype for m in model.modules() if not isinstance(m, torch.nn.Linear)
+                    for p in m.parameters(recurse=False)}
+    assert float_params == {torch.bfloat16}  # convolutions, norms, embeddings: no fp32 left to upcast activations
+    assert 0 < meta["weight_error"]["mean"] < 0.2  # measured against the fp32 weights
+    assert generate(model.eval(), short_features, max_new_tokens=3).shape[0] == 2
+
+
+def test_torchao_weight_read_back_through_the_kernel_matches_dequantize():
+    """The identity trick used for Int4OpaqueTensor (no dequantize) agrees with a layout that has one."""
+    pytest.importorskip("torchao")
+    from torchao.quantization import quantize_
+
+    from lib.quantize.torchao import config_for, read_back_weight
+
+    linear = torch.nn.Sequential(torch.nn.Linear(64, 96))
+    quantize_(linear, config_for(QuantSpec(library="torchao", scheme="weight_only", weights="int4", group_size=32,
+                                           options={"layout": "intx"})))
+    direct = linear[0].weight.dequantize()
+    torch.testing.assert_close(read_back_weight(linear[0]), direct, atol=1e-5, rtol=1e-4)
+
+
 def test_bitsandbytes_int8_logs_its_float16_cast_once(tiny, short_features, caplog):
     pytest.importorskip("bitsandbytes")
     model, _ = quantize(copy.deepcopy(tiny.model), QuantSpec(library="bnb", scheme="dynamic", weights="int8",
@@ -125,6 +152,8 @@ def test_bitsandbytes_int8_logs_its_float16_cast_once(tiny, short_features, capl
     (dict(library="bnb", scheme="weight_only", weights="nf4", group_size=64), "bnb does not support"),
     (dict(library="quanto", scheme="static", weights="int8", activations="int8"), "needs calibration"),
     (dict(library="torchao", scheme="weight_only", weights="int4", group_size=48), "supported:"),
+    (dict(library="torchao", scheme="weight_only", weights="int4", group_size=64, options={"compute": "fp16"}),
+     "compute='fp16' not allowed"),
     (dict(library="torch_ao", scheme="dynamic", weights="int8", activations="int8", granularity="per_channel",
           options={"method": "pt2e"}), "applies to scheme 'static' only"),
     (dict(library="bnb", scheme="weight_only", weights="nf4", options={"threshold": 6.0}), "threshold"),

@@ -68,6 +68,29 @@ def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
     assert table.loc["broken", "error"].startswith("InductorError")
 
 
+def test_int4_kernel_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
+    import json
+
+    from lib.report import int4_kernel
+
+    table, facts = int4_kernel(tmp_path / "missing.json")
+    assert table is None and set(facts.values()) == {"pending (benchmarks/int4_kernel.py)"}
+    rows = [{"tokens": t, "activations": a, "weights": w, "median_ms": ms, "ratio_to_fp32": ms / base}
+            for t, base in ((1500, 100.0), (1, 1.0))
+            for (a, w), ms in zip((("float32", "float"), ("float32", "int4 opaque"), ("bfloat16", "float"),
+                                   ("bfloat16", "int4 opaque")), (base, 80 * base, 4 * base, 2 * base))]
+    env = {"threads": 2, "packages": {"torch": "2.13.0", "torchao": "0.18.0"}, "git": {"commit": "abcdef0123"}}
+    path = tmp_path / "int4.json"
+    path.write_text(json.dumps({"rows": rows, "environment": env, "linear": [512, 2048], "group_size": 64,
+                                "repeats": 3}))
+    table, facts = int4_kernel(path)
+    assert (facts["int4_kernel_fp32_opaque"], facts["int4_kernel_bf16_opaque"], facts["int4_kernel_bf16_float"]) == (
+        "80.0", "2.0", "4.0")
+    assert facts["int4_kernel_linear"] == "512 → 2048, group 64" and "commit abcdef0" in facts["int4_kernel_provenance"]
+    assert table.loc["float32 · int4 opaque", "decoder step (1 token) ms"] == 80.0
+    assert list(table.index) == ["float32 · float", "float32 · int4 opaque", "bfloat16 · float", "bfloat16 · int4 opaque"]
+
+
 def test_rows_from_the_older_decoding_are_marked_and_counted():
     from lib.report import display_table, status_counts
 

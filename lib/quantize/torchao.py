@@ -8,6 +8,11 @@
   ``layout=intx`` uses ``IntxWeightOnlyConfig`` (int4 values stored unpacked
   in int8).  The plain, tile-packed, int32 and preshuffled int4 layouts need
   bf16, CUDA or extra kernels and fail on this CPU.
+* ``compute=bf16`` casts the whole model to bfloat16 before quantizing, torchao's
+  CPU int4 recipe: the opaque kernel (``_weight_int4pack_mm_for_cpu``) is fast
+  only on bf16 activations.  On this AVX2 CPU one 1500x512 @ 512x2048 product took
+  about 9 s with fp32 activations and 0.2 s with bf16 (``benchmarks/int4_kernel.py``).
+  Everything left in float (convolutions, norms, embeddings) is then bf16 too.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ SUPPORTED = [
      "group_size": (None,)},
     {"scheme": "weight_only", "weights": "int4", "granularity": (None, "per_group"), "group_size": (32, 64, 128)},
 ]
-OPTIONS = {"layout": ("opaque", "intx")}
+OPTIONS = {"layout": ("opaque", "intx"), "compute": ("fp32", "bf16")}
 
 
 def validate(spec) -> None:
@@ -46,14 +51,35 @@ def config_for(spec):
 
 
 def apply(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> dict[str, Any]:
+    import torch
     from torchao.quantization import quantize_
 
     names = {name for name, _ in target_linears(model, spec)}
     config = config_for(spec)
+    compute = spec.option_dict.get("compute", "fp32")
+    if compute == "bf16":
+        model.to(torch.bfloat16)
     quantize_(model, config, filter_fn=lambda module, fqn: fqn in names)
-    return {"method": f"quantize_({type(config).__name__})"}
+    return {"method": f"quantize_({type(config).__name__})", "compute_dtype": compute}
 
 
 def dequantize_weight(module):
-    weight = module.weight
-    return weight.dequantize() if hasattr(weight, "dequantize") else None
+    """The weight as the kernel sees it; Int4OpaqueTensor has no ``dequantize`` and is read back instead."""
+    try:
+        return module.weight.dequantize()
+    except NotImplementedError:
+        return read_back_weight(module)
+
+
+def read_back_weight(module):
+    """A Linear's effective weight read through its own kernel: ``linear(I) - bias = W^T``.
+
+    E.g. a 2048x512 weight comes back from one 512x512 @ 512x2048 product, in the module's dtype.
+    """
+    import torch
+
+    with torch.no_grad():
+        product = module(torch.eye(module.in_features, dtype=module.weight.dtype))
+        if module.bias is not None:
+            product = product - module.bias
+    return product.t()
