@@ -123,9 +123,22 @@ class ResultStore:
         return BatchCheckpoint(self.root / ".partial" / f"{slug}__{split}.jsonl", key)
 
     def saved_batches(self, slug: str) -> dict[str, int]:
-        """Batches kept by an interrupted run of ``slug``, per split, e.g. ``{"test-other": 5}``."""
-        return {path.stem[len(slug) + 2:]: max(0, len(path.read_text().splitlines()) - 1)
-                for path in sorted((self.root / ".partial").glob(f"{slug}__*.jsonl"))}
+        """Batches kept by an interrupted run of ``slug``, per split, e.g. ``{"test-other": 5}``.
+
+        Batches decoded with an older recipe are left out: the next run discards them.
+        """
+        from .transcribe import outdated_decoding
+
+        saved = {}
+        for path in sorted((self.root / ".partial").glob(f"{slug}__*.jsonl")):
+            lines = path.read_text().splitlines()
+            try:
+                key = json.loads(lines[0]).get("key", {}) if lines else {}
+            except json.JSONDecodeError:
+                key = {}
+            if lines and not outdated_decoding({"decoding": key.get("decoding") or {"missing": True}}):
+                saved[path.stem[len(slug) + 2:]] = len(lines) - 1
+        return saved
 
     def discard_checkpoints(self, slug: str) -> None:
         for path in (self.root / ".partial").glob(f"{slug}__*.jsonl"):

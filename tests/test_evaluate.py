@@ -99,6 +99,17 @@ def test_a_checkpoint_from_another_configuration_is_not_reused(fake_librispeech,
     assert not (tmp_path / "c.jsonl").exists()
 
 
+def test_saved_batches_leave_out_checkpoints_of_an_older_decoding(tmp_path):
+    from lib.results import BatchCheckpoint
+    from lib.transcribe import DECODING
+
+    store, record = ResultStore(tmp_path), {"batch": 0, "rows": [], "seconds": {"loop": 1.0}}
+    store.checkpoint("s", "test-clean", {"decoding": dict(DECODING)}).append(record)
+    store.checkpoint("s", "test-other", {"decoding": {**DECODING, "single_generate_call": None}}).append(record)
+    BatchCheckpoint(tmp_path / ".partial" / "s__dev-clean.jsonl", {"slug": "s"}).append(record)  # no recipe
+    assert store.saved_batches("s") == {"test-clean": 1}
+
+
 def test_a_torn_last_checkpoint_line_is_dropped(tmp_path):
     from lib.results import BatchCheckpoint
 
