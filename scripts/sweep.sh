@@ -25,8 +25,8 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # became the rule (lib/transcribe.py: DECODING), the highest WER first.
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128
       quanto-dyn-int8-aint8 torchao-dyn-int8 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
-      hqq-wo-int1-g64 torchao-wo-int4-g64-computebf16 torchao-wo-int4-g128-computebf16
-      torchao-wo-int4-g32-computebf16 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e)
+      torchao-wo-int4-g64-computebf16 torchao-wo-int4-g128-computebf16 torchao-wo-int4-g32-computebf16
+      hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
   experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause --commit \
