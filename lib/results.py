@@ -136,7 +136,8 @@ class ResultStore:
                 key = json.loads(lines[0]).get("key", {}) if lines else {}
             except json.JSONDecodeError:
                 key = {}
-            if lines and not outdated_decoding({"decoding": key.get("decoding") or {"missing": True}}):
+            decoding = key.get("decoding")  # no recipe: a checkpoint older than the key's decoding field
+            if lines and decoding and not outdated_decoding({"decoding": decoding}):
                 saved[path.stem[len(slug) + 2:]] = len(lines) - 1
         return saved
 

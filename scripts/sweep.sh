@@ -18,8 +18,8 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # collapse into hallucination loops (every batch decodes to the 440-token cap, ~30 min each); PT2E on the decoder
 # alone: its exported decoder has no KV cache, so one looping utterance costs O(440^2) (stopped after 50 min once).
 # torchao int4 (opaque layout) runs with compute=bf16, the library's CPU recipe: on this AVX2-only CPU its
-# _weight_int4pack_mm_for_cpu kernel took 9.0 s for one 1500x512 @ 512x2048 product with fp32 activations
-# (0.11 s in fp32 without quantization), 0.2 s with bf16 ones (benchmarks/int4_kernel.py). A row killed
+# _weight_int4pack_mm_for_cpu kernel took 4.7 s for one 1500x512 @ 512x2048 product with fp32 activations
+# (0.06 s in fp32 without quantization), 0.11 s with bf16 ones (benchmarks/int4_kernel.py). A row killed
 # part-way resumes at its last finished batch (results/.partial/).
 # --refresh-outdated: after every pending row, re-run the results decoded before one generate call per batch
 # became the rule (lib/transcribe.py: DECODING), the highest WER first.
