@@ -166,7 +166,9 @@ def test_dry_run_lists_pending_slugs_without_running(grid, tmp_path, capsys):
 
 def test_dry_run_shows_the_batches_an_interrupted_run_kept(grid, tmp_path, capsys):
     slug = expand_grid(grid)[0].slug
-    checkpoint = ResultStore(tmp_path / "r").checkpoint(slug, "test-clean", {"slug": slug})
+    from lib.transcribe import DECODING
+
+    checkpoint = ResultStore(tmp_path / "r").checkpoint(slug, "test-clean", {"slug": slug, "decoding": dict(DECODING)})
     for b in range(3):
         checkpoint.append({"batch": b, "rows": [], "seconds": {"loop": 1.0, "model": 1.0, "encoder": 0.5}})
     run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", dry_run=True)
