@@ -132,11 +132,7 @@ class ResultStore:
         saved = {}
         for path in sorted((self.root / ".partial").glob(f"{slug}__*.jsonl")):
             lines = path.read_text().splitlines()
-            try:
-                key = json.loads(lines[0]).get("key", {}) if lines else {}
-            except json.JSONDecodeError:
-                key = {}
-            decoding = key.get("decoding")  # no recipe: a checkpoint older than the key's decoding field
+            decoding = (stored_key(lines) or {}).get("decoding")  # no recipe: a checkpoint older than the key's decoding field
             if lines and decoding and not outdated_decoding({"decoding": decoding}):
                 saved[path.stem[len(slug) + 2:]] = len(lines) - 1
         return saved
@@ -166,11 +162,7 @@ class BatchCheckpoint:
         if not self.path.exists():
             return {}
         lines = self.path.read_text().splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError:
-            header = {}
-        if header.get("key") != self.key:
+        if stored_key(lines) != self.key:
             self.discard()
             return {}
         batches: dict[int, dict[str, Any]] = {}
@@ -195,6 +187,14 @@ class BatchCheckpoint:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def stored_key(lines: list[str]) -> dict[str, Any] | None:
+    """The key in a checkpoint's header line, e.g. ``['{"key": {"slug": "a"}}', ...]`` -> ``{"slug": "a"}``."""
+    try:
+        return json.loads(lines[0]).get("key") if lines else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _jsonable(obj: Any) -> Any:
