@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--pause-file", default=None, metavar="PATH",
                     help="while this file exists, wait before starting the next configuration")
     sw.add_argument("--commit", action="store_true",
-                    help="git-commit results/ and book/runs/ after each configuration (only those paths)")
+                    help="git-commit results/ and book/runs/ after each configuration (only those paths), "
+                         "and a running configuration's finished batches (results/.partial) every 10 min")
 
     ch = sub.add_parser("chapter", help="re-execute a chapter notebook into book/ (then jupyter-book build book/)")
     ch.add_argument("names", nargs="+", help="chapter names (notebooks/<name>.md), or 'all'")
@@ -129,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             print(_one_line(summary))
             return 0 if summary.get("status") == "ok" else 1
         if a.command == "sweep":
-            from .runner import commit_results, run_grids
+            from .runner import commit_checkpoints, commit_results, run_grids
 
             report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
                                refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks,
                                dry_run=a.dry_run, first=a.first, last=a.last,
-                               pause_file=a.pause_file, after_job=commit_results if a.commit else None)
+                               pause_file=a.pause_file, after_job=commit_results if a.commit else None,
+                               during_job=commit_checkpoints if a.commit else None)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":

@@ -5,7 +5,8 @@ last, so a run interrupted at any point never leaves a result that counts as
 done.  A failed configuration is a summary with ``status: "failed"`` and its
 error.  While a split is being transcribed, each finished batch is appended
 to ``.partial/<slug>__<split>.jsonl`` (:class:`BatchCheckpoint`), so a run
-killed after hours resumes at the batch where it stopped.
+killed after hours resumes at the batch where it stopped; ``sweep --commit``
+commits these files every 10 minutes, so a fresh checkout resumes there too.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import tempfile
@@ -156,7 +157,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               runs_dir: Path | str = RUNS_DIR, overrides: dict[str, Any] | None = None,
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
               last: Iterable[str] = (), footprint: bool = True, pause_file: Path | str | None = None,
-              pause_poll_s: float = 10.0, after_job: Callable[[Job], Any] | None = None) -> SweepReport:
+              pause_poll_s: float = 10.0, after_job: Callable[[Job], Any] | None = None,
+              during_job: Callable[[Job], Any] | None = None, during_job_every_s: float = 600.0) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
     ``footprint=False`` skips the whisper-small size/latency runs (WER only).
@@ -165,7 +167,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     configurations early and very slow kernels at the end.
     While ``pause_file`` exists the sweep waits before starting the next job,
     so heavy work (tests, a book build) never overlaps a timed run.
-    ``after_job`` is called with each job that ran, failed or not (e.g. to commit its result files).
+    ``after_job`` is called with each job that ran, failed or not (e.g. to commit its result files);
+    ``during_job`` every ``during_job_every_s`` seconds while a job runs (e.g. to commit its finished batches).
     ``refresh_outdated`` also re-runs results decoded with an older recipe, after every pending job.
     """
     unique: dict[str, Job] = {}
@@ -194,12 +197,15 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         wait_while_paused(pause_file, pause_poll_s)
         started = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] start {job.slug}", flush=True)
+        periodic = (calling_every(during_job_every_s, functools.partial(during_job, job)) if during_job
+                    else contextlib.nullcontext())
         try:
-            if use_notebooks:
-                execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
-                                 retry_failed=retry_failed, refresh_outdated=refresh_outdated)
-            else:
-                run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
+            with periodic:
+                if use_notebooks:
+                    execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
+                                     retry_failed=retry_failed, refresh_outdated=refresh_outdated)
+                else:
+                    run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
         except Exception as exc:  # one failing configuration never stops the sweep
             report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
         else:
@@ -218,7 +224,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     return report
 
 
-def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), repo: Path | str | None = None) -> bool:
+def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), repo: Path | str | None = None,
+                   kind: str = "result") -> bool:
     """Commit only ``paths`` after ``job`` finished, so a sweep that outlives the session keeps its results.
 
     The message names the configuration, e.g. ``'Sweep result: HQQ weight-only int2 g32 (whisper-base__...)'``.
@@ -230,7 +237,7 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
     repo = Path(repo or REPO_ROOT)
     identity = [] if _git(repo, "config", "user.email").stdout.strip() else [
         "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
-    message = f"Sweep result: {describe_spec(job.config.quant.to_dict())} ({job.slug})"
+    message = f"Sweep {kind}: {describe_spec(job.config.quant.to_dict())} ({job.slug})"
     existing = [p for p in paths if (repo / p).exists()]
     steps = {"add": ["add", "--", *existing],
              "commit": [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]}
@@ -242,6 +249,41 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
                   f"{reason[-1] if reason else 'no output'}", flush=True)
             return False
     return True
+
+
+def commit_checkpoints(job: Job, repo: Path | str | None = None) -> bool:
+    """Commit the finished batches of the running ``job`` (``results/.partial``), so a row that outlives the
+    session resumes in a fresh checkout instead of starting over; the message reads ``'Sweep checkpoint: ...'``.
+    """
+    repo = Path(repo or REPO_ROOT)
+    partial = repo / "results" / ".partial"
+    tracked = _git(repo, "ls-files", "--", "results/.partial").stdout.strip()
+    if not tracked and not any(partial.glob("*.jsonl")):
+        return False  # nothing saved yet and nothing to delete
+    return commit_results(job, paths=("results/.partial",), repo=repo, kind="checkpoint")
+
+
+@contextlib.contextmanager
+def calling_every(seconds: float, callback: Callable[[], Any]):
+    """Call ``callback`` every ``seconds`` in a background thread while the block runs (errors printed, not raised)."""
+    import threading
+
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(seconds):
+            try:
+                callback()
+            except Exception as exc:
+                print(f"[{time.strftime('%H:%M:%S')}] periodic call failed: {type(exc).__name__}: {exc}", flush=True)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _git(repo: Path, *args: str):

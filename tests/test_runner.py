@@ -134,6 +134,47 @@ def test_commit_results_commits_only_the_result_paths(grid, tmp_path, monkeypatc
     assert not commit_results(job, repo=tmp_path / "not-a-repo")  # git add fails: reported, not raised
 
 
+def test_commit_checkpoints_commits_finished_batches_and_their_removal(grid, tmp_path, monkeypatch):
+    import subprocess
+
+    from lib.runner import commit_checkpoints
+
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    repo = tmp_path / "repo"
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout
+    partial = repo / "results" / ".partial"
+    partial.mkdir(parents=True)
+    git("init", "-q")
+    job = expand_grid(grid)[0]
+    assert not commit_checkpoints(job, repo=repo)  # nothing saved yet
+    (partial / f"{job.slug}__test-clean.jsonl").write_text('{"key": {}}\n{"batch": 0}\n')
+    (repo / "results" / "other.json").write_text("{}")  # a finished result is not a checkpoint's business
+    assert commit_checkpoints(job, repo=repo)
+    assert git("log", "--format=%s").strip() == f"Sweep checkpoint: fp32 ({job.slug})"
+    assert git("show", "--name-only", "--format=").split() == [f"results/.partial/{job.slug}__test-clean.jsonl"]
+    (partial / f"{job.slug}__test-clean.jsonl").unlink()  # the row finished: its checkpoint is discarded
+    assert commit_checkpoints(job, repo=repo)
+    assert git("ls-files", "results/.partial").strip() == ""
+
+
+def test_during_job_is_called_while_each_job_runs(grid, tmp_path, monkeypatch):
+    import time
+
+    import lib.evaluate
+
+    real, seen = lib.evaluate.evaluate, []
+
+    def slow(config, **kw):
+        time.sleep(0.3)
+        return real(config, **kw)
+
+    monkeypatch.setattr(lib.evaluate, "evaluate", slow)
+    report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, only="hqq",
+                       footprint=False, during_job=lambda job: seen.append(job.slug), during_job_every_s=0.05)
+    assert not report.failed and set(seen) == set(report.ran) and len(seen) >= 2 * len(report.ran)
+
+
 def test_a_failing_after_job_hook_never_stops_the_sweep(grid, data, tmp_path):
     def broken(job):
         raise OSError("git: command not found")
