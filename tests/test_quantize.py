@@ -81,6 +81,11 @@ def test_configuration_row(slug, tiny, calibration, short_features):
         assert meta["weight_error"]["layers"] == sum(layers[h] for h in halves)
         assert 0 < meta["weight_error"]["mean"] < 0.05  # int8 per-channel
         assert (model.generation_config.use_cache is False) == ("decoder" in halves)  # cache-free decoder graph
+        if "decoder" in halves:  # greedy reads one position: proj_out runs on the last one only
+            decoder, enc = model.model.decoder, model.model.encoder(short_features).last_hidden_state
+            ids = torch.full((2, 3), model.config.decoder_start_token_id)
+            hidden = decoder(input_ids=ids, encoder_hidden_states=enc).last_hidden_state
+            assert hidden.shape[1] == 1 and torch.equal(hidden[:, 0], decoder.graph(ids, enc)[:, -1])
         saved = stored_bytes(tiny.model) - stored_bytes(model)  # int8 weights replace fp32 ones (≈3/4 saved)
         assert saved > 0.7 * fp32_bytes, f"saved {saved} of {fp32_bytes} fp32 Linear bytes"
         assert linear_activation_quantization(model) == (sum(layers[h] for h in halves), 0)  # inputs, no outputs

@@ -249,7 +249,11 @@ def _pt2e_decoder(model, processor, calibration, tokens: int) -> dict[str, int]:
                                 use_cache=False).last_hidden_state
 
     class ExportedDecoder(torch.nn.Module):
-        """Stands in for ``WhisperDecoder``; generate() must run with use_cache=False (full prefix each step)."""
+        """Stands in for ``WhisperDecoder``; generate() must run with use_cache=False (full prefix each step).
+
+        Only the last position's hidden state is returned: greedy decoding reads the logits of that position
+        alone, so ``proj_out`` (51865 x d_model) is applied once per step, not once per prefix token.
+        """
 
         def __init__(self, graph_module, original):
             super().__init__()
@@ -258,7 +262,7 @@ def _pt2e_decoder(model, processor, calibration, tokens: int) -> dict[str, int]:
 
         def forward(self, input_ids=None, encoder_hidden_states=None, **_ignored):
             return BaseModelOutputWithPastAndCrossAttentions(
-                last_hidden_state=self.graph(input_ids, encoder_hidden_states))
+                last_hidden_state=self.graph(input_ids, encoder_hidden_states)[:, -1:])
 
     decoder, config = model.model.decoder, model.config
     start = torch.tensor([[config.decoder_start_token_id]])
