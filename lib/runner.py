@@ -140,14 +140,17 @@ def is_done(store: ResultStore, slug: str, retry_failed: bool, refresh_outdated:
 
 
 def refresh_rank(store: ResultStore, slug: str) -> tuple[int, float]:
-    """Sort key: new configurations first (in their order), then outdated results, the highest WER first.
+    """Sort key: new configurations first (in their order), then outdated results: the fp32 reference (every
+    ΔWER is against it, and it is cheap), then the highest WER first.
 
     A degraded model is the one likely to emit the tokens that made the old decoding differ.
     """
     if store.state(slug) != "outdated":
         return (0, 0.0)
-    metrics = store.load(slug).get("metrics", {})
-    return (1, -max((m.get("wer") or 0.0 for m in metrics.values()), default=0.0))
+    summary = store.load(slug)
+    if summary.get("config", {}).get("quant", {}).get("library") == "none":
+        return (1, float("-inf"))
+    return (1, -max((m.get("wer") or 0.0 for m in summary.get("metrics", {}).values()), default=0.0))
 
 
 def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bool = False,

@@ -22,7 +22,7 @@ for f in "${first[@]}"; do args+=(--first "$f"); done
 # (0.06 s in fp32 without quantization), 0.11 s with bf16 ones (benchmarks/int4_kernel.py). A row killed
 # part-way resumes at its last finished batch (results/.partial/).
 # --refresh-outdated: after every pending row, re-run the results decoded before one generate call per batch
-# became the rule (lib/transcribe.py: DECODING), the highest WER first.
+# became the rule (lib/transcribe.py: DECODING): the fp32 reference first, then the highest WER first.
 last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g128
       quanto-dyn-int8-aint8 torchao-dyn-int8 pt-static-int8-aint8-pc-enconly-cal4__ pt-static-int8-aint8-pc-deconly-cal4__
       torchao-wo-int4-g64-computebf16 torchao-wo-int4-g128-computebf16 torchao-wo-int4-g32-computebf16

@@ -259,3 +259,18 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
 
     changes = decoding_changes(tmp_path / "r")
     assert list(changes.columns) == ["WER clean older", "WER clean one call", "ΔWER clean"] and len(changes) == 1
+
+
+def test_refresh_order_is_new_rows_then_the_fp32_reference_then_the_highest_wer(tmp_path):
+    from lib.runner import refresh_rank
+    from lib.transcribe import DECODING
+
+    store = ResultStore(tmp_path)
+    older = {k: v for k, v in DECODING.items() if k != "single_generate_call"}
+    rows = {"fp32": ("none", 5.0, older), "int2": ("hqq", 90.0, older), "int8": ("hqq", 6.0, older),
+            "new": ("hqq", 7.0, DECODING)}
+    for slug, (library, wer, decoding) in rows.items():
+        store.save(slug, {"status": "ok", "config": {"quant": {"library": library}}, "decoding": decoding,
+                          "metrics": {"test-other": {"wer": wer}}})
+    assert sorted(list(rows) + ["pending"], key=lambda s: refresh_rank(store, s)) == [
+        "new", "pending", "fp32", "int2", "int8"]
