@@ -75,8 +75,12 @@ def footprint_slug(spec: QuantSpec, model: str) -> str:
 
 def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", repeats: int = 3, threads: int = 2,
                       results_dir=None, force: bool = False, data: str | None = None,
-                      retry_failed: bool = False) -> dict[str, Any]:
-    """Quantize the random-weight architecture; record stored bytes and paired latency (cached like ``evaluate``)."""
+                      retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
+    """Quantize the random-weight architecture; record stored bytes and paired latency (cached like ``evaluate``).
+
+    ``refresh_outdated`` also re-measures a result whose latency came from another CPU class than the
+    study's (:func:`measured_elsewhere`).
+    """
     from .models import check_model_spec
 
     kind, _name = check_model_spec(model)
@@ -87,7 +91,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     store = ResultStore(results_dir or FOOTPRINT_DIR)
     slug = footprint_slug(spec, model)
     stored = store.reusable(slug, force, retry_failed)
-    if stored is not None:
+    if stored is not None and not (refresh_outdated and measured_elsewhere(stored, store)):
         return stored
     from .data import calibration_set
 
@@ -137,3 +141,14 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     summary["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     store.save(slug, summary)
     return summary
+
+
+def measured_elsewhere(summary: dict[str, Any], store: ResultStore) -> bool:
+    """True for a finished footprint timed on another CPU class than most of ``store`` while this machine is of
+    that class: its latency ratio is not comparable with the others, and re-measuring it here makes it so."""
+    from .results import cpu_description, cpu_label, reference_cpu, result_cpu
+
+    if summary.get("status") != "ok":
+        return False
+    reference = reference_cpu(store)
+    return reference is not None and result_cpu(summary) != reference and cpu_label(cpu_description()) == reference

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import weight_bits
+from .config import QuantSpec, weight_bits
 from .footprint import FOOTPRINT_DIR
 from .quantize import LIBRARY_ORDER
-from .results import RESULTS_DIR, ResultStore, is_outdated
+from .results import RESULTS_DIR, ResultStore, is_outdated, reference_cpu, result_cpu
 
 SPLIT_COLUMNS = {"test-clean": "WER clean", "test-other": "WER other"}
 LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
@@ -102,6 +102,7 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
 
     path = Path(grid) if str(grid).endswith(".yml") else EXPERIMENTS_DIR / f"{grid}.yml"
     store, fstore = ResultStore(results_dir), ResultStore(footprint_dir)
+    study_cpu = reference_cpu(fstore)
     rows = []
     for job in expand_grid(path, overrides):
         q = job.config.quant
@@ -138,6 +139,8 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
             row["compression %"] = fp["size"]["compression_pct"]
             row["latency s"] = fp["latency"]["median"]
             row["latency ratio"] = fp["latency_ratio"]
+            row["latency CPU"] = result_cpu(fp)
+            row["other CPU"] = row["latency CPU"] != study_cpu
         elif fp:
             row["error"] = row["error"] or fp.get("error")
         rows.append(row)
@@ -149,23 +152,61 @@ DISPLAY_COLUMNS = ["configuration", "status", "WER clean", "ΔWER clean", "ΔWER
 
 
 OLDER_DECODING_MARK = " ‡"
+OTHER_CPU_MARK = " §"
 
 
 def display_table(df, columns: Iterable[str] = DISPLAY_COLUMNS):
     """Rounded, readable view of :func:`grid_table` (missing values blank, long errors cut).
 
-    A row decoded with the older recipe (transformers' seek loop) ends its name in ``‡``.
+    A row decoded with the older recipe (transformers' seek loop) ends its name in ``‡``; a row whose
+    latency was timed on another CPU class than the study's (not comparable) ends it in ``§``.
     """
     cols = [c for c in columns if c in df.columns]
     view = df[cols].copy()
-    if "older decoding" in df and "configuration" in view:
-        view["configuration"] = view["configuration"] + df["older decoding"].map({True: OLDER_DECODING_MARK}).fillna("")
+    if "configuration" in view:
+        for flag, mark in (("older decoding", OLDER_DECODING_MARK), ("other CPU", OTHER_CPU_MARK)):
+            if flag in df:
+                view["configuration"] = view["configuration"] + df[flag].map({True: mark}).fillna("")
     for c in view.columns:
         if view[c].dtype.kind == "f":
             view[c] = view[c].round(2)
     if "error" in view:
         view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
     return view.fillna("").set_index("configuration").rename_axis(None)  # one header row
+
+
+def cpu_classes(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR):
+    """Finished WER runs and footprints per CPU class, and glue-ready facts.
+
+    Facts: ``study_cpu`` (the class most footprints were timed on) and ``rtfx_change``, a sentence on
+    how the fp32 WER run's test-other RTFx moved when it was re-run on another class (if it was).
+    """
+    import pandas as pd
+    from collections import Counter
+
+    from .config import RunConfig
+
+    store, fstore = ResultStore(results_dir), ResultStore(footprint_dir)
+    counts = {name: Counter(result_cpu(x) for x in st.summaries() if x.get("status") == "ok")
+              for name, st in (("WER runs", store), ("footprints (latency)", fstore))}
+    table = pd.DataFrame(counts).fillna(0).astype(int).rename_axis("CPU class")
+    study = reference_cpu(fstore) or "unknown"
+    slug = RunConfig().slug
+    before = store.older_decoding().get(slug)
+    now = store.load(slug) if store.exists(slug) else None
+    change = "no run has been repeated on another class yet"
+    if before and now and result_cpu(before) != result_cpu(now):
+        rtfx = [x["metrics"]["test-other"]["rtfx"] for x in (before, now)]
+        change = (f"the fp32 WER run's test-other RTFx went from {rtfx[0]:.2f} ({result_cpu(before)}) to "
+                  f"{rtfx[1]:.2f} ({result_cpu(now)}) when it was re-run")
+    return table, {"study_cpu": study, "rtfx_change": change}
+
+
+def reference_footprint(footprint_dir: Path | str = FOOTPRINT_DIR) -> dict[str, Any]:
+    """The fp32 whisper-small footprint: the timing every latency ratio pairs with, on the study's CPU class."""
+    from .footprint import footprint_slug
+
+    return ResultStore(footprint_dir).load(footprint_slug(QuantSpec(), "footprint:whisper-small"))
 
 
 def baseline_summary(results_dir: Path | str = RESULTS_DIR, slug: str | None = None) -> dict[str, Any]:
@@ -215,14 +256,18 @@ def environment_table(summary: dict[str, Any]):
 
 
 def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
-    """Every footprint result (ok and failed) as a table."""
+    """Every footprint result (ok and failed) as a table.
+
+    ``CPU`` is the class of CPU each latency was timed on; ``other CPU`` flags the rows timed on another class
+    than most (:func:`lib.results.reference_cpu`), whose latency ratios are not comparable with the rest.
+    """
     import pandas as pd
 
     rows = []
     for s in ResultStore(footprint_dir).summaries():
         q = s["quant"]
         row = {"configuration": describe_spec(q), "library": LIBRARY_NAMES[q["library"]], "status": s["status"],
-               "scheme": q["scheme"], "bits": weight_bits(q["weights"]), "error": s.get("error")}
+               "scheme": q["scheme"], "bits": weight_bits(q["weights"]), "CPU": result_cpu(s), "error": s.get("error")}
         if s["status"] == "ok":
             row.update(_latency_split(s))
             row.update({"small MB": s["size"]["stored_bytes"] / 1e6, "compression %": s["size"]["compression_pct"],
@@ -232,7 +277,8 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR):
                         "timing spread %": timing_spread_pct(s),
                         "load (1 min) at end": (s.get("load_average_end") or [float("nan")])[0]})
         rows.append(row)
-    df = pd.DataFrame(rows, columns=None if rows else ["configuration", "library", "status", "bits", "error"])
+    df = pd.DataFrame(rows, columns=None if rows else ["configuration", "library", "status", "bits", "CPU", "error"])
+    df["other CPU"] = (df["status"] == "ok") & (df["CPU"] != reference_cpu(ResultStore(footprint_dir)))
     if not df.empty:
         df["_order"] = df["library"].map({LIBRARY_NAMES[k]: i for i, k in enumerate(LIBRARY_ORDER)})
         df = df.sort_values(["_order", "bits", "configuration"], ascending=[True, False, True]).drop(columns="_order")
@@ -329,8 +375,12 @@ def pareto_set(df, minimize: Iterable[str] = ("small MB", "latency ratio")):
 
 def ship_candidates(df, max_wer_increase: float = 1.0):
     """Configurations within ``max_wer_increase`` WER points of fp32 on test-other (point estimate) that
-    no other such configuration beats on both stored size and latency ratio."""
-    return pareto_set(df[df["ΔWER other"] <= max_wer_increase])
+    no other such configuration beats on both stored size and latency ratio.
+
+    Only latencies timed on the study's CPU class compete (rows marked ``§`` are left out).
+    """
+    same_cpu = ~df["other CPU"].fillna(False).astype(bool) if "other CPU" in df else True
+    return pareto_set(df[(df["ΔWER other"] <= max_wer_increase) & same_cpu])
 
 
 PROXIES = {"encoder distance": "1 − encoder cosine (JFK clip)", "weight error": "mean relative weight error"}

@@ -227,8 +227,49 @@ def cpu_description() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    simd = sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma"})
+    simd = sorted(flags & SIMD_FLAGS)
     return {"model": model, "logical_cores": os.cpu_count(), "simd": simd, "machine": platform.machine()}
+
+
+SIMD_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
+              "amx_int8", "amx_bf16"}
+
+
+def cpu_label(cpu: dict[str, Any] | None) -> str:
+    """The instruction-set class that decides which int8/bf16 kernels a CPU gets, from a recorded description.
+
+    >>> cpu_label({"simd": ["avx2", "fma"]})
+    'AVX2'
+    >>> cpu_label({"simd": ["avx2", "avx512_vnni", "avx512f", "fma"]})
+    'AVX-512 VNNI'
+
+    Latencies measured on CPUs with different labels are not comparable.
+    """
+    simd = set((cpu or {}).get("simd") or [])
+    if "amx_int8" in simd:
+        return "AMX"
+    if "avx512f" in simd:
+        return "AVX-512 VNNI" if "avx512_vnni" in simd else "AVX-512"
+    if "avx2" in simd:
+        return "AVX2 VNNI" if "avx_vnni" in simd else "AVX2"
+    return "no AVX2" if cpu else "unknown"
+
+
+def result_cpu(summary: dict[str, Any]) -> str:
+    """:func:`cpu_label` of the machine a result was measured on."""
+    return cpu_label((summary.get("environment") or {}).get("cpu"))
+
+
+def reference_cpu(store: "ResultStore") -> str | None:
+    """The CPU label most finished results in ``store`` were measured on (ties: the first in name order).
+
+    The report compares latencies on this CPU only; a footprint measured elsewhere is re-measured when the
+    sweep next runs on it (``--refresh-outdated``).
+    """
+    from collections import Counter
+
+    counts = Counter(result_cpu(s) for s in store.summaries() if s.get("status") == "ok")
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def git_commit() -> dict[str, Any]:

@@ -139,6 +139,16 @@ def is_done(store: ResultStore, slug: str, retry_failed: bool, refresh_outdated:
             or (state == "outdated" and not refresh_outdated))
 
 
+def footprint_done(fstore: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False) -> bool:
+    """Like :func:`is_done`; with ``refresh_outdated`` a footprint timed on another CPU class than the study's
+    is not done when this machine is of the study's class (:func:`lib.footprint.measured_elsewhere`)."""
+    from .footprint import measured_elsewhere
+
+    if not is_done(fstore, slug, retry_failed):
+        return False
+    return not (refresh_outdated and measured_elsewhere(fstore.load(slug), fstore))
+
+
 def refresh_rank(store: ResultStore, slug: str) -> tuple[int, float]:
     """Sort key: new configurations first (in their order), then outdated results: the fp32 reference (every
     ΔWER is against it, and it is cheap), then the highest WER first.
@@ -189,7 +199,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     report = SweepReport()
     for job in jobs:
         done = (not force and is_done(store, job.slug, retry_failed, refresh_outdated)
-                and (not job.footprint or is_done(fstore, job.footprint_slug, retry_failed)))
+                and (not job.footprint or footprint_done(fstore, job.footprint_slug, retry_failed, refresh_outdated)))
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
             if dry_run and progress:
@@ -315,7 +325,8 @@ def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = Fals
                                 retry_failed=retry_failed, refresh_outdated=refresh_outdated)}
     if job.footprint:
         out["footprint"] = measure_footprint(job.config.quant, model=job.footprint_model, results_dir=footprint_dir,
-                                             force=force, data=data, retry_failed=retry_failed)
+                                             force=force, data=data, retry_failed=retry_failed,
+                                             refresh_outdated=refresh_outdated)
     return out
 
 

@@ -43,6 +43,45 @@ def test_ship_candidates_keep_accuracy_then_trade_size_for_speed():
     assert list(ship_candidates(df)["configuration"]) == ["nf4", "int8", "fp16"]  # int2 loses accuracy
     assert list(ship_candidates(df, max_wer_increase=0.5)["configuration"]) == ["int8", "fp16"]
     assert list(ship_candidates(df, max_wer_increase=100)["configuration"]) == ["int2", "nf4", "int8", "fp16"]
+    df["other CPU"] = [False, False, True, False, False, None]  # int8 was timed on another CPU class
+    assert list(ship_candidates(df)["configuration"]) == ["nf4", "fp16"]
+
+
+AVX2 = {"cpu": {"simd": ["avx2", "fma"]}}
+AVX512 = {"cpu": {"simd": ["avx2", "avx512_vnni", "avx512f", "fma"]}}
+
+
+def _footprint(store, name, env, library="hqq", ratio=1.5):
+    store.save(f"whisper-small__{name}__footprint", {
+        "status": "ok", "environment": env, "latency_ratio": ratio, "fp32_latency": {"median": 1.0, "samples": [1.0] * 3},
+        "latency": {"median": ratio, "min": ratio, "samples": [ratio] * 3},
+        "size": {"stored_bytes": 1e8, "compression_pct": 70.0, "serialized": {"bytes": None}},
+        "quant": {"library": library, "scheme": "weight_only", "weights": "int4", "group_size": 64}})
+
+
+def test_latencies_from_another_cpu_class_are_flagged_and_re_measured_on_the_study_class(tmp_path, monkeypatch):
+    import lib.results
+    from lib.footprint import measured_elsewhere
+    from lib.report import OTHER_CPU_MARK, all_footprints, display_table
+    from lib.results import reference_cpu
+
+    store = ResultStore(tmp_path)
+    for name in ("a", "b"):
+        _footprint(store, name, AVX2)
+    _footprint(store, "c", AVX512)
+    assert reference_cpu(store) == "AVX2"
+    monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX2["cpu"])
+    late = store.load("whisper-small__c__footprint")
+    assert measured_elsewhere(late, store) and not measured_elsewhere(store.load("whisper-small__a__footprint"), store)
+    from lib.runner import footprint_done
+
+    assert footprint_done(store, "whisper-small__c__footprint", False) and not footprint_done(
+        store, "whisper-small__c__footprint", False, refresh_outdated=True)  # the sweep re-measures it here
+    monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX512["cpu"])
+    assert not measured_elsewhere(late, store)  # re-measuring on the other class again would change nothing
+    fp = all_footprints(tmp_path)
+    assert list(fp["CPU"]) == ["AVX2", "AVX2", "AVX-512 VNNI"] and list(fp["other CPU"]) == [False, False, True]
+    assert display_table(fp, ["configuration", "CPU"]).index[-1].endswith(OTHER_CPU_MARK)
 
 
 def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
