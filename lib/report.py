@@ -202,6 +202,40 @@ def cpu_classes(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str
     return table, {"study_cpu": study, "rtfx_change": change}
 
 
+def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
+    """Latency ratios of the configurations timed on a second CPU class (``benchmarks/cpu_class_latency.py``,
+    stored under ``by-cpu/<class>/``) next to the study's, one column per class; ``None`` before any ran.
+
+    Facts: ``cpu_classes_compared`` (e.g. ``'AVX2 and AVX-512 VNNI'``), ``cpu_fp32_seconds`` (fp32's
+    median seconds per class) and ``cpu_faster`` (the rows at least 5% faster than fp32, per class).
+    """
+    import pandas as pd
+
+    root = Path(footprint_dir)
+    stores = [ResultStore(root)] + [ResultStore(d) for d in sorted((root / "by-cpu").glob("*")) if d.is_dir()]
+    if len(stores) == 1:
+        return None, {"cpu_classes_compared": "no second class yet", "cpu_fp32_seconds": "n/a", "cpu_faster": "n/a"}
+    ratios, fp32_seconds = {}, {}
+    for store in stores:
+        for x in store.summaries():
+            if x.get("status") != "ok":
+                continue
+            label = result_cpu(x)
+            ratios.setdefault(describe_spec(x["quant"]), {})[f"latency ratio ({label})"] = x["latency_ratio"]
+            fp32_seconds.setdefault(label, []).append(x["fp32_latency"]["median"])
+    second = {describe_spec(x["quant"]) for st in stores[1:] for x in st.summaries()}
+    table = pd.DataFrame.from_dict(ratios, orient="index").loc[sorted(second & set(ratios))]
+    study = reference_cpu(stores[0])
+    table = table[sorted(table.columns, key=lambda c: c != f"latency ratio ({study})")].round(2)  # study's first
+    labels = [c[len("latency ratio ("):-1] for c in table.columns]
+    median = lambda v: sorted(v)[len(v) // 2]
+    faster = {k: ", ".join(table.index[table[f"latency ratio ({k})"] < 0.95]) or "none" for k in labels}
+    facts = {"cpu_classes_compared": " and ".join(labels),
+             "cpu_fp32_seconds": ", ".join(f"{median(fp32_seconds[k]):.1f} s on {k}" for k in labels),
+             "cpu_faster": "; ".join(f"on {k}: {v}" for k, v in faster.items())}
+    return table.rename_axis(None), facts
+
+
 def reference_footprint(footprint_dir: Path | str = FOOTPRINT_DIR) -> dict[str, Any]:
     """The fp32 whisper-small footprint: the timing every latency ratio pairs with, on the study's CPU class."""
     from .footprint import footprint_slug

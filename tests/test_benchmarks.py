@@ -16,3 +16,13 @@ def test_benchmark_script_imports_and_has_a_main(script, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert callable(module.main) and module.__doc__.strip()
+
+
+def test_cpu_class_latency_picks_one_grid_row_per_headline_and_a_folder_per_class(tmp_path):
+    spec = importlib.util.spec_from_file_location("benchmark_cpu", SCRIPTS[0].parent / "cpu_class_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    jobs = module.headline_jobs()  # StopIteration here: a headline substring no longer names a grid row
+    assert len(jobs) == len(module.HEADLINE) == len({j.slug for j in jobs})
+    assert [j.slug for j in module.headline_jobs(only="hqq")] == [j.slug for j in jobs if "hqq" in j.slug]
+    assert module.by_cpu_dir("AVX-512 VNNI", tmp_path) == tmp_path / "by-cpu" / "avx-512-vnni"

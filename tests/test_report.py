@@ -138,3 +138,19 @@ def test_rows_from_the_older_decoding_are_marked_and_counted():
     assert status_counts(df) == "3 ok (2 marked ‡: decoded with the older seek loop, see Setup), 1 failed, 0 pending"
     assert list(display_table(df).index) == ["fp32", "int8 ‡", "int2 ‡", "fx"]
     assert status_counts(df.assign(**{"older decoding": False})) == "3 ok, 1 failed, 0 pending"
+
+
+def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path):
+    from lib.report import latency_by_cpu
+
+    assert latency_by_cpu(tmp_path)[0] is None  # before benchmarks/cpu_class_latency.py ran
+    main, second = ResultStore(tmp_path), ResultStore(tmp_path / "by-cpu" / "avx-512-vnni")
+    _footprint(main, "hqq-wo-int4-g64", AVX2, ratio=1.6)
+    _footprint(main, "pt-dyn", AVX2, library="none", ratio=1.0)  # only in the study: not shown
+    _footprint(second, "hqq-wo-int4-g64", AVX512, ratio=1.1)
+    table, facts = latency_by_cpu(tmp_path)
+    assert list(table.columns) == ["latency ratio (AVX2)", "latency ratio (AVX-512 VNNI)"]
+    assert table.values.tolist() == [[1.6, 1.1]]
+    assert facts["cpu_classes_compared"] == "AVX2 and AVX-512 VNNI"
+    assert facts["cpu_fp32_seconds"] == "1.0 s on AVX2, 1.0 s on AVX-512 VNNI"
+    assert facts["cpu_faster"] == "on AVX2: none; on AVX-512 VNNI: none"

@@ -1,0 +1,73 @@
+"""Latency on a second CPU class: the study's footprint runs for a few headline configurations, repeated on
+this machine when it is of another CPU class than the one the report's latencies come from.
+
+Int8 and bf16 kernels follow the instruction set (AVX2 has no int8 dot-product instruction; AVX-512 VNNI
+has one), so a latency ratio measured on one class says little about another. The sweep compares latencies
+on one class only (the class most footprints were timed on); this script records the same measurement
+(``lib.footprint.measure_footprint``: 30 s encoder pass + 32 forced tokens on whisper-small, median of 3,
+paired with fp32 in the same process) on the machine it runs on, into
+``results/footprint/by-cpu/<class>/``, cached per configuration like the sweep. The Footprint chapter puts
+the two classes side by side. Run it with the sweep paused (``touch logs/sweep.pause``), ~2-4 min per
+configuration:
+
+    .venv/bin/python benchmarks/cpu_class_latency.py                 # the headline configurations
+    .venv/bin/python benchmarks/cpu_class_latency.py --only hqq      # a subset
+    .venv/bin/python benchmarks/cpu_class_latency.py --list          # what it would run
+
+It measures, it asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from lib.footprint import FOOTPRINT_DIR, measure_footprint
+from lib.results import ResultStore, cpu_description, cpu_label, reference_cpu
+from lib.runner import EXPERIMENTS_DIR, expand_grid
+
+# One row per library and scheme the report's conclusions lean on (slug substrings, matched in order).
+HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8", "torchao-wo-int8",
+            "bnb-dyn-int8-aint8-threshold6", "bnb-wo-nf4__", "quanto-wo-int8", "hqq-wo-int4-g64__",
+            "torchao-wo-int4-g64-computebf16", "pt-static-int8-aint8-pc-enconly-cal4-methodpt2e"]
+GRIDS = ["scheme", "granularity", "bitwidth", "scope"]
+
+
+def by_cpu_dir(label: str, root: Path = FOOTPRINT_DIR) -> Path:
+    """Where footprints timed on CPU class ``label`` live, e.g. ``'AVX-512 VNNI'`` -> ``by-cpu/avx-512-vnni``."""
+    return Path(root) / "by-cpu" / label.lower().replace(" ", "-")
+
+
+def headline_jobs(only: str | None = None):
+    jobs = {j.slug: j for g in GRIDS for j in expand_grid(EXPERIMENTS_DIR / f"{g}.yml") if j.footprint}
+    picked = [next(j for slug, j in jobs.items() if key in slug) for key in HEADLINE]
+    return [j for j in picked if not only or only in j.slug]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=None, help="substring a slug must contain")
+    parser.add_argument("--list", action="store_true", help="print the configurations and exit")
+    parser.add_argument("--force", action="store_true", help="re-measure configurations already measured here")
+    a = parser.parse_args(argv)
+    here, study = cpu_label(cpu_description()), reference_cpu(ResultStore(FOOTPRINT_DIR))
+    jobs = headline_jobs(a.only)
+    if a.list:
+        print("\n".join(j.footprint_slug for j in jobs))
+        return 0
+    if here == study:
+        print(f"this machine is {here}, the class the report's latencies already come from: nothing to add")
+        return 0
+    out = by_cpu_dir(here)
+    print(f"timing {len(jobs)} configurations on {here} (the study's latencies are {study}) into {out}", flush=True)
+    for job in jobs:
+        s = measure_footprint(job.config.quant, model=job.footprint_model, results_dir=out, force=a.force)
+        ratio = f"{s['latency_ratio']:.2f}" if s.get("status") == "ok" else f"failed: {s.get('error', '')[:80]}"
+        print(f"{job.footprint_slug}: latency ratio {ratio}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
