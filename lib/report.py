@@ -582,9 +582,12 @@ COMPACT_COLUMNS = ["configuration", "status", "small MB", "compression %", "WER 
 def compact_table(df):
     """The study in one small table (for a terminal or a note): size and latency on whisper-small, WER on base.
 
-    Failed rows keep the last line of their error; pending rows stay blank.
+    Failed rows keep the last line of their error; pending rows stay blank. Names carry the marks of
+    :func:`display_table` (``‡`` older decoding, ``§`` latency timed on another CPU class).
     """
     view = df[[c for c in COMPACT_COLUMNS if c in df.columns]].copy()
+    if "configuration" in view:
+        view["configuration"] = display_table(df, ["configuration", "status"]).index
     if "error" in df:
         view["reason"] = df["error"].fillna("").map(lambda e: _shorten(e.strip().splitlines()[-1]) if e.strip() else "")
     return view.round(2)
