@@ -207,15 +207,17 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     stored under ``by-cpu/<class>/``) next to the study's, one column per class; ``None`` before any ran.
 
     Facts: ``cpu_classes_compared`` (e.g. ``'AVX2 and AVX-512 VNNI'``), ``cpu_fp32_seconds`` (fp32's
-    median seconds per class) and ``cpu_faster`` (the rows at least 5% faster than fp32, per class).
+    median seconds per class), ``cpu_faster`` (the rows at least 5% faster than fp32, per class) and
+    ``cpu_spread`` (the median timing spread of the shown rows, per class).
     """
     import pandas as pd
 
     root = Path(footprint_dir)
     stores = [ResultStore(root)] + [ResultStore(d) for d in sorted((root / "by-cpu").glob("*")) if d.is_dir()]
     if len(stores) == 1:
-        return None, {"cpu_classes_compared": "no second class yet", "cpu_fp32_seconds": "n/a", "cpu_faster": "n/a"}
-    ratios, fp32_seconds = {}, {}
+        return None, {"cpu_classes_compared": "no second class yet", "cpu_fp32_seconds": "n/a", "cpu_faster": "n/a",
+                      "cpu_spread": "n/a"}
+    ratios, fp32_seconds, spreads = {}, {}, {}
     for store in stores:
         for x in store.summaries():
             if x.get("status") != "ok":
@@ -223,6 +225,7 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
             label = result_cpu(x)
             ratios.setdefault(describe_spec(x["quant"]), {})[f"latency ratio ({label})"] = x["latency_ratio"]
             fp32_seconds.setdefault(label, []).append(x["fp32_latency"]["median"])
+            spreads.setdefault(label, {})[describe_spec(x["quant"])] = timing_spread_pct(x)
     second = {describe_spec(x["quant"]) for st in stores[1:] for x in st.summaries()}
     table = pd.DataFrame.from_dict(ratios, orient="index").loc[sorted(second & set(ratios))]
     study = reference_cpu(stores[0])
@@ -232,7 +235,8 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     faster = {k: ", ".join(table.index[table[f"latency ratio ({k})"] < 0.95]) or "none" for k in labels}
     facts = {"cpu_classes_compared": " and ".join(labels),
              "cpu_fp32_seconds": ", ".join(f"{median(fp32_seconds[k]):.1f} s on {k}" for k in labels),
-             "cpu_faster": "; ".join(f"on {k}: {v}" for k, v in faster.items())}
+             "cpu_faster": "; ".join(f"on {k}: {v}" for k, v in faster.items()),
+             "cpu_spread": ", ".join(f"{median([spreads[k][c] for c in table.index]):.0f}% on {k}" for k in labels)}
     return table.rename_axis(None), facts
 
 

@@ -154,3 +154,4 @@ def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path)
     assert facts["cpu_classes_compared"] == "AVX2 and AVX-512 VNNI"
     assert facts["cpu_fp32_seconds"] == "1.0 s on AVX2, 1.0 s on AVX-512 VNNI"
     assert facts["cpu_faster"] == "on AVX2: none; on AVX-512 VNNI: none"
+    assert facts["cpu_spread"] == "0% on AVX2, 0% on AVX-512 VNNI"
