@@ -210,6 +210,8 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     median seconds per class), ``cpu_faster`` (the rows at least 5% faster than fp32, per class) and
     ``cpu_spread`` (the median timing spread of the shown rows, per class).
     """
+    from statistics import median
+
     import pandas as pd
 
     root = Path(footprint_dir)
@@ -231,7 +233,6 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     study = reference_cpu(stores[0])
     table = table[sorted(table.columns, key=lambda c: c != f"latency ratio ({study})")].round(2)  # study's first
     labels = [c[len("latency ratio ("):-1] for c in table.columns]
-    median = lambda v: sorted(v)[len(v) // 2]
     faster = {k: ", ".join(table.index[table[f"latency ratio ({k})"] < 0.95]) or "none" for k in labels}
     facts = {"cpu_classes_compared": " and ".join(labels),
              "cpu_fp32_seconds": ", ".join(f"{median(fp32_seconds[k]):.1f} s on {k}" for k in labels),
