@@ -863,3 +863,38 @@ def pt2e_compiled(path: Path | str = BENCHMARKS_DIR / "pt2e_inductor.json") -> t
                             f"{env['packages'].get('torchao')}, commit {str(env.get('git', {}).get('commit'))[:7]}; "
                             f"the timed runs of each variant lie within {spread:.0f}% of each other")}
     return table.dropna(axis=1, how="all"), {f"pt2e_compiled_{k}": v for k, v in facts.items()}
+
+
+def _int4_ratios(result: dict[str, Any]) -> dict[str, float]:
+    step = {1500: "encoder pass", 1: "decoder step"}
+    return {f"{r['activations']} · {r['weights']}, {step[r['tokens']]}": r["ratio_to_fp32"] for r in result["rows"]}
+
+
+def _pt2e_ratios(result: dict[str, Any]) -> dict[str, float]:
+    return {name: r.get("ratio_to_fp32_eager") for name, r in result["variants"].items()}
+
+
+BENCHMARK_RATIOS = {"int4_kernel": _int4_ratios, "pt2e_inductor": _pt2e_ratios}
+
+
+def benchmark_by_cpu(name: str, root: Path | str = BENCHMARKS_DIR):
+    """A benchmark's time ratios per CPU class, one column each: ``results/benchmarks/<name>.json`` (the study's
+    machine) and every ``by-cpu/<class>/<name>.json`` (``--out`` on a machine of another class); None unless
+    there are two.
+
+    ``int4_kernel``: each layout's time over the fp32 Linear's; ``pt2e_inductor``: each variant's over fp32 eager.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    paths = [root / f"{name}.json"] + sorted((root / "by-cpu").glob(f"*/{name}.json"))
+    columns = {}
+    for path in (p for p in paths if p.exists()):
+        result = json.loads(path.read_text())
+        columns[f"× fp32 ({result_cpu(result)})"] = BENCHMARK_RATIOS[name](result)
+    return pd.DataFrame(columns).round(2) if len(columns) > 1 else None
+
+
+def per_class_text(table, row: str) -> str:
+    """One row of :func:`benchmark_by_cpu` as text, e.g. ``'0.92× on AVX2, 0.41× on AVX-512 VNNI'``."""
+    return ", ".join(f"{value:.2f}× on {column[len('× fp32 ('):-1]}" for column, value in table.loc[row].items())

@@ -155,3 +155,24 @@ def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path)
     assert facts["cpu_fp32_seconds"] == "1.0 s on AVX2, 1.0 s on AVX-512 VNNI"
     assert facts["cpu_faster"] == "on AVX2: none; on AVX-512 VNNI: none"
     assert facts["cpu_spread"] == "0% on AVX2, 0% on AVX-512 VNNI"
+
+
+def test_benchmark_by_cpu_puts_each_cpu_class_in_a_column(tmp_path):
+    import json
+
+    from lib.report import benchmark_by_cpu
+
+    def write(path, env, ratio):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"environment": env, "variants": {
+            "fp32 eager": {"ratio_to_fp32_eager": 1.0}, "pt2e int8 compiled (freezing)": {"ratio_to_fp32_eager": ratio}}}))
+
+    write(tmp_path / "pt2e_inductor.json", AVX2, 0.6)
+    assert benchmark_by_cpu("pt2e_inductor", tmp_path) is None  # one class: nothing to compare
+    write(tmp_path / "by-cpu" / "avx-512-vnni" / "pt2e_inductor.json", AVX512, 0.3)
+    table = benchmark_by_cpu("pt2e_inductor", tmp_path)
+    assert list(table.columns) == ["× fp32 (AVX2)", "× fp32 (AVX-512 VNNI)"]
+    assert table.loc["pt2e int8 compiled (freezing)"].tolist() == [0.6, 0.3]
+    from lib.report import per_class_text
+
+    assert per_class_text(table, "pt2e int8 compiled (freezing)") == "0.60× on AVX2, 0.30× on AVX-512 VNNI"
