@@ -204,7 +204,9 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             (report.skipped if done else report.ran).append(job.slug)
             if dry_run and progress:
                 saved = "" if done else ", ".join(f"{split} {n}" for split, n in store.saved_batches(job.slug).items())
-                label = "done   " if done else "outdated" if store.state(job.slug) == "outdated" else "pending"
+                state = store.state(job.slug)  # "footprint": only the whisper-small timing is missing or re-timed
+                label = ("done   " if done else "outdated" if state == "outdated"
+                         else "footprint" if state == "ok" else "pending")
                 print(f"{label} {job.slug}" + (f" (batches saved: {saved})" if saved else ""), flush=True)
             continue
         wait_while_paused(pause_file, pause_poll_s)

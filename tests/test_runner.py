@@ -205,6 +205,19 @@ def test_dry_run_lists_pending_slugs_without_running(grid, tmp_path, capsys):
     assert capsys.readouterr().out.count("pending ") == 4
 
 
+def test_dry_run_says_when_only_the_footprint_is_left(tmp_path, capsys):
+    grid = write_grid(tmp_path, f"""
+        title: test
+        {TINY_DEFAULTS}
+        runs:
+          - {{library: none}}
+    """)
+    job = expand_grid(grid)[0]
+    ResultStore(tmp_path / "r").save(job.slug, {"status": "ok"})
+    run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", dry_run=True)
+    assert capsys.readouterr().out.startswith(f"footprint {job.slug}")
+
+
 def test_dry_run_shows_the_batches_an_interrupted_run_kept(grid, tmp_path, capsys):
     slug = expand_grid(grid)[0].slug
     from lib.transcribe import DECODING
