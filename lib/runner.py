@@ -397,13 +397,20 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
 
 
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
-    """One row per job: whether its WER and footprint results exist (for the run log).
+    """One row per job: whether its WER and footprint results exist, and the CPU class each ran on (for the run log).
 
     A WER result decoded with the older recipe reads ``outdated`` (see :meth:`ResultStore.state`).
     """
+    from .results import result_cpu
+
     store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
+
+    def cpu(st: ResultStore, slug: str) -> str:
+        return result_cpu(st.load(slug)) if st.exists(slug) else ""
+
     return [{"grid": j.grid, "slug": j.slug, "wer": store.state(j.slug),
-             "footprint": fstore.status(j.footprint_slug) or "pending"} for p in paths for j in expand_grid(p)]
+             "footprint": fstore.status(j.footprint_slug) or "pending", "wer CPU": cpu(store, j.slug),
+             "footprint CPU": cpu(fstore, j.footprint_slug)} for p in paths for j in expand_grid(p)]
 
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"
