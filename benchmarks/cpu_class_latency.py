@@ -31,7 +31,8 @@ from lib.runner import EXPERIMENTS_DIR, expand_grid
 # One row per library and scheme the report's conclusions lean on (slug substrings, matched in order).
 HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8", "torchao-wo-int8",
             "bnb-dyn-int8-aint8-threshold6", "bnb-wo-nf4__", "quanto-wo-int8", "hqq-wo-int4-g64__",
-            "torchao-wo-int4-g64-computebf16", "pt-static-int8-aint8-pc-enconly-cal4-methodpt2e"]
+            "torchao-wo-int4-g64-computebf16", "pt-static-int8-aint8-pc-enconly-cal4-methodpt2e",
+            "quanto-dyn-int8-aint8"]
 GRIDS = ["scheme", "granularity", "bitwidth", "scope"]
 
 

@@ -39,6 +39,7 @@ class Utterance:
     reference: str
     audio: np.ndarray
     path: str = ""
+    sha256: str | None = None  # of the audio file's bytes (``pcm:<hex>`` for hub audio: of its float32 samples)
 
     @property
     def duration(self) -> float:
@@ -136,12 +137,12 @@ def iter_directory(root: Path, split: str, limit: int | None = None, verify: boo
         if not path.exists():
             raise DataError(f"missing audio {path} (listed in its trans.txt); restore the file or fix the transcript")
         entry = manifest.get(utt_id)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if entry is not None:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if digest != entry["sha256_flac"]:
                 raise DataError(f"corrupt audio {path}: sha256 {digest[:12]}... does not match "
                                 f"MANIFEST.tsv ({entry['sha256_flac'][:12]}...); restore the original file")
-        yield Utterance(utt_id, split, text, load_audio(path), str(path))
+        yield Utterance(utt_id, split, text, load_audio(path), portable_path(path), digest)
 
 
 def iter_hub(split: str, limit: int | None = None) -> Iterator[Utterance]:
@@ -157,7 +158,8 @@ def iter_hub(split: str, limit: int | None = None) -> Iterator[Utterance]:
         raise DataError(f"cannot stream {HUB_DATASET} ({type(exc).__name__}); offline, set "
                         "LIBRISPEECH_DIR to an official-layout copy instead") from None
     for row in rows[:limit]:
-        yield Utterance(row["id"], split, row["text"], np.asarray(row["audio"]["array"], dtype=np.float32))
+        audio = np.asarray(row["audio"]["array"], dtype=np.float32)
+        yield Utterance(row["id"], split, row["text"], audio, sha256="pcm:" + hashlib.sha256(audio.tobytes()).hexdigest())
 
 
 def load_split(split: str, limit: int | None = None, data: str | os.PathLike | None = None) -> list[Utterance]:
@@ -169,12 +171,35 @@ def load_split(split: str, limit: int | None = None, data: str | os.PathLike | N
     return list(iter_directory(resolve_data_dir(data), split, limit))
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as a committed file may record it: relative to the repository's parent when inside it.
+
+    >>> portable_path(REPO_ROOT.parent / "shared" / "data" / "x.flac")
+    '../shared/data/x.flac'
+    >>> portable_path("/elsewhere/LibriSpeech")
+    'LibriSpeech'
+    """
+    path = Path(path).resolve() if Path(path).is_absolute() else Path(path)
+    try:
+        return str(Path("..") / path.relative_to(REPO_ROOT.parent.resolve()))
+    except ValueError:
+        return path.name if path.is_absolute() else str(path)
+
+
 def describe_data(data: str | os.PathLike | None) -> dict[str, str | None]:
-    """Provenance of the data source, recorded in every result."""
+    """Provenance of the data source, recorded in every result (no absolute path: see :func:`portable_path`)."""
     if data == "hub":
         return {"kind": "hub", "dataset": HUB_DATASET, "manifest_sha256": None}
     root = resolve_data_dir(data)
-    return {"kind": "directory", "path": str(root), "manifest_sha256": manifest_sha256(root)}
+    return {"kind": "directory", "path": portable_path(root), "manifest_sha256": manifest_sha256(root)}
+
+
+def coverage(utterances_by_split: dict[str, list[Utterance]]) -> dict[str, dict[str, str | None]]:
+    """What audio a result covers: ``{split: {utterance id: audio sha256}}``.
+
+    A stored row is valid for today's data only if today's file for its id has the same hash.
+    """
+    return {split: {u.id: u.sha256 for u in utts} for split, utts in utterances_by_split.items()}
 
 
 def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[Utterance]:
@@ -188,7 +213,7 @@ def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[U
         pool += list(iter_directory(root, "dev-clean"))
     jfk = jfk_path(root)
     if jfk is not None:
-        pool.append(Utterance("jfk", "extra", JFK_TEXT, load_audio(jfk), str(jfk)))
+        pool.append(Utterance("jfk", "extra", JFK_TEXT, load_audio(jfk), portable_path(jfk)))
     if count > len(pool):
         raise DataError(f"asked for {count} calibration utterances but only {len(pool)} exist "
                         "(dev-clean + jfk.flac); lower calibration or add dev-clean audio")

@@ -3,10 +3,12 @@
 Size and speed do not depend on weight values, so the paper's model is built
 from its config with seeded random weights.  Latency is one encoder pass on a
 30 s input plus exactly 32 greedy decoder tokens (``min_new_tokens =
-max_new_tokens = 32``), median of ``repeats`` runs after a warm-up, threads
-fixed.  The fp32 model is timed in the same process just before it is
-quantized, so the latency ratio is paired and robust to slow drifts in
-machine load.  WER is never computed here.
+max_new_tokens = 32``), threads fixed.  The fp32 model and the configuration
+are timed interleaved (fp32, configuration, fp32, ...) in one process after a
+warm-up of each, at least five pairs; the latency ratio is the median of the
+per-pair ratios with a bootstrap interval (:func:`time_interleaved`), so a
+load that comes and goes on a shared machine hits both sides of a pair.  WER
+is never computed here.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from .metrics import serialized_bytes, stored_bytes, summarize_samples
 from .results import RESULTS_DIR, ResultStore, environment
 
 FORCED_TOKENS = 32
+PAIRS = 5  # interleaved fp32/configuration pairs per latency ratio, at least
+MAX_RELATIVE_WIDTH = 0.15  # re-measure while the ratio's 95% interval is wider than 15% of it
 FOOTPRINT_DIR = RESULTS_DIR / "footprint"
 
 
@@ -43,7 +47,7 @@ def _mask_timestamps():
     return MaskTimestamps()
 
 
-def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
+def time_forced_generate(model, input_features, repeats: int, warmup: bool = True) -> dict[str, Any]:
     """Raw wall seconds of encoder + 32 forced tokens, after one warm-up run."""
     import transformers
     from transformers import LogitsProcessorList
@@ -53,8 +57,7 @@ def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
     kwargs = dict(max_new_tokens=FORCED_TOKENS, min_new_tokens=FORCED_TOKENS,
                   logits_processor=LogitsProcessorList([_mask_timestamps()]))
     transformers.logging.set_verbosity_error()  # else every call says max_new_tokens overrides Whisper's max_length
-    out = generate(model, input_features, **kwargs)  # warm-up
-    generated = int(out.shape[-1])
+    generated = int(generate(model, input_features, **kwargs).shape[-1]) if warmup else None
     samples, encoder = [], []
     with encoder_timer(model) as enc:
         for _ in range(repeats):
@@ -65,6 +68,50 @@ def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
             encoder.append(enc["seconds"] - before)
     return {"samples": samples, "encoder_samples": encoder, "sequence_length": generated,
             **summarize_samples(samples)}
+
+
+def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, max_pairs: int = 3 * PAIRS,
+                     max_relative_width: float = MAX_RELATIVE_WIDTH) -> dict[str, Any]:
+    """Paired latency on a shared machine: fp32, configuration, fp32, configuration, ... (after a warm-up of
+    each), ``pairs`` pairs at least; the ratio is the median of per-pair ratios with a 95% bootstrap interval.
+
+    While the interval is wider than ``max_relative_width`` x the median, ``pairs`` more pairs are added, up
+    to ``max_pairs`` (``remeasured`` counts the extra rounds). Process CPU seconds are kept beside wall seconds.
+    """
+    from .metrics import median_interval
+
+    def one(model):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        timed = time_forced_generate(model, input_features, repeats=1, warmup=False)
+        return time.perf_counter() - wall0, time.process_time() - cpu0, timed["encoder_samples"][0]
+
+    time_forced_generate(reference, input_features, repeats=1)  # warm-ups
+    time_forced_generate(candidate, input_features, repeats=1)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    runs: dict[str, list] = {"reference": [], "candidate": []}
+    rounds = 0
+    while True:
+        for _ in range(pairs):
+            runs["reference"].append(one(reference))
+            runs["candidate"].append(one(candidate))
+        ratios = [c[0] / r[0] for r, c in zip(runs["reference"], runs["candidate"])]
+        interval = median_interval(ratios)
+        width = (interval["high"] - interval["low"]) / interval["median"]
+        if width <= max_relative_width or len(ratios) + pairs > max_pairs:
+            break
+        rounds += 1
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    def summary(samples):
+        wall = [x[0] for x in samples]
+        return {"samples": wall, "cpu_samples": [x[1] for x in samples], "encoder_samples": [x[2] for x in samples],
+                **summarize_samples(wall)}
+
+    return {"method": "interleaved pairs", "pairs": len(ratios), "ratios": ratios, "ratio": interval["median"],
+            "ratio_low": interval["low"], "ratio_high": interval["high"], "relative_width": width,
+            "max_relative_width": max_relative_width, "remeasured": rounds, "load_average_before": load_before,
+            "load_average_after": load_after, "fp32": summary(runs["reference"]),
+            "configuration": summary(runs["candidate"])}
 
 
 def footprint_slug(spec: QuantSpec, model: str) -> str:
@@ -113,8 +160,9 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
         summary["model"] = loaded.source
         feats = features(loaded.processor, [np.zeros(16_000 * 30, dtype=np.float32)])
         fp32_bytes = stored_bytes(loaded.model)
-        stage = "fp32 latency"
-        fp32_latency = time_forced_generate(loaded.model, feats, repeats)
+        import copy
+
+        reference = None if spec.is_baseline else copy.deepcopy(loaded.model)
         stage = "quantize"
         # random weights: reconstruction error would say nothing about accuracy, so it is not measured
         # and random weights never emit end-of-text, so calibration decodes only a few tokens
@@ -126,11 +174,14 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
                            "compression_pct": 100.0 * (1 - size / fp32_bytes),
                            "serialized": serialized_bytes(quantized)}
         stage = "latency"
-        # fp32 against itself: one measurement, ratio 1 by definition
-        latency = fp32_latency if spec.is_baseline else time_forced_generate(quantized, feats, repeats)
-        summary["latency"] = latency
-        summary["fp32_latency"] = fp32_latency
-        summary["latency_ratio"] = latency["median"] / fp32_latency["median"]
+        if spec.is_baseline:  # fp32 against itself: ratio 1 by definition
+            latency = time_forced_generate(quantized, feats, repeats)
+            summary.update(latency=latency, fp32_latency=latency, latency_ratio=1.0)
+        else:
+            paired = time_interleaved(reference, quantized, feats, pairs=max(repeats, PAIRS))
+            summary.update(latency=paired["configuration"], fp32_latency=paired["fp32"], latency_ratio=paired["ratio"],
+                           latency_ratio_low=paired["ratio_low"], latency_ratio_high=paired["ratio_high"],
+                           timing={k: v for k, v in paired.items() if k not in ("fp32", "configuration")})
         summary["status"] = "ok"
     except (ConfigError, DataError):
         raise

@@ -16,28 +16,23 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
-def english_spelling_mapping() -> dict[str, str]:
-    """openai/whisper's British-to-American spelling map, e.g. ``{'colour': 'color', ...}``.
-
-    The hub checkpoints ship it as ``normalizer.json``, which is unreachable here; the
-    ``whisper-normalizer`` package carries the same file (openai/whisper's ``normalizers/english.json``).
-    """
-    import json
-    from importlib.resources import files
-
-    return json.loads(files("whisper_normalizer").joinpath("normalizers/english.json").read_text())
-
-
 @lru_cache(maxsize=1)
 def _normalizer():
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    from whisper_normalizer.english import EnglishTextNormalizer
 
-    return EnglishTextNormalizer(english_spelling_mapping())
+    return EnglishTextNormalizer()
 
 
 def normalize(text: str) -> str:
-    """Whisper's English normalizer: transformers' ``EnglishTextNormalizer`` with openai/whisper's spelling map."""
+    """Whisper's English normalizer (openai/whisper's, as packaged by ``whisper-normalizer``)."""
     return _normalizer()(text)
+
+
+def scorer_version() -> str:
+    """What a score depends on besides the text, e.g. ``'whisper-normalizer 0.1.15, jiwer 4.0.0'``."""
+    from importlib.metadata import version
+
+    return f"whisper-normalizer {version('whisper-normalizer')}, jiwer {version('jiwer')}"
 
 
 def utterance_errors(reference: str, hypothesis: str) -> dict[str, int]:
@@ -46,15 +41,19 @@ def utterance_errors(reference: str, hypothesis: str) -> dict[str, int]:
     >>> utterance_errors("HE HOPED THERE WOULD BE STEW", "he hoped there would be a stew")
     {'hits': 6, 'substitutions': 0, 'deletions': 0, 'insertions': 1, 'ref_words': 6}
     """
+    return dict(zip(("hits", "substitutions", "deletions", "insertions", "ref_words"), _errors(reference, hypothesis)))
+
+
+@lru_cache(maxsize=200_000)
+def _errors(reference: str, hypothesis: str) -> tuple[int, int, int, int, int]:
     import jiwer
 
     ref, hyp = normalize(reference), normalize(hypothesis)
     ref_words = len(ref.split())
     if ref_words == 0:  # jiwer refuses empty references; every hypothesis word is an insertion
-        return {"hits": 0, "substitutions": 0, "deletions": 0, "insertions": len(hyp.split()), "ref_words": 0}
+        return (0, 0, 0, len(hyp.split()), 0)
     out = jiwer.process_words(ref, hyp if hyp.strip() else "")
-    return {"hits": out.hits, "substitutions": out.substitutions, "deletions": out.deletions,
-            "insertions": out.insertions, "ref_words": ref_words}
+    return (out.hits, out.substitutions, out.deletions, out.insertions, ref_words)
 
 
 def corpus_wer(errors: Iterable[dict[str, int]]) -> float:
@@ -91,6 +90,23 @@ def summarize_samples(samples: Sequence[float]) -> dict[str, float]:
             "p90": float(np.percentile(xs, 90)), "mean": statistics.fmean(xs)}
 
 
+def median_interval(samples: Sequence[float], confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Median with a 95% percentile-bootstrap interval (``scipy.stats.bootstrap``), e.g. of latency ratios.
+
+    >>> median_interval([1.0, 1.1, 0.9, 1.05, 0.95])["median"]
+    1.0
+    """
+    from scipy import stats
+
+    xs = np.asarray(samples, dtype=float)
+    point = float(np.median(xs))
+    if len(xs) < 3 or np.allclose(xs, xs[0]):
+        return {"median": point, "low": point, "high": point}
+    res = stats.bootstrap((xs,), np.median, method="percentile", confidence_level=confidence, n_resamples=2000,
+                          rng=np.random.default_rng(seed))
+    return {"median": point, "low": float(res.confidence_interval.low), "high": float(res.confidence_interval.high)}
+
+
 def spread_pct(samples: Sequence[float]) -> float:
     """How far apart repeated timings lie: (max / min - 1) x 100.
 
@@ -100,26 +116,75 @@ def spread_pct(samples: Sequence[float]) -> float:
     return 100.0 * (max(samples) / min(samples) - 1)
 
 
-def paired_bootstrap_delta(base: Sequence[dict[str, int]], other: Sequence[dict[str, int]],
-                           n_resamples: int = 2000, seed: int = 0) -> dict[str, float]:
-    """ΔWER (other - base, x100) with a 95% paired-bootstrap CI over utterances.
+def speaker(utterance_id: str) -> str:
+    """LibriSpeech speaker of an utterance: ``'1089-134686-0000'`` -> ``'1089'``."""
+    return utterance_id.split("-", 1)[0]
 
-    Both lists hold per-utterance error counts for the same utterances in the
-    same order; each resample draws utterances with replacement and recomputes
-    both corpus WERs on that draw.
+
+def _cluster_sums(arrays: Sequence[np.ndarray], clusters: Sequence[str] | None) -> list[np.ndarray]:
+    if clusters is None:
+        return [np.asarray(a, dtype=float) for a in arrays]
+    keys = sorted(set(clusters))
+    index = np.array([keys.index(c) for c in clusters])
+    return [np.bincount(index, weights=np.asarray(a, dtype=float), minlength=len(keys)) for a in arrays]
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], *, baseline: Sequence[float] | None = None,
+                   clusters: Sequence[str] | None = None, scale: float = 1.0, confidence: float = 0.95,
+                   n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """A ratio of sums ``scale x Σnum / Σden`` (minus ``scale x Σbaseline / Σden`` when paired) with a 95% BCa
+    bootstrap interval (``scipy.stats.bootstrap``, paired).
+
+    Items are utterances; with ``clusters`` (one label per item, e.g. its speaker) whole clusters are resampled
+    instead, which is the honest interval when utterances of one speaker are not independent. Corpus WER,
+    mean KL divergence over token positions and top-1 agreement are all such ratios.
+
+    >>> d = ratio_interval([1, 0, 2, 1], [10, 10, 10, 10], baseline=[0, 0, 1, 1], scale=100)
+    >>> d["delta"], d["low"] <= d["delta"] <= d["high"]
+    (5.0, True)
+    """
+    from scipy import stats
+
+    num = np.asarray(numerators, dtype=float)
+    den = np.asarray(denominators, dtype=float)
+    base = np.zeros_like(num) if baseline is None else np.asarray(baseline, dtype=float)
+    if not (len(num) == len(den) == len(base)) or not len(num):
+        raise ValueError("a paired interval needs the same, non-empty item list for every array")
+    n_items = len(num) if clusters is None else len(set(clusters))
+    num, den, base = _cluster_sums([num, den, base], clusters)
+    point = scale * (num.sum() - base.sum()) / den.sum()
+    out = {"delta": float(point), "low": float(point), "high": float(point), "items": int(n_items),
+           "resampled": "speakers" if clusters is not None else "utterances", "method": "BCa"}
+    per_item = (num - base) / np.where(den > 0, den, 1)
+    if np.allclose(per_item, per_item[0], rtol=0, atol=1e-12) or n_items < 3:  # no spread to resample
+        return out
+
+    def statistic(n, d, b, axis=-1):
+        return scale * (n.sum(axis=axis) - b.sum(axis=axis)) / d.sum(axis=axis)
+
+    for method in ("BCa", "percentile"):  # BCa is undefined when the resampled statistic barely varies
+        res = stats.bootstrap((num, den, base), statistic, paired=True, vectorized=True, method=method,
+                              confidence_level=confidence, n_resamples=n_resamples, rng=np.random.default_rng(seed))
+        lo, hi = res.confidence_interval
+        if np.isfinite(lo) and np.isfinite(hi):
+            out.update(low=float(min(lo, point)), high=float(max(hi, point)), method=method)
+            break
+    return out
+
+
+def paired_bootstrap_delta(base: Sequence[dict[str, int]], other: Sequence[dict[str, int]],
+                           n_resamples: int = 2000, seed: int = 0,
+                           clusters: Sequence[str] | None = None) -> dict[str, float]:
+    """ΔWER (other - base, x100) with a 95% paired BCa bootstrap interval over utterances (or ``clusters``).
+
+    Both lists hold per-utterance error counts for the same utterances in the same order.
     """
     if len(base) != len(other) or not base:
         raise ValueError("paired bootstrap needs the same, non-empty utterance list for both systems")
-    words = np.array([e["ref_words"] for e in base], dtype=float)
-    err_a = np.array([e["substitutions"] + e["deletions"] + e["insertions"] for e in base], dtype=float)
-    err_b = np.array([e["substitutions"] + e["deletions"] + e["insertions"] for e in other], dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(base), size=(n_resamples, len(base)))
-    w = words[idx].sum(axis=1)
-    deltas = 100.0 * (err_b[idx].sum(axis=1) - err_a[idx].sum(axis=1)) / w
-    point = 100.0 * (err_b.sum() - err_a.sum()) / words.sum()
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return {"delta": float(point), "ci_low": float(lo), "ci_high": float(hi)}
+    errors = [[e["substitutions"] + e["deletions"] + e["insertions"] for e in rows] for rows in (base, other)]
+    d = ratio_interval(errors[1], [e["ref_words"] for e in base], baseline=errors[0], clusters=clusters,
+                       scale=100.0, n_resamples=n_resamples, seed=seed)
+    return {**d, "ci_low": d["low"], "ci_high": d["high"]}
 
 
 # --------------------------------------------------------------------------- stored bytes

@@ -10,16 +10,19 @@ commits these files every 10 minutes, so a fresh checkout resumes there too.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from .data import REPO_ROOT
+from .data import REPO_ROOT, read_manifest
+from .decoding import outdated_fields
 
 RESULTS_DIR = REPO_ROOT / "results"
 TRACKED_PACKAGES = ("torch", "transformers", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "jiwer",
@@ -40,11 +43,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def is_outdated(summary: dict[str, Any]) -> bool:
-    """An ok result whose decoding recipe differs from today's (see :func:`lib.transcribe.outdated_decoding`)."""
-    from .transcribe import outdated_decoding
+def is_outdated(summary: dict[str, Any], rows: Callable[[], Iterable[dict[str, Any]]] | None = None) -> bool:
+    """An ok result whose decoding recipe differs from today's (:func:`lib.decoding.outdated_fields`)."""
+    return summary.get("status") == "ok" and bool(outdated_fields(summary.get("decoding"), rows))
 
-    return summary.get("status") == "ok" and bool(outdated_decoding(summary))
+
+def portable(text: str) -> str:
+    """Text (an error, a traceback) with the repository's parent directory replaced by ``..``, so that no
+    committed file names a machine path: ``'/home/me/work/lib/x.py'`` -> ``'../work/lib/x.py'`` when the
+    repository is ``/home/me/work``."""
+    parent = str(REPO_ROOT.parent.resolve())
+    return text.replace(parent + os.sep, ".." + os.sep) if parent != os.sep else text
+
+
+log = logging.getLogger(__name__)
 
 
 class ResultStore:
@@ -74,20 +86,65 @@ class ResultStore:
         """
         if force or not self.exists(slug):
             return None
-        summary = self.load(slug)
-        if retry_failed and summary.get("status") == "failed":
+        summary = self.load_or_none(slug)
+        if summary is None or (retry_failed and summary.get("status") == "failed"):
             return None
-        return None if refresh_outdated and is_outdated(summary) else summary
+        return None if refresh_outdated and self.is_outdated(slug, summary) else summary
+
+    def is_outdated(self, slug: str, summary: dict[str, Any] | None = None) -> bool:
+        summary = summary if summary is not None else self.load(slug)
+        return is_outdated(summary, lambda: self.load_rows(slug))
 
     def state(self, slug: str) -> str:
-        """``pending``, ``failed``, ``outdated`` (ok, but decoded with an older recipe) or ``ok``."""
-        if not self.exists(slug):
+        """``pending`` (also for an unreadable summary), ``failed``, ``outdated`` (ok, but decoded with an older
+        recipe) or ``ok``."""
+        summary = self.load_or_none(slug)
+        if summary is None:
             return "pending"
-        summary = self.load(slug)
-        return "outdated" if is_outdated(summary) else summary.get("status", "pending")
+        return "outdated" if self.is_outdated(slug, summary) else summary.get("status", "pending")
 
     def load(self, slug: str) -> dict[str, Any]:
         return json.loads(self.summary_path(slug).read_text())
+
+    def load_or_none(self, slug: str) -> dict[str, Any] | None:
+        """The summary, or None when there is none or it cannot be read (one log line names the file)."""
+        if not self.exists(slug):
+            return None
+        try:
+            return self.load(slug)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            log.error("unreadable result %s (%s): counted as not done; delete or restore it",
+                      portable(str(self.summary_path(slug))), exc)
+            return None
+
+    def load_lines(self, slug: str) -> list[str]:
+        """The JSONL lines of a result, as stored (a torn last line is dropped)."""
+        path = self.rows_path(slug)
+        if not path.exists():
+            return []
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        try:
+            json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            lines = lines[:-1]
+        return lines
+
+    def valid_lines(self, slug: str, summary: dict[str, Any], today: dict[str, dict[str, str | None]],
+                    data_root: Path | None = None) -> dict[tuple[str, str], str]:
+        """Stored lines whose utterance has today's audio, keyed by ``(split, id)``; see :func:`stored_coverage`."""
+        lines = self.load_lines(slug)
+        rows = [json.loads(line) for line in lines]
+        covered = stored_coverage(summary, rows, data_root)
+        return {(r["split"], r["id"]): line for r, line in zip(rows, lines)
+                if (today.get(r["split"]) or {}).get(r["id"]) is not None
+                and covered.get(r["split"], {}).get(r["id"]) == today[r["split"]][r["id"]]}
+
+    def save_lines(self, slug: str, summary: dict[str, Any], lines: list[str] | None) -> Path:
+        """Like :meth:`save`, with the JSONL given as lines (stored rows are written back unchanged)."""
+        if lines is not None:
+            atomic_write_text(self.rows_path(slug), "".join(line + "\n" for line in lines))
+        atomic_write_text(self.summary_path(slug), json.dumps(summary, indent=1, default=_jsonable) + "\n")
+        return self.summary_path(slug)
 
     def load_rows(self, slug: str) -> list[dict[str, Any]]:
         path = self.rows_path(slug)
@@ -102,14 +159,15 @@ class ResultStore:
         return self.summary_path(slug)
 
     def summaries(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.json"))]
+        """Every readable summary (an unreadable one is named in the log and left out)."""
+        return [s for s in (self.load_or_none(p.stem) for p in sorted(self.root.glob("*.json"))) if s is not None]
 
     def archive_outdated(self, slug: str) -> Path | None:
         """Keep an outdated summary as ``older-decoding/<slug>.json`` before it is re-run (rows are not kept).
 
         The book compares its WER with the refreshed one, so the effect of the decoding change is measured.
         """
-        if not self.exists(slug) or not is_outdated(self.load(slug)):
+        if self.load_or_none(slug) is None or not self.is_outdated(slug):
             return None
         target = self.root / "older-decoding" / f"{slug}.json"
         atomic_write_text(target, self.summary_path(slug).read_text())
@@ -128,13 +186,11 @@ class ResultStore:
 
         Batches decoded with an older recipe are left out: the next run discards them.
         """
-        from .transcribe import outdated_decoding
-
         saved = {}
         for path in sorted((self.root / ".partial").glob(f"{slug}__*.jsonl")):
             lines = path.read_text().splitlines()
             decoding = (stored_key(lines) or {}).get("decoding")  # no recipe: a checkpoint older than the key's decoding field
-            if lines and decoding and not outdated_decoding({"decoding": decoding}):
+            if lines and decoding and not outdated_fields(decoding, rows=lambda: []):
                 saved[path.stem[len(slug) + 2:]] = len(lines) - 1
         return saved
 
@@ -188,6 +244,40 @@ class BatchCheckpoint:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def stored_coverage(summary: dict[str, Any], rows: list[dict[str, Any]], data_root: Path | None = None
+                    ) -> dict[str, dict[str, str | None]]:
+    """``{split: {id: audio sha256}}`` of what a stored result was computed on.
+
+    Newer results record it (``coverage``; rows also carry ``audio_sha256``). For a result from before that, it
+    is recovered from today's ``MANIFEST.tsv`` only when that is provably the manifest the result was computed
+    on, extended: today's manifest restricted to the result's utterances (plus dev-clean) must hash to the
+    manifest hash the result recorded. Otherwise it is empty and the rows are not reused.
+    """
+    if summary.get("coverage"):
+        return summary["coverage"]
+    out: dict[str, dict[str, str | None]] = {}
+    for r in rows:
+        if r.get("audio_sha256"):
+            out.setdefault(r["split"], {})[r["id"]] = r["audio_sha256"]
+    if out or not rows:
+        return out
+    recorded = (summary.get("data") or {}).get("manifest_sha256")
+    if (summary.get("data") or {}).get("kind") != "directory" or data_root is None:
+        return {}
+    manifest_path = Path(data_root) / "MANIFEST.tsv"
+    if not recorded or not manifest_path.exists():
+        return {}
+    ids = {r["id"] for r in rows}
+    lines = manifest_path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split("\t")[1] in ids or line.startswith("dev-clean\t")]
+    if hashlib.sha256("".join(kept).encode()).hexdigest() != recorded:
+        return {}
+    manifest = read_manifest(Path(data_root))
+    for r in rows:
+        out.setdefault(r["split"], {})[r["id"]] = manifest[r["id"]]["sha256_flac"]
+    return out
 
 
 def stored_key(lines: list[str]) -> dict[str, Any] | None:

@@ -1,7 +1,6 @@
-"""One decoding recipe for every configuration, with timing of each batch.
+"""Transcription with the one decoding recipe (:mod:`lib.decoding`), with timing of each batch.
 
-Greedy, English, transcribe, no timestamps, batched, deterministic, and one
-``generate`` call per batch (one 30 s window, as OpenAI's ``whisper.decode``).  Each
+Batched and deterministic; each
 batch is timed (wall and process CPU seconds) after a warm-up batch with a
 fixed thread count; the encoder's share is timed with forward hooks.  A
 batch's time is shared equally among its utterances.
@@ -12,33 +11,19 @@ import time
 from contextlib import contextmanager
 from typing import Any, Sequence
 
-DECODING = {"strategy": "greedy", "num_beams": 1, "do_sample": False, "language": "en",
-            "task": "transcribe", "timestamps": False, "max_new_tokens": 440, "single_generate_call": True}
+from .decoding import END_OF_TEXT, MAX_NEW_TOKENS, RECIPE
+
 # single_generate_call: transformers 5 runs even a 30 s input through its long-form seek loop. When a
 # degraded model emits a timestamp pair, that loop decodes the rest of the window again; when the pair
 # is <|0.00|><|0.00|> the window never advances and the batch decodes forever (quanto dynamic int8,
 # test-other utterance 3005-163389-0001). ``force_unique_generate_call`` keeps the one decode a 30 s
 # window gets; for a batch the loop would have decoded once, the text is the same.
-PER_RUN_KEYS = ("max_new_tokens", "batch_size", "threads")  # set by the run's config, not by the recipe
 
 
-def outdated_decoding(summary: dict[str, Any]) -> list[str]:
-    """Recipe keys where a stored result's decoding differs from today's :data:`DECODING`.
-
-    >>> outdated_decoding({"decoding": {**DECODING, "single_generate_call": None}})
-    ['single_generate_call']
-
-    A result without a decoding recipe (a footprint run) is never outdated.
-    """
-    stored = summary.get("decoding")
-    if not stored:
-        return []
-    return [k for k, v in DECODING.items() if k not in PER_RUN_KEYS and stored.get(k) != v]
-
-
-def decoding_recipe(batch_size: int, threads: int, max_new_tokens: int = 440) -> dict[str, Any]:
-    return {**DECODING, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "threads": threads, "warmup_batches": 1,
-            "timing": "per batch after warm-up; batch time shared equally among its utterances"}
+def decoding_recipe(batch_size: int, threads: int, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
+    """What a result records of how it was decoded: :data:`lib.decoding.RECIPE` plus the run's own settings."""
+    return RECIPE.as_dict(max_new_tokens=max_new_tokens, batch_size=batch_size, threads=threads, warmup_batches=1,
+                          timing="per batch after warm-up; batch time shared equally among its utterances")
 
 
 @contextmanager
@@ -68,25 +53,27 @@ def encoder_timer(model):
 
 def features(processor, audios: Sequence):
     """Log-mel features padded to 30 s, as Whisper expects."""
-    return processor.feature_extractor(list(audios), sampling_rate=16_000, return_tensors="pt").input_features
+    from .data import SAMPLE_RATE
+
+    return processor.feature_extractor(list(audios), sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
 
 
-def generate(model, input_features, max_new_tokens: int = DECODING["max_new_tokens"], **extra):
+def generate(model, input_features, max_new_tokens: int = MAX_NEW_TOKENS, durations: Sequence[float] | None = None,
+             **extra):
+    """``model.generate`` with :data:`~lib.decoding.RECIPE`'s settings; ``durations`` apply its token budget."""
     import torch
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     with torch.no_grad():  # not inference_mode: quanto's int4 kernels refuse inference tensors
-        return model.generate(input_features.to(dtype), language="en", task="transcribe",
-                              return_timestamps=False, num_beams=1, do_sample=False,
-                              force_unique_generate_call=True, max_new_tokens=max_new_tokens, **extra)
+        return model.generate(input_features.to(dtype), **RECIPE.generate_kwargs(max_new_tokens, durations), **extra)
 
 
 def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, threads: int = 2,
-               progress: bool = True, desc: str = "transcribe", max_new_tokens: int = 440,
+               progress: bool = True, desc: str = "transcribe", max_new_tokens: int = MAX_NEW_TOKENS,
                checkpoint=None) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Transcribe utterances; returns per-utterance rows and whole-run timing.
 
-    Each row holds the raw hypothesis (not normalized) and its share of the
+    Each row holds the raw hypothesis (not normalized), its text token ids, and its share of the
     batch's wall/CPU/encoder seconds.  The timing dict separates
     ``model_seconds`` (time inside ``generate``) from ``total_seconds`` (the
     whole loop) so that harness overhead can be measured.  With a
@@ -105,7 +92,8 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
     finished = checkpoint.load() if checkpoint is not None else {}
     todo = [b for b in range(len(batches)) if b not in finished]
     if todo:  # warm-up: one untimed pass over the first batch still to run
-        generate(model, features(processor, [u.audio for u in batches[todo[0]]]), max_new_tokens)
+        first = batches[todo[0]]
+        generate(model, features(processor, [u.audio for u in first]), max_new_tokens, [u.duration for u in first])
     records = []
     with encoder_timer(model) as enc:
         for b in tqdm(range(len(batches)), desc=desc, disable=not progress, unit="batch"):
@@ -117,7 +105,7 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
             feats = features(processor, [u.audio for u in batch])
             enc_before, calls_before = enc["seconds"], enc["calls"]
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            ids = generate(model, feats, max_new_tokens)
+            ids = generate(model, feats, max_new_tokens, [u.duration for u in batch])
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             encoder = enc["seconds"] - enc_before
             texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -126,7 +114,9 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
                      "audio_seconds": round(u.duration, 4), "batch": b, "batch_size": share,
                      "wall_seconds": wall / share, "cpu_seconds": cpu / share, "encoder_seconds": encoder / share,
                      "batch_wall_seconds": wall, "encoder_passes": enc["calls"] - calls_before,
-                     "text_tokens": int((ids[i] < 50257).sum())}
+                     "text_tokens": int((ids[i] < END_OF_TEXT).sum()),
+                     "tokens": [int(t) for t in ids[i] if t < END_OF_TEXT],
+                     "audio_sha256": getattr(u, "sha256", None)}
                     for i, (u, text) in enumerate(zip(batch, texts))]
             record = {"batch": b, "rows": rows,
                       "seconds": {"loop": time.perf_counter() - loop0, "model": wall, "encoder": encoder}}
