@@ -4,8 +4,8 @@ this machine when it is of another CPU class than the one the report's latencies
 Int8 and bf16 kernels follow the instruction set (AVX2 has no int8 dot-product instruction; AVX-512 VNNI
 has one), so a latency ratio measured on one class says little about another. The sweep compares latencies
 on one class only (the class most footprints were timed on); this script records the same measurement
-(``lib.footprint.measure_footprint``: 30 s encoder pass + 32 forced tokens on whisper-small, median of 3,
-paired with fp32 in the same process) on the machine it runs on, into
+(``lib.footprint.measure_footprint``: 30 s encoder pass + 32 forced tokens on whisper-small, fp32 and the
+configuration interleaved in one process, median of per-pair ratios with a bootstrap interval) on the machine it runs on, into
 ``results/footprint/by-cpu/<class>/``, cached per configuration like the sweep. The Footprint chapter puts
 the two classes side by side. Run it with the sweep paused (``touch logs/sweep.pause``), ~2-4 min per
 configuration:

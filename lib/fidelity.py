@@ -65,8 +65,11 @@ def teacher_forced_logprobs(model, input_features, tokens: Sequence[int], encode
         if encoder_hidden is None:
             encoder_hidden = model.get_encoder()(input_features.to(dtype)).last_hidden_state
         decoder = model.model.decoder
-        hidden = decoder(input_ids=ids, encoder_hidden_states=encoder_hidden, use_cache=False).last_hidden_state
-        if hidden.shape[1] != ids.shape[1]:  # a decoder that returns only its last position: step through
+        if hasattr(decoder, "all_positions"):  # an exported decoder that returns only its last position
+            hidden = decoder.all_positions(ids, encoder_hidden)
+        else:
+            hidden = decoder(input_ids=ids, encoder_hidden_states=encoder_hidden, use_cache=False).last_hidden_state
+        if hidden.shape[1] != ids.shape[1]:  # any other decoder that returns only its last position: step through
             hidden = torch.cat([decoder(input_ids=ids[:, : t + 1], encoder_hidden_states=encoder_hidden,
                                         use_cache=False).last_hidden_state[:, -1:] for t in range(ids.shape[1])], 1)
         logits = model.proj_out(hidden[:, len(PROMPT) - 1:-1])[0].float()
@@ -162,6 +165,9 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
                     processor=None, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Compute fidelity rows for the utterances of ``config`` that lack them; return the fidelity summary.
 
+    Only utterances that both the fp32 result and the configuration's own WER result cover are scored, so
+    fidelity and ΔWER are measured on one common set; it grows when the configuration decodes new utterances.
+
     Needs the fp32 result of the same model and splits (its transcripts are the forced tokens); raises
     :class:`FidelityUnavailable` without it. ``model``/``processor`` reuse an already quantized model;
     otherwise the configuration is loaded and quantized here. A failure is saved as a failed summary.
@@ -182,7 +188,9 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
         (r["split"], r["id"]): line for line, r in ((ln, json.loads(ln)) for ln in fstore.load_lines(config.slug))}
     valid = {k: v for k, v in lines.items() if json.loads(v).get("audio_sha256") in
              {u.sha256 for u in utterances if (u.split, u.id) == k}}
-    todo = [u for u in utterances if (u.split, u.id) not in valid and (u.split, u.id) in base]
+    decoded = {(r["split"], r["id"]) for r in store.load_rows(config.slug)} or set(base)
+    todo = [u for u in utterances if (u.split, u.id) not in valid and (u.split, u.id) in base
+            and (u.split, u.id) in decoded]  # where the configuration has a WER row too: one common set
     if stored is not None and stored.get("status") == "failed" and not force:
         return stored
     if not todo and stored is not None:

@@ -133,10 +133,50 @@ def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
     return sorted(jobs, key=rank)
 
 
-def is_done(store: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False) -> bool:
+def is_done(store: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False,
+            todo: int = 0) -> bool:
+    """Done: ok with nothing left to decode (``todo`` utterances), failed (unless retried) or outdated (unless
+    refreshed)."""
     state = store.state(slug)
-    return (state == "ok" or (state == "failed" and not retry_failed)
+    return ((state == "ok" and not todo) or (state == "failed" and not retry_failed)
             or (state == "outdated" and not refresh_outdated))
+
+
+class DataToday:
+    """Today's utterances and their audio hashes, read once per sweep, to count what each job still lacks.
+
+    >>> # DataToday(None).todo(store, job) -> (utterances to decode, utterances without fidelity)
+    """
+
+    def __init__(self, data: str | None = None):
+        self.data, self._by_split = data, {}
+
+    def utterances(self, split: str, limit: int | None):
+        from .data import load_split
+
+        if split not in self._by_split:
+            self._by_split[split] = load_split(split, None, self.data)
+        return self._by_split[split][:limit]
+
+    def todo(self, store: ResultStore, job: Job) -> tuple[int | None, int | None]:
+        """Utterances ``job`` still has to decode and to score for fidelity; ``(None, None)`` without data."""
+        from .data import DataError, coverage, resolve_data_dir
+        from .fidelity import fidelity_store
+
+        c = job.config
+        try:
+            today = coverage({s: self.utterances(s, c.limit) for s in c.split})
+        except DataError:
+            return None, None
+        n = sum(len(v) for v in today.values())
+        summary = store.load_or_none(job.slug)
+        if summary is None or summary.get("status") != "ok":
+            return n, n
+        root = None if self.data == "hub" else resolve_data_dir(self.data)
+        wer = n - len(store.valid_lines(job.slug, summary, today, root))
+        done = {(r["split"], r["id"]): r.get("audio_sha256") for r in fidelity_store(store.root).load_rows(job.slug)}
+        fidelity = sum(1 for s, ids in today.items() for i, sha in ids.items() if done.get((s, i)) != sha)
+        return wer, fidelity
 
 
 def footprint_done(fstore: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False) -> bool:
@@ -171,7 +211,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               data: str | None = None, progress: bool = True, first: Iterable[str] = (),
               last: Iterable[str] = (), footprint: bool = True, pause_file: Path | str | None = None,
               pause_poll_s: float = 10.0, after_job: Callable[[Job], Any] | None = None,
-              during_job: Callable[[Job], Any] | None = None, during_job_every_s: float = 600.0) -> SweepReport:
+              during_job: Callable[[Job], Any] | None = None, during_job_every_s: float = 600.0,
+              fidelity_only: bool = False) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
     ``footprint=False`` skips the whisper-small size/latency runs (WER only).
@@ -183,6 +224,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     ``after_job`` is called with each job that ran, failed or not (e.g. to commit its result files);
     ``during_job`` every ``during_job_every_s`` seconds while a job runs (e.g. to commit its finished batches).
     ``refresh_outdated`` also re-runs results decoded with an older recipe, after every pending job.
+    A finished job whose data grew decodes only the new utterances; ``fidelity_only`` runs just the
+    teacher-forced fidelity pass for every job with a WER result (no decoding, no footprint).
     """
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
@@ -197,17 +240,29 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     if refresh_outdated:
         jobs.sort(key=lambda j: refresh_rank(store, j.slug))
     report = SweepReport()
+    today = DataToday(data)
     for job in jobs:
-        done = (not force and is_done(store, job.slug, retry_failed, refresh_outdated)
-                and (not job.footprint or footprint_done(fstore, job.footprint_slug, retry_failed, refresh_outdated)))
+        wer_todo, fidelity_todo = today.todo(store, job)
+        if wer_todo is None:  # no data here: the run itself will say so
+            wer_todo = fidelity_todo = 0 if not dry_run else None
+        if fidelity_only:
+            done = store.state(job.slug) not in ("ok", "outdated") or not fidelity_todo
+        else:
+            done = (not force and is_done(store, job.slug, retry_failed, refresh_outdated, wer_todo or 0)
+                    and (not job.footprint or footprint_done(fstore, job.footprint_slug, retry_failed,
+                                                             refresh_outdated)))
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
             if dry_run and progress:
                 saved = "" if done else ", ".join(f"{split} {n}" for split, n in store.saved_batches(job.slug).items())
                 state = store.state(job.slug)  # "footprint": only the whisper-small timing is missing or re-timed
                 label = ("done   " if done else "outdated" if state == "outdated"
-                         else "footprint" if state == "ok" else "pending")
-                print(f"{label} {job.slug}" + (f" (batches saved: {saved})" if saved else ""), flush=True)
+                         else "decode" if state == "ok" and wer_todo
+                         else "footprint" if state == "ok" and not fidelity_only else
+                         "fidelity" if fidelity_only else "pending")
+                counts = (f" (to decode: {wer_todo}, without fidelity: {fidelity_todo})" if wer_todo is not None
+                          else " (data unavailable: utterances not counted)")
+                print(f"{label} {job.slug}" + (f" (batches saved: {saved})" if saved else "") + counts, flush=True)
             continue
         wait_while_paused(pause_file, pause_poll_s)
         started = time.time()
@@ -216,7 +271,11 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                     else contextlib.nullcontext())
         try:
             with periodic:
-                if use_notebooks:
+                if fidelity_only:
+                    from .fidelity import ensure_fidelity
+
+                    ensure_fidelity(job.config, results_dir=store.root, data=data, progress=progress)
+                elif use_notebooks:
                     execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
                                      retry_failed=retry_failed, refresh_outdated=refresh_outdated)
                 else:

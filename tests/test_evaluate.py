@@ -101,7 +101,9 @@ def test_a_checkpoint_from_another_configuration_is_not_reused(fake_librispeech,
 
 def test_saved_batches_leave_out_checkpoints_of_an_older_decoding(tmp_path):
     from lib.results import BatchCheckpoint
-    from lib.transcribe import DECODING
+    from lib.decoding import RECIPE
+
+    DECODING = RECIPE.as_dict()
 
     store, record = ResultStore(tmp_path), {"batch": 0, "rows": [], "seconds": {"loop": 1.0}}
     store.checkpoint("s", "test-clean", {"decoding": dict(DECODING)}).append(record)

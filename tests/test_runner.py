@@ -220,7 +220,9 @@ def test_dry_run_says_when_only_the_footprint_is_left(tmp_path, capsys):
 
 def test_dry_run_shows_the_batches_an_interrupted_run_kept(grid, tmp_path, capsys):
     slug = expand_grid(grid)[0].slug
-    from lib.transcribe import DECODING
+    from lib.decoding import RECIPE
+
+    DECODING = RECIPE.as_dict()
 
     checkpoint = ResultStore(tmp_path / "r").checkpoint(slug, "test-clean", {"slug": slug, "decoding": dict(DECODING)})
     for b in range(3):
@@ -280,7 +282,9 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
 
 def test_refresh_order_is_new_rows_then_the_fp32_reference_then_the_highest_wer(tmp_path):
     from lib.runner import refresh_rank
-    from lib.transcribe import DECODING
+    from lib.decoding import RECIPE
+
+    DECODING = RECIPE.as_dict()
 
     store = ResultStore(tmp_path)
     older = {k: v for k, v in DECODING.items() if k != "single_generate_call"}

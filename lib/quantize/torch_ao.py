@@ -264,6 +264,10 @@ def _pt2e_decoder(model, processor, calibration, tokens: int) -> dict[str, int]:
             return BaseModelOutputWithPastAndCrossAttentions(
                 last_hidden_state=self.graph(input_ids, encoder_hidden_states)[:, -1:])
 
+        def all_positions(self, input_ids, encoder_hidden_states):
+            """Hidden states at every position (the teacher-forced fidelity pass needs them all)."""
+            return self.graph(input_ids, encoder_hidden_states)
+
     decoder, config = model.model.decoder, model.config
     start = torch.tensor([[config.decoder_start_token_id]])
     transcripts = []  # (token ids, encoder output) per calibration utterance, from the current model
