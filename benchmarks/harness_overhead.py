@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from lib.data import load_split
-from lib.evaluate import score_rows
+from lib.scoring import score_rows
 from lib.models import load_model
 from lib.transcribe import transcribe
 

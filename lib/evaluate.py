@@ -98,7 +98,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
                                "decoding": decoding_recipe(config.batch_size, config.threads, config.max_new_tokens),
                                "data": data_info, "environment": environment(config.threads),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    sessions = list((stored or {}).get("sessions") or ([session_record(stored)] if kept and stored else []))
+    sessions = (list(stored.get("sessions") or [session_record(stored)]) if kept and stored else [])
     stage = "load"
     try:
         import torch
@@ -144,6 +144,8 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         lines = merged_lines(utterances, kept, new_rows)
         rows_all = [json.loads(line) for line in lines]
         summary["metrics"] = metrics_by_split(rows_all, config.split)
+        for split, timing in timings.items():  # this session's timing of the split it decoded
+            summary["metrics"][split]["timing"] = timing
         summary["harness"] = sessions[-1]["harness"]
         summary["sessions"] = sessions
         summary["coverage"] = today

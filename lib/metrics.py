@@ -207,7 +207,7 @@ def paired_bootstrap_delta(base: Sequence[dict[str, int]], other: Sequence[dict[
     errors = [[e["substitutions"] + e["deletions"] + e["insertions"] for e in rows] for rows in (base, other)]
     d = ratio_interval(errors[1], [e["ref_words"] for e in base], baseline=errors[0], clusters=clusters,
                        scale=100.0, n_resamples=n_resamples, seed=seed)
-    return {**d, "ci_low": d["low"], "ci_high": d["high"]}
+    return {"delta": d["delta"], "ci_low": d["low"], "ci_high": d["high"]}
 
 
 # --------------------------------------------------------------------------- stored bytes

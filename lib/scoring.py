@@ -67,8 +67,9 @@ def compare_wer(base: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]],
     b, o = common_rows(score_rows(base), score_rows(other), split)
     if not b:
         return None
+    speakers = [speaker(r["id"]) for r in b]
     utt = paired_bootstrap_delta(b, o)
-    spk = paired_bootstrap_delta(b, o, clusters=[speaker(r["id"]) for r in b])
-    return {"delta": utt["delta"], "low": utt["low"], "high": utt["high"], "low_spk": spk["low"],
-            "high_spk": spk["high"], "utterances": len(b), "speakers": spk["items"],
+    spk = paired_bootstrap_delta(b, o, clusters=speakers)
+    return {"delta": utt["delta"], "low": utt["ci_low"], "high": utt["ci_high"], "low_spk": spk["ci_low"],
+            "high_spk": spk["ci_high"], "utterances": len(b), "speakers": len(set(speakers)),
             "ref_words": sum(r["ref_words"] for r in b), "wer_base": corpus_wer(b), "wer": corpus_wer(o)}

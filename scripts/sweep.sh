@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The full sweep (resumable: finished slugs are skipped). Headline configurations run first, then the rest in
+# The full sweep (resumable: finished slugs are skipped; a finished configuration decodes only the utterances
+# it lacks when the data grow). Headline configurations run first, then the rest in
 # grid order, then the slow rows listed in `last`.
 #   nohup bash scripts/sweep.sh > logs/sweep.log 2>&1 &
 # Pause between configurations with `touch logs/sweep.pause` (resume: `rm logs/sweep.pause`). Each finished
@@ -28,6 +29,13 @@ last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g1
       torchao-wo-int4-g64-computebf16 torchao-wo-int4-g128-computebf16 torchao-wo-int4-g32-computebf16
       hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e)
 for l in "${last[@]}"; do args+=(--last "$l"); done
+grids=(experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml experiments/granularity.yml
+       experiments/scope.yml)
+# 1. the fp32 reference on any utterance it lacks (every ΔWER and every KLD is against it)
+.venv/bin/python -m lib sweep experiments/baseline.yml --only __fp32__ --pause-file logs/sweep.pause --commit
+# 2. the teacher-forced fidelity pass for every configuration with a WER result (about a third of a WER run)
+.venv/bin/python -m lib sweep "${grids[@]}" "${args[@]}" --fidelity-only --pause-file logs/sweep.pause --commit
+# 3. WER: new configurations, then utterances a configuration lacks, then the refresh of older decodings
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
   experiments/granularity.yml experiments/scope.yml "${args[@]}" --pause-file logs/sweep.pause --commit \
   --refresh-outdated "$@"

@@ -21,7 +21,11 @@ def test_end_to_end_writes_summary_and_rows(tiny_config, fake_librispeech, tmp_p
     assert summary["size"]["compression_pct"] == pytest.approx(0.0)
     rows = ResultStore(tmp_path).load_rows(tiny_config.slug)
     assert [r["id"] for r in rows] == ["1089-134686-0000", "61-70968-0000"]
-    assert {"hypothesis", "reference", "wall_seconds", "cpu_seconds", "substitutions"} <= set(rows[0])
+    assert {"hypothesis", "reference", "wall_seconds", "cpu_seconds", "tokens", "audio_sha256"} <= set(rows[0])
+    assert "substitutions" not in rows[0]  # raw output only: errors are counted when results are loaded
+    from lib.scoring import score_rows
+
+    assert {"substitutions", "ref_words"} <= set(score_rows(rows)[0])
     assert [r["encoder_passes"] for r in rows] == [1, 1]  # one batch, one encoder pass
 
 

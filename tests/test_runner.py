@@ -205,7 +205,7 @@ def test_dry_run_lists_pending_slugs_without_running(grid, tmp_path, capsys):
     assert capsys.readouterr().out.count("pending ") == 4
 
 
-def test_dry_run_says_when_only_the_footprint_is_left(tmp_path, capsys):
+def test_dry_run_says_when_only_the_footprint_is_left(tmp_path, data, capsys):
     grid = write_grid(tmp_path, f"""
         title: test
         {TINY_DEFAULTS}
@@ -213,7 +213,8 @@ def test_dry_run_says_when_only_the_footprint_is_left(tmp_path, capsys):
           - {{library: none}}
     """)
     job = expand_grid(grid)[0]
-    ResultStore(tmp_path / "r").save(job.slug, {"status": "ok"})
+    run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", footprint=False, progress=False)
+    capsys.readouterr()
     run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", dry_run=True)
     assert capsys.readouterr().out.startswith(f"footprint {job.slug}")
 

@@ -1,0 +1,113 @@
+"""What to ship on each CPU class, chosen by code from the study's table (no pick is typed by hand).
+
+Three goals per CPU class, each answered by one configuration (or "none qualifies"):
+
+- **fastest** within the accuracy budget (:data:`ACCURACY_BUDGET`): the lowest latency ratio on that class;
+  configurations whose latency interval overlaps the winner's are named as ties, never ranked;
+- **smallest with no measurable loss** (:data:`NO_LOSS`): the smallest stored size on the whisper-small
+  architecture whose ΔWER intervals include zero on both splits and whose fidelity to fp32 is within bounds;
+- **maximum compression that still works** (:data:`STILL_WORKS`): the smallest stored size that has not
+  collapsed.
+
+Every WER bound uses the speaker-resampled 95% interval (the more honest one on this sample), on both splits.
+The table's columns are the plain names of :mod:`lib.tables` (``delta_wer_other_high_spk``, ``agree_other``,
+``small_mb``, ``latency_ratio_<class>``...).
+
+>>> class_column("AVX-512 VNNI")
+'latency_ratio_avx_512_vnni'
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+SPLITS = ("clean", "other")
+ACCURACY_BUDGET = {"max_delta_wer_high": 1.5, "min_agreement": 98.0}
+NO_LOSS = {"max_delta_nll_high": 0.01, "min_agreement": 99.0}
+STILL_WORKS = {"max_delta_wer_other_high": 5.0, "min_agreement": 95.0}
+AVOID = {"min_delta_wer_low": 5.0, "max_agreement": 90.0, "min_latency_ratio": 2.0}
+
+
+def class_column(cpu_class: str, suffix: str = "") -> str:
+    """Column of a latency ratio measured on ``cpu_class`` (``suffix``: ``'_low'``/``'_high'``)."""
+    return "latency_ratio_" + re.sub(r"[^a-z0-9]+", "_", cpu_class.lower()).strip("_") + suffix
+
+
+def _value(row, key: str) -> float:
+    v = row.get(key) if hasattr(row, "get") else None
+    return float(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) else float("nan")
+
+
+def _all(row, key: str, test) -> bool:
+    values = [_value(row, key.format(split=s)) for s in SPLITS]
+    return all(not math.isnan(v) and test(v) for v in values)
+
+
+def within_accuracy_budget(row) -> bool:
+    """ΔWER upper bound ≤ 1.5 points and top-1 agreement ≥ 98% on both splits."""
+    b = ACCURACY_BUDGET
+    return (_all(row, "delta_wer_{split}_high_spk", lambda v: v <= b["max_delta_wer_high"])
+            and _all(row, "agree_{split}", lambda v: v >= b["min_agreement"]))
+
+
+def no_measurable_loss(row) -> bool:
+    """ΔWER interval includes 0 (or lies below it), ΔNLL upper bound ≤ 0.01 nats/token, agreement ≥ 99%,
+    on both splits."""
+    b = NO_LOSS
+    return (_all(row, "delta_wer_{split}_low_spk", lambda v: v <= 0)
+            and _all(row, "dnll_{split}_high", lambda v: v <= b["max_delta_nll_high"])
+            and _all(row, "agree_{split}", lambda v: v >= b["min_agreement"]))
+
+
+def still_works(row) -> bool:
+    """Not collapsed: ΔWER on test-other at most +5 points (upper bound) and agreement ≥ 95% on both splits."""
+    b = STILL_WORKS
+    return (_value(row, "delta_wer_other_high_spk") <= b["max_delta_wer_other_high"]
+            and _all(row, "agree_{split}", lambda v: v >= b["min_agreement"]))
+
+
+def avoid_reason(row, cpu_class: str) -> str | None:
+    """Why a configuration is to be avoided on ``cpu_class``, or None."""
+    if row.get("status") == "failed":
+        return "fails to run: " + str(row.get("error") or "")[:80]
+    low = _value(row, "delta_wer_other_low_spk")
+    agree = min(_value(row, "agree_clean"), _value(row, "agree_other"))
+    if low >= AVOID["min_delta_wer_low"] or agree < AVOID["max_agreement"]:
+        return (f"collapses: ΔWER other ≥ {low:+.1f} points" if low >= AVOID["min_delta_wer_low"]
+                else f"top-1 agreement with fp32 only {agree:.1f}%")
+    ratio = _value(row, class_column(cpu_class))
+    if ratio >= AVOID["min_latency_ratio"]:
+        return f"{ratio:.1f}× slower than fp32 on {cpu_class}"
+    return None
+
+
+def _pick(candidates, key: str, reason: str, cpu_class: str, tie_low: str | None = None,
+          tie_high: str | None = None) -> dict[str, Any]:
+    rows = [r for r in candidates if not math.isnan(_value(r, key))]
+    if not rows:
+        return {"configuration": None, "reason": "no configuration qualifies"}
+    best = min(rows, key=lambda r: _value(r, key))
+    ties = []
+    if tie_low and tie_high:
+        hi = _value(best, tie_high)
+        ties = [r["configuration"] for r in rows if r is not best and _value(r, tie_low) <= hi]
+    return {"configuration": best["configuration"], "slug": best["slug"], "row": best, "reason": reason,
+            "ties": ties, "cpu_class": cpu_class}
+
+
+def ship_box(df, cpu_class: str) -> dict[str, Any]:
+    """The three picks and the configurations to avoid on one CPU class."""
+    rows = [r for _, r in df.iterrows() if r.get("status") == "ok" and r.get("library") != "fp32"]
+    timed = [r for r in rows if not math.isnan(_value(r, class_column(cpu_class)))]
+    fastest = _pick([r for r in timed if within_accuracy_budget(r)], class_column(cpu_class),
+                    "lowest latency ratio within the accuracy budget", cpu_class,
+                    class_column(cpu_class, "_low"), class_column(cpu_class, "_high"))
+    smallest = _pick([r for r in rows if no_measurable_loss(r)], "small_mb",
+                     "smallest stored size with no measurable loss", cpu_class)
+    maximum = _pick([r for r in rows if still_works(r)], "small_mb",
+                    "smallest stored size that has not collapsed", cpu_class)
+    avoid = [{"configuration": r["configuration"], "slug": r["slug"], "reason": why}
+             for _, r in df.iterrows() for why in [avoid_reason(r, cpu_class)] if why]
+    return {"cpu_class": cpu_class, "fastest": fastest, "smallest_no_loss": smallest, "max_compression": maximum,
+            "avoid": avoid}
