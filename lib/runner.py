@@ -256,7 +256,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             if dry_run and progress:
                 saved = "" if done else ", ".join(f"{split} {n}" for split, n in store.saved_batches(job.slug).items())
                 state = store.state(job.slug)  # "footprint": only the whisper-small timing is missing or re-timed
-                label = ("done   " if done else "outdated" if state == "outdated"
+                label = ("outdated" if state == "outdated" else "done   " if done
                          else "decode" if state == "ok" and wer_todo
                          else "footprint" if state == "ok" and not fidelity_only else
                          "fidelity" if fidelity_only else "pending")
