@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(execute_chapter(name, params if a.names != ["all"] else None))
             return 0
         if a.command == "table":
-            from .report import compact_table, study_table
+            from .display import compact_table
+            from .tables import study_table
 
             table = compact_table(study_table(a.limit))
             if a.status:

@@ -11,6 +11,7 @@ import time
 import traceback
 from typing import Any
 
+from .checks import check_run
 from .config import ConfigError, RunConfig
 from .data import DataError, calibration_set, describe_data, jfk_path, load_audio, load_split
 from .metrics import corpus_wer, rtfx, serialized_bytes, stored_bytes, summarize_samples, utterance_errors
@@ -74,6 +75,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
     stored = store.reusable(config.slug, force, retry_failed, refresh_outdated)
     if stored is not None:
         return stored
+    check_run(config)  # backend support and model source: a bad spec fails here, before any data or model work
     if force:
         store.discard_checkpoints(config.slug)
     refreshing = refresh_outdated and store.archive_outdated(config.slug) is not None

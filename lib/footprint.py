@@ -15,9 +15,11 @@ import time
 import traceback
 from typing import Any
 
-from .config import ConfigError, QuantSpec
+from .checks import check_quant
+from .config import ConfigError, QuantSpec, footprint_slug
 from .data import DataError
 from .metrics import serialized_bytes, stored_bytes, summarize_samples
+from .models import FIRST_TIMESTAMP, check_model_spec
 from .results import RESULTS_DIR, ResultStore, environment
 
 FORCED_TOKENS = 32
@@ -32,8 +34,6 @@ def _mask_timestamps():
     """
     import torch
     from transformers import LogitsProcessor
-
-    from .models import FIRST_TIMESTAMP
 
     class MaskTimestamps(LogitsProcessor):
         def __call__(self, input_ids, scores):
@@ -67,12 +67,6 @@ def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
             **summarize_samples(samples)}
 
 
-def footprint_slug(spec: QuantSpec, model: str) -> str:
-    from .config import model_tag
-
-    return f"{model_tag(model)}__{spec.slug}__footprint"
-
-
 def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", repeats: int = 3, threads: int = 2,
                       results_dir=None, force: bool = False, data: str | None = None,
                       retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
@@ -81,8 +75,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     ``refresh_outdated`` also re-measures a result whose latency came from another CPU class than the
     study's (:func:`measured_elsewhere`).
     """
-    from .models import check_model_spec
-
+    check_quant(spec)
     kind, _name = check_model_spec(model)
     if kind not in ("footprint", "test"):
         raise ConfigError(f"footprint runs on footprint:whisper-small (random weights), not {model!r}")

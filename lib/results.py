@@ -11,6 +11,7 @@ commits these files every 10 minutes, so a fresh checkout resumes there too.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -19,8 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from .data import REPO_ROOT
+from .paths import REPO_ROOT, relative_to_repo
 
+log = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "results"
 TRACKED_PACKAGES = ("torch", "transformers", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "jiwer",
                     "whisper-normalizer", "numpy", "datasets", "soundfile", "scipy")
@@ -38,6 +40,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CorruptResult(ValueError):
+    """A summary file that is not valid JSON (a torn copy, a merge conflict); the message names file and line."""
+
+
+_reported: set[str] = set()
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The JSON in ``path``; :class:`CorruptResult` (one line naming the file and line) when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CorruptResult(f"{relative_to_repo(path)}, line {exc.lineno}: not valid JSON ({exc.msg}); "
+                            "its configuration counts as not done until the file is fixed or re-run") from None
+
+
+def read_summary_or_none(path: Path) -> dict[str, Any] | None:
+    """Like :func:`read_summary`, but an unreadable file is logged once (one line) and read as None."""
+    try:
+        return read_summary(path)
+    except CorruptResult as exc:
+        if str(path) not in _reported:
+            _reported.add(str(path))
+            log.warning("%s", exc)
+        return None
 
 
 def is_outdated(summary: dict[str, Any]) -> bool:
@@ -63,7 +92,11 @@ class ResultStore:
         return self.summary_path(slug).exists()
 
     def status(self, slug: str) -> str | None:
-        return self.load(slug).get("status") if self.exists(slug) else None
+        return (self.get(slug) or {}).get("status")
+
+    def get(self, slug: str) -> dict[str, Any] | None:
+        """The summary, or None when there is none or it is unreadable (:func:`read_summary_or_none`)."""
+        return read_summary_or_none(self.summary_path(slug)) if self.exists(slug) else None
 
     def reusable(self, slug: str, force: bool = False, retry_failed: bool = False,
                  refresh_outdated: bool = False) -> dict[str, Any] | None:
@@ -72,22 +105,22 @@ class ResultStore:
         ``force`` re-runs anything; ``retry_failed`` re-runs only a stored failure;
         ``refresh_outdated`` re-runs a result decoded with an older recipe (:func:`is_outdated`).
         """
-        if force or not self.exists(slug):
+        summary = None if force else self.get(slug)
+        if summary is None:
             return None
-        summary = self.load(slug)
         if retry_failed and summary.get("status") == "failed":
             return None
         return None if refresh_outdated and is_outdated(summary) else summary
 
     def state(self, slug: str) -> str:
         """``pending``, ``failed``, ``outdated`` (ok, but decoded with an older recipe) or ``ok``."""
-        if not self.exists(slug):
+        summary = self.get(slug)  # an unreadable summary counts as not done
+        if summary is None:
             return "pending"
-        summary = self.load(slug)
         return "outdated" if is_outdated(summary) else summary.get("status", "pending")
 
     def load(self, slug: str) -> dict[str, Any]:
-        return json.loads(self.summary_path(slug).read_text())
+        return read_summary(self.summary_path(slug))
 
     def load_rows(self, slug: str) -> list[dict[str, Any]]:
         path = self.rows_path(slug)
@@ -102,14 +135,15 @@ class ResultStore:
         return self.summary_path(slug)
 
     def summaries(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.json"))]
+        """Every readable summary in the folder (an unreadable one is logged and left out)."""
+        return [s for p in sorted(self.root.glob("*.json")) if (s := read_summary_or_none(p)) is not None]
 
     def archive_outdated(self, slug: str) -> Path | None:
         """Keep an outdated summary as ``older-decoding/<slug>.json`` before it is re-run (rows are not kept).
 
         The book compares its WER with the refreshed one, so the effect of the decoding change is measured.
         """
-        if not self.exists(slug) or not is_outdated(self.load(slug)):
+        if not is_outdated(self.get(slug) or {}):
             return None
         target = self.root / "older-decoding" / f"{slug}.json"
         atomic_write_text(target, self.summary_path(slug).read_text())
@@ -118,7 +152,8 @@ class ResultStore:
     def older_decoding(self) -> dict[str, dict[str, Any]]:
         """Archived outdated summaries by slug (see :meth:`archive_outdated`)."""
         folder = self.root / "older-decoding"
-        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        found = {p.stem: read_summary_or_none(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        return {slug: summary for slug, summary in found.items() if summary is not None}
 
     def checkpoint(self, slug: str, split: str, key: dict[str, Any]) -> "BatchCheckpoint":
         return BatchCheckpoint(self.root / ".partial" / f"{slug}__{split}.jsonl", key)

@@ -1,27 +1,17 @@
-"""Expand YAML experiment grids and run each configuration once (papermill by default).
-
-A grid file declares the configurations of one chapter::
-
-    title: Bit-width
-    defaults: {model: embedded:whisper-base, split: [test-clean, test-other]}
-    footprint: true            # also measure size/latency on the whisper-small architecture
-    runs:                      # one configuration per entry (QuantSpec fields)
-      - {library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}
-    expand:                    # list values are crossed: 2 x 3 = 6 configurations
-      - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
+"""Run each configuration of the YAML grids (:mod:`lib.grids`) once, through papermill by default.
 
 Finished slugs are skipped unless forced; every failure is collected and
-reported at the end without stopping the sweep.
+reported at the end without stopping the sweep (an unreadable result file counts as not done).
 
->>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
-['int432', 'int464', 'int332', 'int364']
+>>> from types import SimpleNamespace as J
+>>> [j.slug for j in prioritize([J(slug="slow"), J(slug="a")], [], ["slow"])]
+['a', 'slow']
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
-import itertools
 import os
 import tempfile
 import time
@@ -30,75 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import ConfigError, QuantSpec, RunConfig
-from .data import REPO_ROOT
-from .footprint import footprint_slug
+from .config import ConfigError, model_tag
+from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
+from .paths import REPO_ROOT
 from .results import RESULTS_DIR, ResultStore
 
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
 RUNS_DIR = REPO_ROOT / "book" / "runs"
 LOG_DIR = REPO_ROOT / "logs" / "runs"  # live stdout/stderr of each per-configuration notebook (not committed)
-RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
-
-
-def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cartesian product over the list-valued fields of one ``expand`` entry."""
-    keys = list(entry)
-    values = [v if isinstance(v, list) and k != "split" else [v] for k, v in entry.items()]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One configuration of a grid: WER on real weights, optionally footprint on whisper-small."""
-
-    grid: str
-    config: RunConfig
-    footprint: bool = True
-    footprint_model: str = "footprint:whisper-small"
-
-    @property
-    def slug(self) -> str:
-        return self.config.slug
-
-    @property
-    def footprint_slug(self) -> str:
-        return footprint_slug(self.config.quant, self.footprint_model)
-
-
-def load_grid(path: Path | str) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"grid file {str(path)!r} not found; grids live in {EXPERIMENTS_DIR}")
-    data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
-    if unknown:
-        raise ConfigError(f"{path.name}: unknown grid key(s) {sorted(unknown)}")
-    return data
-
-
-def expand_grid(path: Path | str, overrides: dict[str, Any] | None = None) -> list[Job]:
-    """All jobs of a grid, in file order, duplicates removed; ``overrides`` replace run defaults."""
-    data = load_grid(path)
-    defaults = {**(data.get("defaults") or {}), **(overrides or {})}
-    if set(defaults) - RUN_FIELDS:
-        raise ConfigError(f"{Path(path).name}: defaults may only set {sorted(RUN_FIELDS)}")
-    entries = [dict(e) for e in data.get("runs") or []]
-    for entry in data.get("expand") or []:
-        entries += cross(entry)
-    jobs, seen = [], set()
-    for entry in entries:
-        run_fields = {k: entry.pop(k) for k in list(entry) if k in RUN_FIELDS}
-        config = RunConfig.from_dict({**defaults, **run_fields, "quant": QuantSpec.from_dict(entry)})
-        if config.slug in seen:
-            continue
-        seen.add(config.slug)
-        jobs.append(Job(Path(path).stem, config, bool(data.get("footprint", True)),
-                        data.get("footprint_model", "footprint:whisper-small")))
-    return jobs
 
 
 @dataclass
@@ -239,6 +168,14 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     return report
 
 
+def run_chapter_grid(grid: str, limit: int | None = None, footprint: bool = True, **options: Any) -> SweepReport:
+    """Run the configurations of a chapter's grid that have no result yet, with the fp32 run each ΔWER compares
+    against (``baseline.yml`` with the same ``limit``); a chapter's ``run_missing`` cell calls this before it
+    loads its table. ``footprint=False`` makes the runs WER-only; ``options`` go to :func:`run_grids`."""
+    overrides = {"limit": limit} if limit else None
+    return run_grids([grid_path("baseline"), grid_path(grid)], overrides=overrides, footprint=footprint, **options)
+
+
 def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), repo: Path | str | None = None,
                    kind: str = "result") -> bool:
     """Commit only ``paths`` after ``job`` finished, so a sweep that outlives the session keeps its results.
@@ -247,12 +184,10 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
     Returns False, with git's reason printed, when git refuses (nothing new, or another commit holds the
     index lock); the files then wait for the next commit.
     """
-    from .report import describe_spec
-
     repo = Path(repo or REPO_ROOT)
     identity = [] if _git(repo, "config", "user.email").stdout.strip() else [
         "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
-    message = f"Sweep {kind}: {describe_spec(job.config.quant.to_dict())} ({job.slug})"
+    message = f"Sweep {kind}: {job.config.quant.label} ({job.slug})"
     existing = [p for p in paths if (repo / p).exists()]
     steps = {"add": ["add", "--", *existing],
              "commit": [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]}
@@ -344,12 +279,9 @@ def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force:
 
 def run_title(job: Job) -> str:
     """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, first 2)'``."""
-    from .config import model_tag
-    from .report import describe_spec
-
     c = job.config
     scope = f"first {c.limit}" if c.limit else "all utterances"
-    return f"Run: {describe_spec(c.quant.to_dict())} ({model_tag(c.model)}, {scope})"
+    return f"Run: {c.quant.label} ({model_tag(c.model)}, {scope})"
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,

@@ -186,7 +186,7 @@ def test_static_activation_ablation_emulates_torch_ao_and_isolates_each_activati
     again = static_activation_ablation("test:tiny", calibration=2, data=str(fake_librispeech), results_dir=tmp_path)
     assert again["started"] == summary["started"]  # cached, not re-run
 
-    from lib.report import STATIC_ABLATION_FACTS, static_ablation
+    from lib.benchmark_files import STATIC_ABLATION_FACTS, static_ablation
 
     table, facts = static_ablation(results_dir=tmp_path, model="test:tiny", calibration=2)
     assert len(table) == len(error) and set(facts) == {f"static_ablation_{k}" for k in STATIC_ABLATION_FACTS}

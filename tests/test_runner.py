@@ -6,7 +6,8 @@ import pytest
 
 from lib.config import ConfigError
 from lib.results import ResultStore
-from lib.runner import Job, commit_results, execute_notebook, expand_grid, run_grids, sweep_status
+from lib.grids import Job, expand_grid
+from lib.runner import commit_results, execute_notebook, run_grids, sweep_status
 
 TINY_DEFAULTS = "defaults: {model: 'test:tiny', split: [test-clean], limit: 1, threads: 1, max_new_tokens: 4}"
 
@@ -272,7 +273,7 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     assert store.load(old)["decoding"]["single_generate_call"] is True
     assert list(store.older_decoding()) == [old]  # the old summary is kept to measure what the change did
 
-    from lib.report import decoding_changes
+    from lib.decoding_audit import decoding_changes
 
     changes = decoding_changes(tmp_path / "r")
     assert list(changes.columns) == ["WER clean older", "WER clean one call", "ΔWER clean"] and len(changes) == 1
