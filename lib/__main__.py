@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from .checks import check_run
 from .config import ConfigError, QuantSpec, RunConfig
 
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = RunConfig(model=a.model, split=tuple(a.split or ("test-clean", "test-other")), limit=a.limit,
                                quant=_spec(a), batch_size=a.batch_size, threads=a.threads)
+            check_run(config)
             summary = evaluate(config, data=a.data, results_dir=a.results or RESULTS_DIR, force=a.force)
             print(_one_line(summary))
             return 0 if summary.get("status") == "ok" else 1

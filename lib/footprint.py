@@ -17,10 +17,12 @@ from typing import Any
 
 from .checks import check_quant
 from .config import ConfigError, QuantSpec, footprint_slug
-from .data import DataError
+from .data import DataError, calibration_set
 from .metrics import serialized_bytes, stored_bytes, summarize_samples
-from .models import FIRST_TIMESTAMP, check_model_spec
-from .results import RESULTS_DIR, ResultStore, environment
+from .models import FIRST_TIMESTAMP, check_model_spec, load_model
+from .quantize import quantize
+from .results import RESULTS_DIR, ResultStore, cpu_label, environment, reference_cpu, result_cpu
+from .transcribe import encoder_timer, features, generate
 
 FORCED_TOKENS = 32
 FOOTPRINT_DIR = RESULTS_DIR / "footprint"
@@ -47,8 +49,6 @@ def time_forced_generate(model, input_features, repeats: int) -> dict[str, Any]:
     """Raw wall seconds of encoder + 32 forced tokens, after one warm-up run."""
     import transformers
     from transformers import LogitsProcessorList
-
-    from .transcribe import encoder_timer, generate
 
     kwargs = dict(max_new_tokens=FORCED_TOKENS, min_new_tokens=FORCED_TOKENS,
                   logits_processor=LogitsProcessorList([_mask_timestamps()]))
@@ -86,7 +86,6 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     stored = store.reusable(slug, force, retry_failed)
     if stored is not None and not (refresh_outdated and measured_elsewhere(stored, store)):
         return stored
-    from .data import calibration_set
 
     calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None
     summary: dict[str, Any] = {"slug": slug, "kind": "footprint", "model_spec": model, "quant": spec.to_dict(),
@@ -96,10 +95,6 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     try:
         import numpy as np
         import torch
-
-        from .models import load_model
-        from .quantize import quantize
-        from .transcribe import features
 
         torch.set_num_threads(threads)
         loaded = load_model(model, needs_weights=False)
@@ -139,7 +134,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
 def measured_elsewhere(summary: dict[str, Any], store: ResultStore) -> bool:
     """True for a finished footprint timed on another CPU class than most of ``store`` while this machine is of
     that class: its latency ratio is not comparable with the others, and re-measuring it here makes it so."""
-    from .results import cpu_description, cpu_label, reference_cpu, result_cpu
+    from .results import cpu_description  # looked up at call time: tests fake this machine's CPU
 
     if summary.get("status") != "ok":
         return False

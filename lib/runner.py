@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import ConfigError, model_tag
+from .footprint import measured_elsewhere
 from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
 from .paths import REPO_ROOT
-from .results import RESULTS_DIR, ResultStore
+from .results import RESULTS_DIR, ResultStore, result_cpu
 
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
 RUNS_DIR = REPO_ROOT / "book" / "runs"
@@ -71,8 +72,6 @@ def is_done(store: ResultStore, slug: str, retry_failed: bool, refresh_outdated:
 def footprint_done(fstore: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False) -> bool:
     """Like :func:`is_done`; with ``refresh_outdated`` a footprint timed on another CPU class than the study's
     is not done when this machine is of the study's class (:func:`lib.footprint.measured_elsewhere`)."""
-    from .footprint import measured_elsewhere
-
     if not is_done(fstore, slug, retry_failed):
         return False
     return not (refresh_outdated and measured_elsewhere(fstore.load(slug), fstore))
@@ -255,7 +254,7 @@ def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> No
 def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,
             progress: bool = True, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
     """What the per-configuration notebook does, without papermill."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate  # looked up at call time, so tests can stand in for a run
     from .footprint import measure_footprint
 
     out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress,
@@ -333,7 +332,6 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
     A WER result decoded with the older recipe reads ``outdated`` (see :meth:`ResultStore.state`).
     """
-    from .results import result_cpu
 
     store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
 
