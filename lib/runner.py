@@ -336,7 +336,8 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
     store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
 
     def cpu(st: ResultStore, slug: str) -> str:
-        return result_cpu(st.load(slug)) if st.exists(slug) else ""
+        summary = st.get(slug)
+        return result_cpu(summary) if summary else ""
 
     return [{"grid": j.grid, "slug": j.slug, "wer": store.state(j.slug),
              "footprint": fstore.status(j.footprint_slug) or "pending", "wer CPU": cpu(store, j.slug),

@@ -177,3 +177,25 @@ def test_benchmark_by_cpu_puts_each_cpu_class_in_a_column(tmp_path):
     from lib.benchmark_files import per_class_text
 
     assert per_class_text(table, "pt2e int8 compiled (freezing)") == "0.60× on AVX2, 0.30× on AVX-512 VNNI"
+
+
+def test_a_corrupt_summary_reads_as_pending_in_the_tables(tmp_path, caplog):
+    from lib.grids import expand_grid
+    from lib.tables import all_footprints, grid_table
+
+    grid = tmp_path / "g.yml"
+    grid.write_text("defaults: {model: 'test:tiny', split: [test-clean], limit: 1}\nfootprint: false\n"
+                    "runs: [{library: none}, {library: hqq, scheme: weight_only, weights: int4, group_size: 64}]\n")
+    fp32, hqq = (j.slug for j in expand_grid(grid))
+    store = ResultStore(tmp_path / "r")
+    store.save(fp32, {"status": "failed", "error": "boom", "config": {"quant": {"library": "none"}}})
+    store.summary_path(hqq).write_text('{"status": "ok", "metrics": {')  # torn copy
+    (tmp_path / "fp").mkdir()
+    (tmp_path / "fp" / "x__footprint.json").write_text("<<<<<<< HEAD\n")
+    with caplog.at_level("WARNING", logger="lib.results"):
+        table = grid_table(grid, results_dir=tmp_path / "r", footprint_dir=tmp_path / "fp")
+        footprints = all_footprints(tmp_path / "fp")
+    assert list(table["status"]) == ["failed", "pending"] and footprints.empty
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(f"{hqq}.json, line 1: not valid JSON" in m for m in messages) == 1
+    assert sum("x__footprint.json, line 1: not valid JSON" in m for m in messages) == 1

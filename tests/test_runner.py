@@ -61,6 +61,34 @@ def test_grid_duplicates_are_dropped_and_bad_grids_named(tmp_path):
         expand_grid(invalid)
 
 
+def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path):
+    broken = write_grid(tmp_path, f"""
+        {TINY_DEFAULTS}
+        runs:
+          - {{library: hqq, weights: int4
+    """, "broken.yml")
+    with pytest.raises(ConfigError) as caught:
+        expand_grid(broken)
+    message = str(caught.value)
+    assert message.startswith("broken.yml, line 5: malformed YAML") and "\n" not in message, message
+
+
+MERGE_CONFLICT = '<<<<<<< HEAD\n{"status": "ok"}\n=======\n{"status": "failed"}\n>>>>>>> sweep\n'
+
+
+def test_a_corrupt_summary_is_named_once_and_its_configuration_runs_again(grid, data, tmp_path, caplog):
+    store = ResultStore(tmp_path / "r")
+    slug = expand_grid(grid)[0].slug
+    store.summary_path(slug).parent.mkdir(parents=True)
+    store.summary_path(slug).write_text(MERGE_CONFLICT)
+    with caplog.at_level("WARNING", logger="lib.results"):
+        report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, only="fp32")
+    assert report.ran == [slug] and not report.failed and store.status(slug) == "ok"  # re-run, file replaced
+    named = [r.getMessage() for r in caplog.records if f"{slug}.json" in r.getMessage()]
+    assert len(named) == 1 and "line 1: not valid JSON" in named[0], named
+    assert sweep_status([grid], tmp_path / "r")[0]["wer"] == "ok"
+
+
 def test_skips_done_slugs_and_forces_reruns(grid, data, tmp_path):
     kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
     finished = []
