@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
 from .paths import REPO_ROOT
 from .results import RESULTS_DIR, ResultStore, result_cpu
 
+log = logging.getLogger(__name__)
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
 RUNS_DIR = REPO_ROOT / "book" / "runs"
 LOG_DIR = REPO_ROOT / "logs" / "runs"  # live stdout/stderr of each per-configuration notebook (not committed)
@@ -139,7 +141,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             continue
         wait_while_paused(pause_file, pause_poll_s)
         started = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] start {job.slug}", flush=True)
+        log.info("start %s", job.slug)
         periodic = (calling_every(during_job_every_s, functools.partial(during_job, job)) if during_job
                     else contextlib.nullcontext())
         try:
@@ -156,14 +158,13 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
                 if st.status(slug) == "failed":
                     report.failed[slug] = st.load(slug).get("error", "")
-            print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
-                  f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
+            log.info("done %s in %.0f s (wer: %s, footprint: %s)", job.slug, time.time() - started,
+                     store.status(job.slug), fstore.status(job.footprint_slug))
         if after_job is not None:
             try:
                 after_job(job)
             except Exception as exc:  # e.g. no git: the results are saved, only the hook failed
-                print(f"[{time.strftime('%H:%M:%S')}] after_job failed for {job.slug}: {type(exc).__name__}: {exc}",
-                      flush=True)
+                log.warning("after_job failed for %s: %s: %s", job.slug, type(exc).__name__, exc)
     return report
 
 
@@ -180,7 +181,7 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
     """Commit only ``paths`` after ``job`` finished, so a sweep that outlives the session keeps its results.
 
     The message names the configuration, e.g. ``'Sweep result: HQQ weight-only int2 g32 (whisper-base__...)'``.
-    Returns False, with git's reason printed, when git refuses (nothing new, or another commit holds the
+    Returns False, with git's reason logged, when git refuses (nothing new, or another commit holds the
     index lock); the files then wait for the next commit.
     """
     repo = Path(repo or REPO_ROOT)
@@ -194,8 +195,7 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
         out = _git(repo, *args)
         if out.returncode != 0:
             reason = (out.stderr or out.stdout).strip().splitlines()
-            print(f"[{time.strftime('%H:%M:%S')}] not committed: git {name}: "
-                  f"{reason[-1] if reason else 'no output'}", flush=True)
+            log.warning("not committed: git %s: %s", name, reason[-1] if reason else "no output")
             return False
     return True
 
@@ -214,7 +214,7 @@ def commit_checkpoints(job: Job, repo: Path | str | None = None) -> bool:
 
 @contextlib.contextmanager
 def calling_every(seconds: float, callback: Callable[[], Any]):
-    """Call ``callback`` every ``seconds`` in a background thread while the block runs (errors printed, not raised)."""
+    """Call ``callback`` every ``seconds`` in a background thread while the block runs (errors logged, not raised)."""
     import threading
 
     stop = threading.Event()
@@ -224,7 +224,7 @@ def calling_every(seconds: float, callback: Callable[[], Any]):
             try:
                 callback()
             except Exception as exc:
-                print(f"[{time.strftime('%H:%M:%S')}] periodic call failed: {type(exc).__name__}: {exc}", flush=True)
+                log.warning("periodic call failed: %s: %s", type(exc).__name__, exc)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -245,10 +245,10 @@ def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> No
     """Block while ``pause_file`` exists (``touch`` it to pause a sweep between jobs, ``rm`` to resume)."""
     if pause_file is None or not Path(pause_file).exists():
         return
-    print(f"[{time.strftime('%H:%M:%S')}] paused: waiting for {pause_file} to be removed", flush=True)
+    log.info("paused: waiting for %s to be removed", pause_file)
     while Path(pause_file).exists():
         time.sleep(poll_s)
-    print(f"[{time.strftime('%H:%M:%S')}] resumed", flush=True)
+    log.info("resumed")
 
 
 def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,

@@ -89,6 +89,31 @@ def test_a_corrupt_summary_is_named_once_and_its_configuration_runs_again(grid, 
     assert sweep_status([grid], tmp_path / "r")[0]["wer"] == "ok"
 
 
+def test_the_sweep_logs_each_job_with_a_timestamp(grid, tmp_path, capsys, monkeypatch):
+    import logging
+    import re
+
+    import lib.evaluate
+    from lib.__main__ import log_to_stdout
+
+    def instant(config, results_dir, **kw):
+        ResultStore(results_dir).save(config.slug, {"status": "ok"})
+
+    monkeypatch.setattr(lib.evaluate, "evaluate", instant)
+    log_to_stdout()
+    try:
+        run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, only="fp32")
+    finally:
+        lib_logger = logging.getLogger("lib")
+        for handler in [h for h in lib_logger.handlers if getattr(h, "_lib_cli", False)]:
+            lib_logger.removeHandler(handler)
+        lib_logger.setLevel(logging.NOTSET)
+    lines = capsys.readouterr().out.splitlines()
+    slug = expand_grid(grid)[0].slug
+    assert re.fullmatch(rf"\[\d\d:\d\d:\d\d\] start {slug}", lines[0]), lines
+    assert re.fullmatch(rf"\[\d\d:\d\d:\d\d\] done {slug} in \d+ s \(wer: ok, footprint: None\)", lines[1]), lines
+
+
 def test_skips_done_slugs_and_forces_reruns(grid, data, tmp_path):
     kw = dict(use_notebooks=False, results_dir=tmp_path / "r", progress=False)
     finished = []
