@@ -19,14 +19,11 @@ It measures, it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 from lib.footprint import FOOTPRINT_DIR, measure_footprint
-from lib.results import ResultStore, cpu_description, cpu_label, reference_cpu
 from lib.grids import expand_grid, grid_path
+from lib.results import ResultStore, cpu_description, cpu_label, reference_cpu
 
 # One row per library and scheme the report's conclusions lean on (slug substrings, matched in order).
 HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8", "torchao-wo-int8",

@@ -302,8 +302,6 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
         notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
         jupytext.write(notebook, source)
         partial = runs_dir / f".{job.slug}.part.ipynb"
-        env_before = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env_before]))
         os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
         log = contextlib.ExitStack()
         streams = {}
@@ -318,10 +316,6 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
                                                                           data, retry_failed, refresh_outdated),
                                            kernel_name="python3", **streams)
         finally:
-            if env_before is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = env_before
             if partial.exists():
                 os.replace(partial, output)  # kept on failure too: it shows the error
     return output
