@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from .paths import REPO_ROOT, relative_to_repo
+from .paths import REPO_ROOT, portable, relative_to_repo
 
 log = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "results"
@@ -129,6 +129,8 @@ class ResultStore:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def save(self, slug: str, summary: dict[str, Any], rows: Iterable[dict[str, Any]] | None = None) -> Path:
+        if summary.get("status") == "failed":  # tracebacks name files: keep them free of machine paths
+            summary = {**summary, **{k: portable(summary[k]) for k in ("error", "traceback") if summary.get(k)}}
         if rows is not None:
             atomic_write_text(self.rows_path(slug), "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_text(self.summary_path(slug), json.dumps(summary, indent=1, default=_jsonable) + "\n")

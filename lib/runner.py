@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import logging
 import os
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .config import ConfigError, model_tag
 from .footprint import measured_elsewhere
 from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, portable, relative_to_repo
 from .results import RESULTS_DIR, ResultStore, result_cpu
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                 else:
                     run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
         except Exception as exc:  # one failing configuration never stops the sweep
-            report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
+            report.failed[job.slug] = portable(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}")
         else:
             report.ran.append(job.slug)
             for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
@@ -268,12 +267,14 @@ def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = Fals
 
 def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force: bool,
                         data: str | None, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
+    """The per-configuration notebook's parameters; folders inside the repository are relative to it
+    (``'results'``), since the kernel runs in the repository root and the cell is committed."""
     c = job.config
     return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
             "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
-            "footprint": job.footprint, "footprint_model": job.footprint_model, "results_dir": str(results_dir),
-            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed,
-            "refresh_outdated": refresh_outdated, "data": data}
+            "footprint": job.footprint, "footprint_model": job.footprint_model,
+            "results_dir": relative_to_repo(results_dir), "footprint_dir": relative_to_repo(footprint_dir),
+            "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data}
 
 
 def run_title(job: Job) -> str:
@@ -292,33 +293,49 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
     ``log_dir/<slug>.log``, so a long run can be followed with ``tail -f``.
     """
     import jupytext
-    import papermill
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     output = runs_dir / f"{job.slug}.ipynb"
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "run_config.ipynb"
-        notebook = jupytext.read(NOTEBOOK_SOURCE)
-        notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
-        jupytext.write(notebook, source)
-        partial = runs_dir / f".{job.slug}.part.ipynb"
-        os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
-        log = contextlib.ExitStack()
+    notebook = jupytext.read(NOTEBOOK_SOURCE)
+    notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
+    os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
+    with contextlib.ExitStack() as log:
         streams = {}
         if log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             handle = log.enter_context(open(Path(log_dir) / f"{job.slug}.log", "w", buffering=1))
             streams = {"log_output": True, "stdout_file": handle, "stderr_file": handle}
-        try:
-            with log:
-                papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
-                                           parameters=notebook_parameters(job, results_dir, footprint_dir, force,
-                                                                          data, retry_failed, refresh_outdated),
-                                           kernel_name="python3", **streams)
-        finally:
-            if partial.exists():
-                os.replace(partial, output)  # kept on failure too: it shows the error
+        run_papermill(notebook, output, notebook_parameters(job, results_dir, footprint_dir, force, data,
+                                                            retry_failed, refresh_outdated),
+                      keep_failed=True, **streams)  # a failed run's notebook shows its error
     return output
+
+
+def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_failed: bool = False,
+                  **options: Any) -> None:
+    """Execute a jupytext-read ``notebook`` with papermill into ``output`` (atomically: a partial file is renamed).
+
+    The kernel runs in the repository root, and the paths papermill records in the notebook
+    (``metadata.papermill.input_path``/``output_path``) are relative to it, e.g.
+    ``'book/runs/.<slug>.source.ipynb'`` (the converted source, deleted afterwards), so an executed notebook
+    holds no machine path. ``keep_failed`` keeps the output of a run that raised.
+    """
+    import jupytext
+    import papermill
+
+    source = output.with_name(f".{output.stem}.source.ipynb")
+    partial = output.with_name(f".{output.stem}.part.ipynb")
+    jupytext.write(notebook, source)
+    succeeded = False
+    try:
+        with contextlib.chdir(REPO_ROOT):
+            papermill.execute_notebook(relative_to_repo(source), relative_to_repo(partial), parameters=parameters,
+                                       cwd=".", kernel_name="python3", progress_bar=False, **options)
+        succeeded = True
+    finally:
+        source.unlink(missing_ok=True)
+        if partial.exists() and (succeeded or keep_failed):
+            os.replace(partial, output)
 
 
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
@@ -326,7 +343,6 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
     A WER result decoded with the older recipe reads ``outdated`` (see :meth:`ResultStore.state`).
     """
-
     store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
 
     def cpu(st: ResultStore, slug: str) -> str:
@@ -347,18 +363,11 @@ BOOK_DIR = REPO_ROOT / "book"
 def execute_chapter(name: str, parameters: dict[str, Any] | None = None) -> Path:
     """Execute ``notebooks/<name>.md`` with papermill into ``book/<name>.ipynb``."""
     import jupytext
-    import papermill
 
     source = CHAPTER_SOURCES / f"{name}.md"
     if not source.exists() or name == "run_config":
         chapters = sorted(p.stem for p in CHAPTER_SOURCES.glob("*.md") if p.stem != "run_config")
         raise ConfigError(f"no chapter {name!r}; chapters: {', '.join(chapters)}")
     output = BOOK_DIR / f"{name}.ipynb"
-    with tempfile.TemporaryDirectory() as tmp:
-        notebook = Path(tmp) / f"{name}.ipynb"
-        jupytext.write(jupytext.read(source), notebook)
-        partial = BOOK_DIR / f".{name}.part.ipynb"
-        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters or {}, cwd=str(REPO_ROOT),
-                                   kernel_name="python3", progress_bar=False)
-        os.replace(partial, output)
+    run_papermill(jupytext.read(source), output, parameters or {})
     return output

@@ -66,6 +66,7 @@ def test_calibration_never_uses_scored_splits(fake_librispeech):
         calibration_set(50, fake_librispeech)
 
 
+@pytest.mark.real_data
 def test_real_sample_counts_match_its_manifest(real_data):
     counts = {s: len(list_split(real_data, s)) for s in ("test-clean", "test-other", "dev-clean")}
     assert counts == {"test-clean": 30, "test-other": 101, "dev-clean": 3}

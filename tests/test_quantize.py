@@ -115,7 +115,6 @@ def test_proj_out_is_untied_only_when_asked(tiny):
 
 
 def test_torchao_bf16_compute_runs_the_whole_model_in_bf16(tiny, short_features):
-    pytest.importorskip("torchao")
     model, meta = quantize(copy.deepcopy(tiny.model), QuantSpec(library="torchao", scheme="weight_only",
                                                                 weights="int4", group_size=32,
                                                                 options={"compute": "bf16"}))
@@ -129,8 +128,7 @@ def test_torchao_bf16_compute_runs_the_whole_model_in_bf16(tiny, short_features)
 
 def test_torchao_weight_read_back_through_the_kernel_matches_dequantize():
     """The identity trick used for Int4OpaqueTensor (no dequantize) agrees with a layout that has one."""
-    pytest.importorskip("torchao")
-    from torchao.quantization import quantize_
+    from torchao.quantization import quantize_  # pinned: a broken install fails here, it is never skipped
 
     from lib.quantize.torchao import config_for, read_back_weight
 
@@ -142,7 +140,11 @@ def test_torchao_weight_read_back_through_the_kernel_matches_dequantize():
 
 
 def test_bitsandbytes_int8_logs_its_float16_cast_once(tiny, short_features, caplog):
-    pytest.importorskip("bitsandbytes")
+    import logging
+
+    cast_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    for once in [f for f in cast_logger.filters if type(f).__name__ == "_PassOnce"]:
+        cast_logger.removeFilter(once)  # as in a fresh process: an earlier bnb test already showed its one copy
     model, _ = quantize(copy.deepcopy(tiny.model), QuantSpec(library="bnb", scheme="dynamic", weights="int8",
                                                              activations="int8", options={"threshold": 0}))
     model.eval()  # in train mode bitsandbytes takes a float path that does not log
@@ -150,7 +152,7 @@ def test_bitsandbytes_int8_logs_its_float16_cast_once(tiny, short_features, capl
         generate(model, short_features, max_new_tokens=3)  # dozens of MatMul8bitLt calls
         generate(model, short_features, max_new_tokens=3)
     casts = [r for r in caplog.records if r.getMessage().startswith("MatMul8bitLt: inputs will be cast")]
-    assert len(casts) <= 1, f"{len(casts)} copies of the float16-cast warning"
+    assert len(casts) == 1, f"{len(casts)} copies of the float16-cast warning (exactly one is shown)"
 
 
 @pytest.mark.parametrize("kwargs, message", [
