@@ -31,8 +31,9 @@ def expected_ratio_bound(spec: QuantSpec) -> float:
 
 
 @pytest.fixture(scope="module")
-def calibration():
-    return calibration_set(2)
+def calibration(synthetic_shared):
+    """dev-clean's one synthetic utterance and the synthetic JFK clip (module-wide: built before any autouse fixture)."""
+    return calibration_set(2, synthetic_shared / "data" / "librispeech")
 
 
 @pytest.fixture(scope="module")
