@@ -19,14 +19,11 @@ It measures, it asserts nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 from lib.footprint import FOOTPRINT_DIR, measure_footprint
+from lib.grids import expand_grid, grid_path
 from lib.results import ResultStore, cpu_description, cpu_label, reference_cpu
-from lib.runner import EXPERIMENTS_DIR, expand_grid
 
 # One row per library and scheme the report's conclusions lean on (slug substrings, matched in order).
 HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8", "torchao-wo-int8",
@@ -42,7 +39,7 @@ def by_cpu_dir(label: str, root: Path = FOOTPRINT_DIR) -> Path:
 
 
 def headline_jobs(only: str | None = None):
-    jobs = {j.slug: j for g in GRIDS for j in expand_grid(EXPERIMENTS_DIR / f"{g}.yml") if j.footprint}
+    jobs = {j.slug: j for g in GRIDS for j in expand_grid(grid_path(g)) if j.footprint}
     picked = [next(j for slug, j in jobs.items() if key in slug) for key in HEADLINE]
     return [j for j in picked if not only or only in j.slug]
 

@@ -24,13 +24,11 @@ import copy
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 # a cold compile every run: Inductor's on-disk cache would otherwise make "first call" depend on earlier runs
 COLD_CACHE = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-cache-"))

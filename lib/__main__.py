@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
+from .checks import check_run
 from .config import ConfigError, QuantSpec, RunConfig
 
 
@@ -49,6 +51,21 @@ def _spec(a) -> QuantSpec:
     return QuantSpec(library=a.library, scheme=a.scheme or "weight_only", weights=a.weights or "int8",
                      activations=a.activations, granularity=a.granularity, group_size=a.group_size,
                      scope=a.scope, proj_out=a.proj_out, calibration=a.calibration, options=tuple(a.option))
+
+
+LOG_FORMAT = "[%(asctime)s] %(message)s"  # e.g. "[23:41:07] start whisper-base__hqq-wo-int4-g64__..."
+
+
+def log_to_stdout(level: int = logging.INFO) -> None:
+    """Show ``lib``'s log records (one logger per module, all under ``lib``) on stdout with a timestamp,
+    so ``nohup ... > logs/sweep.log`` keeps them; other libraries' loggers are left as they are."""
+    root = logging.getLogger("lib")
+    if not any(getattr(h, "_lib_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+        handler._lib_cli = True
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
 
     a = parser.parse_args(argv)
+    log_to_stdout()
     try:
         if a.command == "run":
             from .evaluate import evaluate
@@ -121,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = RunConfig(model=a.model, split=tuple(a.split or ("test-clean", "test-other")), limit=a.limit,
                                quant=_spec(a), batch_size=a.batch_size, threads=a.threads)
+            check_run(config)
             summary = evaluate(config, data=a.data, results_dir=a.results or RESULTS_DIR, force=a.force)
             print(_one_line(summary))
             return 0 if summary.get("status") == "ok" else 1
@@ -151,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(execute_chapter(name, params if a.names != ["all"] else None))
             return 0
         if a.command == "table":
-            from .report import compact_table, study_table
+            from .display import compact_table
+            from .tables import study_table
 
             table = compact_table(study_table(a.limit))
             if a.status:

@@ -1,8 +1,10 @@
 """Frozen, validated configuration objects whose slug names every artifact.
 
 A :class:`RunConfig` is one evaluation (model x quantization x splits); a
-:class:`QuantSpec` is one point of the paper's design space.  Both are checked
-when built, so a bad value fails before any model is loaded.
+:class:`QuantSpec` is one point of the paper's design space.  Both check their
+fields when built and import nothing else from ``lib``: whether a backend
+supports a spec and whether a model exists is checked where input arrives
+(:func:`lib.checks.check_run`: the CLI, grid expansion, ``evaluate``).
 
 >>> QuantSpec(library="hqq", scheme="weight_only", weights="int4", group_size=64).slug
 'hqq-wo-int4-g64'
@@ -21,6 +23,10 @@ SCHEMES = ("none", "dynamic", "static", "weight_only")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 SCOPES = ("all", "encoder", "decoder")
 DEFAULT_MODEL = "embedded:whisper-base"
+
+#: Library keys in the book's order (tables, legends, palettes) with their readable names.
+LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
+                 "bnb": "bitsandbytes"}
 
 _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": "wo"}
 _LIBRARY_TAG = {"torch_ao": "pt"}  # torch.ao.quantization; "torchao" is the separate library
@@ -85,13 +91,17 @@ class QuantSpec:
             raise ConfigError(f"group_size must be a positive integer or null, got {self.group_size!r}")
         if self.calibration < 0:
             raise ConfigError(f"calibration must be >= 0 utterances, got {self.calibration}")
+        if self.library not in LIBRARY_NAMES:
+            raise ConfigError(f"unknown library {self.library!r}; use one of: {', '.join(LIBRARY_NAMES)}")
         if self.library == "none":
             if (self.scheme, self.weights) != ("none", "fp32"):
                 raise ConfigError("library 'none' is the fp32 baseline: leave scheme/weights unset")
             return
-        from .quantize import validate_spec  # light: allow-lists only, no heavy imports
-
-        validate_spec(self)
+        if self.scheme == "static" and self.calibration <= 0:
+            raise ConfigError(f"{self.library} static quantization needs calibration data: set calibration >= 1 "
+                              "(unscored dev-clean + jfk utterances)")
+        if self.scheme != "static" and self.calibration:
+            raise ConfigError(f"calibration={self.calibration} only applies to scheme 'static'")
 
     @property
     def is_baseline(self) -> bool:
@@ -104,6 +114,34 @@ class QuantSpec:
     @property
     def bits(self) -> int:
         return weight_bits(self.weights)
+
+    @property
+    def label(self) -> str:
+        """A short readable name for tables and titles (the :attr:`slug` names files).
+
+        >>> QuantSpec(library="torch_ao", scheme="dynamic", weights="int8", activations="int8").label
+        'torch.ao dynamic w-int8 a-int8'
+        >>> QuantSpec(library="bnb", scheme="weight_only", weights="nf4", options={"double_quant": True}).label
+        'bitsandbytes weight-only nf4 double_quant=True'
+        """
+        if self.is_baseline:
+            return "fp32"
+        parts = [LIBRARY_NAMES[self.library], self.scheme.replace("_", "-"), self.weights]
+        if self.activations != "none":
+            parts[-1] = f"w-{self.weights} a-{self.activations}"
+        if self.granularity:
+            parts.append(self.granularity.replace("_", "-"))
+        if self.group_size:
+            parts.append(f"g{self.group_size}")
+        if self.scope != "all":
+            parts.append(f"{self.scope} only")
+        if self.proj_out:
+            parts.append("+proj_out")
+        if self.calibration:
+            parts.append(f"cal {self.calibration}")
+        if self.options:
+            parts.append(", ".join(f"{k}={v}" for k, v in self.options))
+        return " ".join(parts)
 
     @property
     def slug(self) -> str:
@@ -149,6 +187,12 @@ def model_tag(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
+def footprint_slug(spec: QuantSpec, model: str) -> str:
+    """The file name of a size/latency run: ``footprint_slug(QuantSpec(), "footprint:whisper-small")`` ->
+    ``'whisper-small__fp32__footprint'``."""
+    return f"{model_tag(model)}__{spec.slug}__footprint"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One evaluation: a model, a quantization, the splits to score.
@@ -180,9 +224,8 @@ class RunConfig:
             raise ConfigError(f"limit must be a positive integer (or omitted for all), got {self.limit!r}")
         if self.batch_size <= 0 or self.threads <= 0 or not 0 < self.max_new_tokens <= 440:
             raise ConfigError("batch_size and threads must be positive integers, max_new_tokens in 1..440")
-        from .models import check_model_spec
-
-        check_model_spec(self.model, needs_weights=True)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("empty model spec; use e.g. embedded:whisper-base or openai/whisper-small")
 
     @property
     def slug(self) -> str:

@@ -21,9 +21,9 @@ from typing import Iterator
 import numpy as np
 
 from .config import SPLITS, ConfigError
+from .paths import REPO_ROOT
 
 SAMPLE_RATE = 16_000
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HUB_DATASET = "openslr/librispeech_asr"
 _HUB_SPLITS = {"test-clean": ("clean", "test"), "test-other": ("other", "test"), "dev-clean": ("clean", "validation")}
 

@@ -18,7 +18,14 @@ import time
 import traceback
 from typing import Any
 
+from .config import QuantSpec, model_tag
+from .data import calibration_set, describe_data, jfk_path, load_audio, resolve_data_dir
+from .evaluate import cosine, encoder_output
+from .metrics import word_error_rate
+from .models import load_model
+from .quantize import quantize
 from .results import RESULTS_DIR, ResultStore, environment
+from .transcribe import features, generate
 
 DIAGNOSTICS_DIR = RESULTS_DIR / "diagnostics"
 
@@ -29,8 +36,6 @@ def static_slug(model: str = "embedded:whisper-base", calibration: int = 4) -> s
     >>> static_slug()
     'whisper-base__static-activations__cal4'
     """
-    from .config import model_tag
-
     return f"{model_tag(model)}__static-activations__cal{calibration}"
 
 FAMILIES = {"q/k/v projections": ("q_proj", "k_proj", "v_proj"), "attention output": ("out_proj",),
@@ -104,10 +109,6 @@ def _qparams(observer) -> tuple[float, int, int, int]:
 
 
 def _score(model, processor, calibration, jfk_audio, reference_encoder, max_new_tokens: int) -> dict[str, Any]:
-    from .evaluate import cosine, encoder_output
-    from .metrics import word_error_rate
-    from .transcribe import features, generate
-
     out = generate(model, features(processor, [u.audio for u in calibration]), max_new_tokens=max_new_tokens)
     hypotheses = processor.batch_decode(out, skip_special_tokens=True)
     return {"encoder_cosine_jfk": cosine(reference_encoder, encoder_output(model, processor, jfk_audio)),
@@ -125,11 +126,6 @@ def static_activation_ablation(model: str = "embedded:whisper-base", calibration
     import torch
     from torch.ao.quantization.observer import HistogramObserver
 
-    from .config import QuantSpec
-    from .data import calibration_set, describe_data, jfk_path, load_audio, resolve_data_dir
-    from .evaluate import encoder_output
-    from .models import load_model
-    from .quantize import quantize
     from .quantize.common import calibrate, set_module, target_linears
 
     torch.set_num_threads(threads)

@@ -14,11 +14,13 @@ import time
 import traceback
 from typing import Any
 
+from .checks import check_run
 from .config import ConfigError, RunConfig
 from .data import (DataError, calibration_set, coverage, describe_data, jfk_path, load_audio, load_split,
                    resolve_data_dir)
 from .metrics import serialized_bytes, stored_bytes
-from .results import RESULTS_DIR, ResultStore, environment, portable
+from .paths import portable
+from .results import RESULTS_DIR, ResultStore, environment
 from .scoring import metrics_by_split
 from .transcribe import decoding_recipe, transcribe
 
@@ -66,6 +68,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
     (:mod:`lib.fidelity`) runs after decoding on the same quantized model, where the fp32 reference exists.
     """
     store = store or ResultStore(results_dir)
+    check_run(config)  # backend support and model source: a bad spec fails before any data or model work
     data_info = describe_data(data)  # a bad data path fails here, before any cache lookup or model work
     utterances = {s: load_split(s, config.limit, data) for s in config.split}
     today = coverage(utterances)

@@ -33,11 +33,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from .decoding import END_OF_TEXT
-from .results import RESULTS_DIR, ResultStore, atomic_write_text, environment, portable
+from .paths import portable
+from .results import RESULTS_DIR, ResultStore, atomic_write_text, environment
 
 FIDELITY_SUBDIR = "fidelity"
 PROMPT = (50258, 50259, 50359, 50363)  # <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
 CACHE_VERSION = 2  # bump when what the cache holds changes
+PER_SPEAKER = 1  # utterances per speaker and split in the fidelity subset (see fidelity_subset)
 log = logging.getLogger(__name__)
 
 
@@ -157,6 +159,32 @@ def utterance_fidelity(model, processor, utterance, fp32_row: dict[str, Any], ca
             "nll_ref_fp32": float(reference["ref_nll"]), "wall_seconds": wall, "cpu_seconds": cpu}
 
 
+def fidelity_subset(utterances: Sequence, per_speaker: int = PER_SPEAKER) -> list:
+    """The utterances the fidelity pass scores: the first ``per_speaker`` (by id) of every speaker in each split.
+
+    A fixed, stated subset that gives every speaker the same weight: each fidelity pass costs an encoder
+    pass per utterance (about as much as decoding it), so the whole sample for every configuration would
+    cost hours here. ``per_speaker=None`` keeps every utterance.
+
+    >>> from types import SimpleNamespace as U
+    >>> [u.id for u in fidelity_subset([U(id=i, split="s") for i in ("1-1-0", "1-1-1", "2-1-0")])]
+    ['1-1-0', '2-1-0']
+    """
+    from .metrics import speaker
+
+    if per_speaker is None:
+        return list(utterances)
+    seen: dict[tuple[str, str], int] = {}
+    kept = []
+    for u in sorted(utterances, key=lambda u: (u.split, u.id)):
+        key = (u.split, speaker(u.id))
+        if seen.get(key, 0) < per_speaker:
+            seen[key] = seen.get(key, 0) + 1
+            kept.append(u)
+    order = {(u.split, u.id): i for i, u in enumerate(utterances)}
+    return sorted(kept, key=lambda u: order[(u.split, u.id)])
+
+
 def fidelity_store(results_dir: Path | str = RESULTS_DIR) -> ResultStore:
     return ResultStore(Path(results_dir) / FIDELITY_SUBDIR)
 
@@ -165,8 +193,7 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
                     processor=None, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Compute fidelity rows for the utterances of ``config`` that lack them; return the fidelity summary.
 
-    Only utterances that both the fp32 result and the configuration's own WER result cover are scored, so
-    fidelity and ΔWER are measured on one common set; it grows when the configuration decodes new utterances.
+    It scores the fixed :func:`fidelity_subset` of the data, wherever the fp32 result has a transcript.
 
     Needs the fp32 result of the same model and splits (its transcripts are the forced tokens); raises
     :class:`FidelityUnavailable` without it. ``model``/``processor`` reuse an already quantized model;
@@ -182,15 +209,13 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
     base = {(r["split"], r["id"]): r for r in store.load_rows(base_slug)}
     if not base:
         raise FidelityUnavailable(f"no fp32 result {base_slug} to compare with; run fp32 first")
-    utterances = [u for s in config.split for u in load_split(s, config.limit, data)]
+    utterances = fidelity_subset([u for s in config.split for u in load_split(s, config.limit, data)])
     stored = None if force else fstore.load_or_none(config.slug)
     lines = {} if stored is None or stored.get("status") != "ok" else {
         (r["split"], r["id"]): line for line, r in ((ln, json.loads(ln)) for ln in fstore.load_lines(config.slug))}
     valid = {k: v for k, v in lines.items() if json.loads(v).get("audio_sha256") in
              {u.sha256 for u in utterances if (u.split, u.id) == k}}
-    decoded = {(r["split"], r["id"]) for r in store.load_rows(config.slug)} or set(base)
-    todo = [u for u in utterances if (u.split, u.id) not in valid and (u.split, u.id) in base
-            and (u.split, u.id) in decoded]  # where the configuration has a WER row too: one common set
+    todo = [u for u in utterances if (u.split, u.id) not in valid and (u.split, u.id) in base]
     if stored is not None and stored.get("status") == "failed" and not force:
         return stored
     if not todo and stored is not None:

@@ -17,10 +17,14 @@ import time
 import traceback
 from typing import Any
 
-from .config import ConfigError, QuantSpec
-from .data import DataError
+from .checks import check_quant
+from .config import ConfigError, QuantSpec, footprint_slug
+from .data import DataError, calibration_set
 from .metrics import serialized_bytes, stored_bytes, summarize_samples
-from .results import RESULTS_DIR, ResultStore, environment
+from .models import FIRST_TIMESTAMP, check_model_spec, load_model
+from .quantize import quantize
+from .results import RESULTS_DIR, ResultStore, cpu_label, environment, reference_cpu, result_cpu
+from .transcribe import encoder_timer, features, generate
 
 FORCED_TOKENS = 32
 PAIRS = 5  # interleaved fp32/configuration pairs per latency ratio, at least
@@ -37,8 +41,6 @@ def _mask_timestamps():
     import torch
     from transformers import LogitsProcessor
 
-    from .models import FIRST_TIMESTAMP
-
     class MaskTimestamps(LogitsProcessor):
         def __call__(self, input_ids, scores):
             scores[:, FIRST_TIMESTAMP:] = -torch.inf
@@ -51,8 +53,6 @@ def time_forced_generate(model, input_features, repeats: int, warmup: bool = Tru
     """Raw wall seconds of encoder + 32 forced tokens, after one warm-up run."""
     import transformers
     from transformers import LogitsProcessorList
-
-    from .transcribe import encoder_timer, generate
 
     kwargs = dict(max_new_tokens=FORCED_TOKENS, min_new_tokens=FORCED_TOKENS,
                   logits_processor=LogitsProcessorList([_mask_timestamps()]))
@@ -114,12 +114,6 @@ def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, m
             "configuration": summary(runs["candidate"])}
 
 
-def footprint_slug(spec: QuantSpec, model: str) -> str:
-    from .config import model_tag
-
-    return f"{model_tag(model)}__{spec.slug}__footprint"
-
-
 def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", repeats: int = 3, threads: int = 2,
                       results_dir=None, force: bool = False, data: str | None = None,
                       retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
@@ -128,8 +122,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     ``refresh_outdated`` also re-measures a result whose latency came from another CPU class than the
     study's (:func:`measured_elsewhere`).
     """
-    from .models import check_model_spec
-
+    check_quant(spec)
     kind, _name = check_model_spec(model)
     if kind not in ("footprint", "test"):
         raise ConfigError(f"footprint runs on footprint:whisper-small (random weights), not {model!r}")
@@ -140,7 +133,6 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     stored = store.reusable(slug, force, retry_failed)
     if stored is not None and not (refresh_outdated and measured_elsewhere(stored, store)):
         return stored
-    from .data import calibration_set
 
     calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None
     summary: dict[str, Any] = {"slug": slug, "kind": "footprint", "model_spec": model, "quant": spec.to_dict(),
@@ -150,10 +142,6 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     try:
         import numpy as np
         import torch
-
-        from .models import load_model
-        from .quantize import quantize
-        from .transcribe import features
 
         torch.set_num_threads(threads)
         loaded = load_model(model, needs_weights=False)
@@ -197,7 +185,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
 def measured_elsewhere(summary: dict[str, Any], store: ResultStore) -> bool:
     """True for a finished footprint timed on another CPU class than most of ``store`` while this machine is of
     that class: its latency ratio is not comparable with the others, and re-measuring it here makes it so."""
-    from .results import cpu_description, cpu_label, reference_cpu, result_cpu
+    from .results import cpu_description  # looked up at call time: tests fake this machine's CPU
 
     if summary.get("status") != "ok":
         return False

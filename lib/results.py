@@ -21,9 +21,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .data import REPO_ROOT, read_manifest
+from .data import read_manifest
 from .decoding import outdated_fields
+from .paths import REPO_ROOT, portable, relative_to_repo
 
+log = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "results"
 TRACKED_PACKAGES = ("torch", "transformers", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "jiwer",
                     "whisper-normalizer", "numpy", "datasets", "soundfile", "scipy")
@@ -43,20 +45,36 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+class CorruptResult(ValueError):
+    """A summary file that is not valid JSON (a torn copy, a merge conflict); the message names file and line."""
+
+
+_reported: set[str] = set()
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The JSON in ``path``; :class:`CorruptResult` (one line naming the file and line) when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CorruptResult(f"{relative_to_repo(path)}, line {exc.lineno}: not valid JSON ({exc.msg}); "
+                            "its configuration counts as not done until the file is fixed or re-run") from None
+
+
+def read_summary_or_none(path: Path) -> dict[str, Any] | None:
+    """Like :func:`read_summary`, but an unreadable file is logged once (one line) and read as None."""
+    try:
+        return read_summary(path)
+    except CorruptResult as exc:
+        if str(path) not in _reported:
+            _reported.add(str(path))
+            log.warning("%s", exc)
+        return None
+
+
 def is_outdated(summary: dict[str, Any], rows: Callable[[], Iterable[dict[str, Any]]] | None = None) -> bool:
     """An ok result whose decoding recipe differs from today's (:func:`lib.decoding.outdated_fields`)."""
     return summary.get("status") == "ok" and bool(outdated_fields(summary.get("decoding"), rows))
-
-
-def portable(text: str) -> str:
-    """Text (an error, a traceback) with the repository's parent directory replaced by ``..``, so that no
-    committed file names a machine path: ``'/home/me/work/lib/x.py'`` -> ``'../work/lib/x.py'`` when the
-    repository is ``/home/me/work``."""
-    parent = str(REPO_ROOT.parent.resolve())
-    return text.replace(parent + os.sep, ".." + os.sep) if parent != os.sep else text
-
-
-log = logging.getLogger(__name__)
 
 
 class ResultStore:
@@ -75,7 +93,11 @@ class ResultStore:
         return self.summary_path(slug).exists()
 
     def status(self, slug: str) -> str | None:
-        return self.load(slug).get("status") if self.exists(slug) else None
+        return (self.get(slug) or {}).get("status")
+
+    def get(self, slug: str) -> dict[str, Any] | None:
+        """The summary, or None when there is none or it is unreadable (:func:`read_summary_or_none`)."""
+        return read_summary_or_none(self.summary_path(slug)) if self.exists(slug) else None
 
     def reusable(self, slug: str, force: bool = False, retry_failed: bool = False,
                  refresh_outdated: bool = False) -> dict[str, Any] | None:
@@ -84,7 +106,8 @@ class ResultStore:
         ``force`` re-runs anything; ``retry_failed`` re-runs only a stored failure;
         ``refresh_outdated`` re-runs a result decoded with an older recipe (:func:`is_outdated`).
         """
-        if force or not self.exists(slug):
+        summary = None if force else self.get(slug)
+        if summary is None:
             return None
         summary = self.load_or_none(slug)
         if summary is None or (retry_failed and summary.get("status") == "failed"):
@@ -98,24 +121,17 @@ class ResultStore:
     def state(self, slug: str) -> str:
         """``pending`` (also for an unreadable summary), ``failed``, ``outdated`` (ok, but decoded with an older
         recipe) or ``ok``."""
-        summary = self.load_or_none(slug)
+        summary = self.get(slug)  # an unreadable summary counts as not done
         if summary is None:
             return "pending"
         return "outdated" if self.is_outdated(slug, summary) else summary.get("status", "pending")
 
     def load(self, slug: str) -> dict[str, Any]:
-        return json.loads(self.summary_path(slug).read_text())
+        return read_summary(self.summary_path(slug))
 
     def load_or_none(self, slug: str) -> dict[str, Any] | None:
-        """The summary, or None when there is none or it cannot be read (one log line names the file)."""
-        if not self.exists(slug):
-            return None
-        try:
-            return self.load(slug)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            log.error("unreadable result %s (%s): counted as not done; delete or restore it",
-                      portable(str(self.summary_path(slug))), exc)
-            return None
+        """Same as :meth:`get`."""
+        return self.get(slug)
 
     def load_lines(self, slug: str) -> list[str]:
         """The JSONL lines of a result, as stored (a torn last line is dropped)."""
@@ -153,21 +169,23 @@ class ResultStore:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def save(self, slug: str, summary: dict[str, Any], rows: Iterable[dict[str, Any]] | None = None) -> Path:
+        if summary.get("status") == "failed":  # tracebacks name files: keep them free of machine paths
+            summary = {**summary, **{k: portable(summary[k]) for k in ("error", "traceback") if summary.get(k)}}
         if rows is not None:
             atomic_write_text(self.rows_path(slug), "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_text(self.summary_path(slug), json.dumps(summary, indent=1, default=_jsonable) + "\n")
         return self.summary_path(slug)
 
     def summaries(self) -> list[dict[str, Any]]:
-        """Every readable summary (an unreadable one is named in the log and left out)."""
-        return [s for s in (self.load_or_none(p.stem) for p in sorted(self.root.glob("*.json"))) if s is not None]
+        """Every readable summary in the folder (an unreadable one is logged and left out)."""
+        return [s for p in sorted(self.root.glob("*.json")) if (s := read_summary_or_none(p)) is not None]
 
     def archive_outdated(self, slug: str) -> Path | None:
         """Keep an outdated summary as ``older-decoding/<slug>.json`` before it is re-run (rows are not kept).
 
         The book compares its WER with the refreshed one, so the effect of the decoding change is measured.
         """
-        if self.load_or_none(slug) is None or not self.is_outdated(slug):
+        if self.get(slug) is None or not self.is_outdated(slug):
             return None
         target = self.root / "older-decoding" / f"{slug}.json"
         atomic_write_text(target, self.summary_path(slug).read_text())
@@ -176,7 +194,8 @@ class ResultStore:
     def older_decoding(self) -> dict[str, dict[str, Any]]:
         """Archived outdated summaries by slug (see :meth:`archive_outdated`)."""
         folder = self.root / "older-decoding"
-        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        found = {p.stem: read_summary_or_none(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        return {slug: summary for slug, summary in found.items() if summary is not None}
 
     def checkpoint(self, slug: str, split: str, key: dict[str, Any]) -> "BatchCheckpoint":
         return BatchCheckpoint(self.root / ".partial" / f"{slug}__{split}.jsonl", key)

@@ -1,104 +1,35 @@
-"""Expand YAML experiment grids and run each configuration once (papermill by default).
-
-A grid file declares the configurations of one chapter::
-
-    title: Bit-width
-    defaults: {model: embedded:whisper-base, split: [test-clean, test-other]}
-    footprint: true            # also measure size/latency on the whisper-small architecture
-    runs:                      # one configuration per entry (QuantSpec fields)
-      - {library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}
-    expand:                    # list values are crossed: 2 x 3 = 6 configurations
-      - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
+"""Run each configuration of the YAML grids (:mod:`lib.grids`) once, through papermill by default.
 
 Finished slugs are skipped unless forced; every failure is collected and
-reported at the end without stopping the sweep.
+reported at the end without stopping the sweep (an unreadable result file counts as not done).
 
->>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
-['int432', 'int464', 'int332', 'int364']
+>>> from types import SimpleNamespace as J
+>>> [j.slug for j in prioritize([J(slug="slow"), J(slug="a")], [], ["slow"])]
+['a', 'slow']
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
-import itertools
+import logging
 import os
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import ConfigError, QuantSpec, RunConfig
-from .data import REPO_ROOT
-from .footprint import footprint_slug
-from .results import RESULTS_DIR, ResultStore
+from .config import ConfigError, model_tag
+from .footprint import measured_elsewhere
+from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
+from .paths import REPO_ROOT, portable, relative_to_repo
+from .results import RESULTS_DIR, ResultStore, result_cpu
 
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+log = logging.getLogger(__name__)
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
 RUNS_DIR = REPO_ROOT / "book" / "runs"
 LOG_DIR = REPO_ROOT / "logs" / "runs"  # live stdout/stderr of each per-configuration notebook (not committed)
-RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
-
-
-def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cartesian product over the list-valued fields of one ``expand`` entry."""
-    keys = list(entry)
-    values = [v if isinstance(v, list) and k != "split" else [v] for k, v in entry.items()]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One configuration of a grid: WER on real weights, optionally footprint on whisper-small."""
-
-    grid: str
-    config: RunConfig
-    footprint: bool = True
-    footprint_model: str = "footprint:whisper-small"
-
-    @property
-    def slug(self) -> str:
-        return self.config.slug
-
-    @property
-    def footprint_slug(self) -> str:
-        return footprint_slug(self.config.quant, self.footprint_model)
-
-
-def load_grid(path: Path | str) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"grid file {str(path)!r} not found; grids live in {EXPERIMENTS_DIR}")
-    data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
-    if unknown:
-        raise ConfigError(f"{path.name}: unknown grid key(s) {sorted(unknown)}")
-    return data
-
-
-def expand_grid(path: Path | str, overrides: dict[str, Any] | None = None) -> list[Job]:
-    """All jobs of a grid, in file order, duplicates removed; ``overrides`` replace run defaults."""
-    data = load_grid(path)
-    defaults = {**(data.get("defaults") or {}), **(overrides or {})}
-    if set(defaults) - RUN_FIELDS:
-        raise ConfigError(f"{Path(path).name}: defaults may only set {sorted(RUN_FIELDS)}")
-    entries = [dict(e) for e in data.get("runs") or []]
-    for entry in data.get("expand") or []:
-        entries += cross(entry)
-    jobs, seen = [], set()
-    for entry in entries:
-        run_fields = {k: entry.pop(k) for k in list(entry) if k in RUN_FIELDS}
-        config = RunConfig.from_dict({**defaults, **run_fields, "quant": QuantSpec.from_dict(entry)})
-        if config.slug in seen:
-            continue
-        seen.add(config.slug)
-        jobs.append(Job(Path(path).stem, config, bool(data.get("footprint", True)),
-                        data.get("footprint_model", "footprint:whisper-small")))
-    return jobs
 
 
 @dataclass
@@ -161,7 +92,7 @@ class DataToday:
     def todo(self, store: ResultStore, job: Job) -> tuple[int | None, int | None]:
         """Utterances ``job`` still has to decode and to score for fidelity; ``(None, None)`` without data."""
         from .data import DataError, coverage, resolve_data_dir
-        from .fidelity import fidelity_store
+        from .fidelity import fidelity_store, fidelity_subset
 
         c = job.config
         try:
@@ -175,15 +106,14 @@ class DataToday:
         root = None if self.data == "hub" else resolve_data_dir(self.data)
         wer = n - len(store.valid_lines(job.slug, summary, today, root))
         done = {(r["split"], r["id"]): r.get("audio_sha256") for r in fidelity_store(store.root).load_rows(job.slug)}
-        fidelity = sum(1 for s, ids in today.items() for i, sha in ids.items() if done.get((s, i)) != sha)
+        subset = fidelity_subset([u for s in c.split for u in self.utterances(s, c.limit)])
+        fidelity = sum(1 for u in subset if done.get((u.split, u.id)) != u.sha256)
         return wer, fidelity
 
 
 def footprint_done(fstore: ResultStore, slug: str, retry_failed: bool, refresh_outdated: bool = False) -> bool:
     """Like :func:`is_done`; with ``refresh_outdated`` a footprint timed on another CPU class than the study's
     is not done when this machine is of the study's class (:func:`lib.footprint.measured_elsewhere`)."""
-    from .footprint import measured_elsewhere
-
     if not is_done(fstore, slug, retry_failed):
         return False
     return not (refresh_outdated and measured_elsewhere(fstore.load(slug), fstore))
@@ -266,7 +196,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             continue
         wait_while_paused(pause_file, pause_poll_s)
         started = time.time()
-        print(f"[{time.strftime('%H:%M:%S')}] start {job.slug}", flush=True)
+        log.info("start %s", job.slug)
         periodic = (calling_every(during_job_every_s, functools.partial(during_job, job)) if during_job
                     else contextlib.nullcontext())
         try:
@@ -281,21 +211,28 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                 else:
                     run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
         except Exception as exc:  # one failing configuration never stops the sweep
-            report.failed[job.slug] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}"
+            report.failed[job.slug] = portable(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}")
         else:
             report.ran.append(job.slug)
             for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
                 if st.status(slug) == "failed":
                     report.failed[slug] = st.load(slug).get("error", "")
-            print(f"[{time.strftime('%H:%M:%S')}] done {job.slug} in {time.time() - started:.0f} s "
-                  f"(wer: {store.status(job.slug)}, footprint: {fstore.status(job.footprint_slug)})", flush=True)
+            log.info("done %s in %.0f s (wer: %s, footprint: %s)", job.slug, time.time() - started,
+                     store.status(job.slug), fstore.status(job.footprint_slug))
         if after_job is not None:
             try:
                 after_job(job)
             except Exception as exc:  # e.g. no git: the results are saved, only the hook failed
-                print(f"[{time.strftime('%H:%M:%S')}] after_job failed for {job.slug}: {type(exc).__name__}: {exc}",
-                      flush=True)
+                log.warning("after_job failed for %s: %s: %s", job.slug, type(exc).__name__, exc)
     return report
+
+
+def run_chapter_grid(grid: str, limit: int | None = None, footprint: bool = True, **options: Any) -> SweepReport:
+    """Run the configurations of a chapter's grid that have no result yet, with the fp32 run each ΔWER compares
+    against (``baseline.yml`` with the same ``limit``); a chapter's ``run_missing`` cell calls this before it
+    loads its table. ``footprint=False`` makes the runs WER-only; ``options`` go to :func:`run_grids`."""
+    overrides = {"limit": limit} if limit else None
+    return run_grids([grid_path("baseline"), grid_path(grid)], overrides=overrides, footprint=footprint, **options)
 
 
 def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), repo: Path | str | None = None,
@@ -303,15 +240,13 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
     """Commit only ``paths`` after ``job`` finished, so a sweep that outlives the session keeps its results.
 
     The message names the configuration, e.g. ``'Sweep result: HQQ weight-only int2 g32 (whisper-base__...)'``.
-    Returns False, with git's reason printed, when git refuses (nothing new, or another commit holds the
+    Returns False, with git's reason logged, when git refuses (nothing new, or another commit holds the
     index lock); the files then wait for the next commit.
     """
-    from .report import describe_spec
-
     repo = Path(repo or REPO_ROOT)
     identity = [] if _git(repo, "config", "user.email").stdout.strip() else [
         "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
-    message = f"Sweep {kind}: {describe_spec(job.config.quant.to_dict())} ({job.slug})"
+    message = f"Sweep {kind}: {job.config.quant.label} ({job.slug})"
     existing = [p for p in paths if (repo / p).exists()]
     steps = {"add": ["add", "--", *existing],
              "commit": [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]}
@@ -319,8 +254,7 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
         out = _git(repo, *args)
         if out.returncode != 0:
             reason = (out.stderr or out.stdout).strip().splitlines()
-            print(f"[{time.strftime('%H:%M:%S')}] not committed: git {name}: "
-                  f"{reason[-1] if reason else 'no output'}", flush=True)
+            log.warning("not committed: git %s: %s", name, reason[-1] if reason else "no output")
             return False
     return True
 
@@ -339,7 +273,7 @@ def commit_checkpoints(job: Job, repo: Path | str | None = None) -> bool:
 
 @contextlib.contextmanager
 def calling_every(seconds: float, callback: Callable[[], Any]):
-    """Call ``callback`` every ``seconds`` in a background thread while the block runs (errors printed, not raised)."""
+    """Call ``callback`` every ``seconds`` in a background thread while the block runs (errors logged, not raised)."""
     import threading
 
     stop = threading.Event()
@@ -349,7 +283,7 @@ def calling_every(seconds: float, callback: Callable[[], Any]):
             try:
                 callback()
             except Exception as exc:
-                print(f"[{time.strftime('%H:%M:%S')}] periodic call failed: {type(exc).__name__}: {exc}", flush=True)
+                log.warning("periodic call failed: %s: %s", type(exc).__name__, exc)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -370,16 +304,16 @@ def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> No
     """Block while ``pause_file`` exists (``touch`` it to pause a sweep between jobs, ``rm`` to resume)."""
     if pause_file is None or not Path(pause_file).exists():
         return
-    print(f"[{time.strftime('%H:%M:%S')}] paused: waiting for {pause_file} to be removed", flush=True)
+    log.info("paused: waiting for %s to be removed", pause_file)
     while Path(pause_file).exists():
         time.sleep(poll_s)
-    print(f"[{time.strftime('%H:%M:%S')}] resumed", flush=True)
+    log.info("resumed")
 
 
 def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,
             progress: bool = True, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
     """What the per-configuration notebook does, without papermill."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate  # looked up at call time, so tests can stand in for a run
     from .footprint import measure_footprint
 
     out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress,
@@ -393,22 +327,21 @@ def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = Fals
 
 def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force: bool,
                         data: str | None, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
+    """The per-configuration notebook's parameters; folders inside the repository are relative to it
+    (``'results'``), since the kernel runs in the repository root and the cell is committed."""
     c = job.config
     return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
             "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
-            "footprint": job.footprint, "footprint_model": job.footprint_model, "results_dir": str(results_dir),
-            "footprint_dir": str(footprint_dir), "force": force, "retry_failed": retry_failed,
-            "refresh_outdated": refresh_outdated, "data": data}
+            "footprint": job.footprint, "footprint_model": job.footprint_model,
+            "results_dir": relative_to_repo(results_dir), "footprint_dir": relative_to_repo(footprint_dir),
+            "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data}
 
 
 def run_title(job: Job) -> str:
     """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, first 2)'``."""
-    from .config import model_tag
-    from .report import describe_spec
-
     c = job.config
     scope = f"first {c.limit}" if c.limit else "all utterances"
-    return f"Run: {describe_spec(c.quant.to_dict())} ({model_tag(c.model)}, {scope})"
+    return f"Run: {c.quant.label} ({model_tag(c.model)}, {scope})"
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
@@ -420,39 +353,49 @@ def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir:
     ``log_dir/<slug>.log``, so a long run can be followed with ``tail -f``.
     """
     import jupytext
-    import papermill
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     output = runs_dir / f"{job.slug}.ipynb"
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "run_config.ipynb"
-        notebook = jupytext.read(NOTEBOOK_SOURCE)
-        notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
-        jupytext.write(notebook, source)
-        partial = runs_dir / f".{job.slug}.part.ipynb"
-        env_before = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env_before]))
-        os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
-        log = contextlib.ExitStack()
+    notebook = jupytext.read(NOTEBOOK_SOURCE)
+    notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
+    os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
+    with contextlib.ExitStack() as log:
         streams = {}
         if log_dir is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             handle = log.enter_context(open(Path(log_dir) / f"{job.slug}.log", "w", buffering=1))
             streams = {"log_output": True, "stdout_file": handle, "stderr_file": handle}
-        try:
-            with log:
-                papermill.execute_notebook(str(source), str(partial), cwd=str(REPO_ROOT), progress_bar=False,
-                                           parameters=notebook_parameters(job, results_dir, footprint_dir, force,
-                                                                          data, retry_failed, refresh_outdated),
-                                           kernel_name="python3", **streams)
-        finally:
-            if env_before is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = env_before
-            if partial.exists():
-                os.replace(partial, output)  # kept on failure too: it shows the error
+        run_papermill(notebook, output, notebook_parameters(job, results_dir, footprint_dir, force, data,
+                                                            retry_failed, refresh_outdated),
+                      keep_failed=True, **streams)  # a failed run's notebook shows its error
     return output
+
+
+def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_failed: bool = False,
+                  **options: Any) -> None:
+    """Execute a jupytext-read ``notebook`` with papermill into ``output`` (atomically: a partial file is renamed).
+
+    The kernel runs in the repository root, and the paths papermill records in the notebook
+    (``metadata.papermill.input_path``/``output_path``) are relative to it, e.g.
+    ``'book/runs/.<slug>.source.ipynb'`` (the converted source, deleted afterwards), so an executed notebook
+    holds no machine path. ``keep_failed`` keeps the output of a run that raised.
+    """
+    import jupytext
+    import papermill
+
+    source = output.with_name(f".{output.stem}.source.ipynb")
+    partial = output.with_name(f".{output.stem}.part.ipynb")
+    jupytext.write(notebook, source)
+    succeeded = False
+    try:
+        with contextlib.chdir(REPO_ROOT):
+            papermill.execute_notebook(relative_to_repo(source), relative_to_repo(partial), parameters=parameters,
+                                       cwd=".", kernel_name="python3", progress_bar=False, **options)
+        succeeded = True
+    finally:
+        source.unlink(missing_ok=True)
+        if partial.exists() and (succeeded or keep_failed):
+            os.replace(partial, output)
 
 
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
@@ -460,12 +403,11 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
     A WER result decoded with the older recipe reads ``outdated`` (see :meth:`ResultStore.state`).
     """
-    from .results import result_cpu
-
     store, fstore = ResultStore(results_dir), ResultStore(Path(results_dir) / "footprint")
 
     def cpu(st: ResultStore, slug: str) -> str:
-        return result_cpu(st.load(slug)) if st.exists(slug) else ""
+        summary = st.get(slug)
+        return result_cpu(summary) if summary else ""
 
     return [{"grid": j.grid, "slug": j.slug, "wer": store.state(j.slug),
              "footprint": fstore.status(j.footprint_slug) or "pending", "wer CPU": cpu(store, j.slug),
@@ -481,18 +423,11 @@ BOOK_DIR = REPO_ROOT / "book"
 def execute_chapter(name: str, parameters: dict[str, Any] | None = None) -> Path:
     """Execute ``notebooks/<name>.md`` with papermill into ``book/<name>.ipynb``."""
     import jupytext
-    import papermill
 
     source = CHAPTER_SOURCES / f"{name}.md"
     if not source.exists() or name == "run_config":
         chapters = sorted(p.stem for p in CHAPTER_SOURCES.glob("*.md") if p.stem != "run_config")
         raise ConfigError(f"no chapter {name!r}; chapters: {', '.join(chapters)}")
     output = BOOK_DIR / f"{name}.ipynb"
-    with tempfile.TemporaryDirectory() as tmp:
-        notebook = Path(tmp) / f"{name}.ipynb"
-        jupytext.write(jupytext.read(source), notebook)
-        partial = BOOK_DIR / f".{name}.part.ipynb"
-        papermill.execute_notebook(str(notebook), str(partial), parameters=parameters or {}, cwd=str(REPO_ROOT),
-                                   kernel_name="python3", progress_bar=False)
-        os.replace(partial, output)
+    run_papermill(jupytext.read(source), output, parameters or {})
     return output

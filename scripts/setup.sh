@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch==2.13.0 is pinned: pip takes the CPU wheel; an unpinned torch would pull a CUDA build.
 .venv/bin/python -m pip install --quiet -r requirements.txt
+# lib itself, editable (pyproject.toml): importable from benchmarks/, papermill kernels and any folder.
+.venv/bin/python -m pip install --quiet --no-deps -e .
 .venv/bin/python -m pip check || echo "warning: pip check reports a conflict (see above)" >&2
 .venv/bin/python -m lib build-model >/dev/null
 echo "setup ok: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')"

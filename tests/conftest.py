@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny random Whisper, a fake official-layout LibriSpeech, the real sample."""
+"""Shared fixtures: a tiny random Whisper, a fake official-layout LibriSpeech, the real sample.
+
+The fast tier is self-contained: unless a test is marked ``real_data`` or ``real_weights``, the data
+directory the harness finds by default (``$LIBRISPEECH_DIR``, ``../shared``) and the JFK clip are a few
+seconds of synthetic tones made here, so ``../shared`` is never read.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -51,6 +56,28 @@ def make_librispeech(root: Path, manifest: bool = True) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def synthetic_shared(tmp_path_factory) -> Path:
+    """A stand-in for ``../shared``: ``data/librispeech`` (:func:`make_librispeech`) and a 44.1 kHz stereo
+    ``data/extra/jfk.flac`` (2 s of tone), the layout :mod:`lib.data` looks for beside the repository."""
+    shared = tmp_path_factory.mktemp("synthetic") / "shared"
+    make_librispeech(shared / "data" / "librispeech")
+    write_tone(shared / "data" / "extra" / "jfk.flac", 2.0, rate=44_100, channels=2)
+    return shared
+
+
+@pytest.fixture(autouse=True)
+def self_contained_data(request, monkeypatch):
+    """Point the harness's default data and JFK clip at :func:`synthetic_shared` (not for real-data tests)."""
+    if request.node.get_closest_marker("real_data") or request.node.get_closest_marker("real_weights"):
+        return
+    import lib.data
+
+    shared = request.getfixturevalue("synthetic_shared")
+    monkeypatch.setattr(lib.data, "REPO_ROOT", shared.parent / "repository")  # ../shared of it is the synthetic one
+    monkeypatch.setenv("LIBRISPEECH_DIR", str(shared / "data" / "librispeech"))  # also for subprocesses
+
+
 @pytest.fixture
 def fake_librispeech(tmp_path) -> Path:
     return make_librispeech(tmp_path / "LibriSpeech")
@@ -73,6 +100,7 @@ def tiny_model(tiny):
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
+    """The LibriSpeech sample in ``../shared`` (tests that use it are marked ``real_data``)."""
     if not REAL_DATA.is_dir():
         pytest.fail(f"the LibriSpeech sample is expected at {REAL_DATA} (../shared beside the repository)")
     return REAL_DATA

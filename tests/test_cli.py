@@ -39,9 +39,9 @@ def test_table_prints_the_study_as_markdown():
 def test_compact_table_keeps_the_last_line_of_an_error():
     import pandas as pd
 
-    from lib.report import compact_table
+    from lib.display import compact_table
 
-    df = pd.DataFrame({"configuration": ["a", "b"], "status": ["failed", "pending"], "small MB": [None, None],
+    df = pd.DataFrame({"configuration": ["a", "b"], "status": ["failed", "pending"], "small_mb": [None, None],
                        "error": ["Traceback ...\nRuntimeError: FX tracing failed", None]})
     assert list(compact_table(df)["reason"]) == ["RuntimeError: FX tracing failed", ""]
 
@@ -49,17 +49,17 @@ def test_compact_table_keeps_the_last_line_of_an_error():
 def _study_row(slug, configuration, clean, other, compression=None):
     """A study-table row with ΔWER (value, low, high) per split."""
     row = {"slug": f"whisper-base__{slug}__test-clean+test-other", "configuration": configuration, "status": "ok",
-           "compression %": compression, "small MB": None if compression is None else 966.9 * (1 - compression / 100)}
+           "compression_pct": compression, "small_mb": None if compression is None else 966.9 * (1 - compression / 100)}
     for split, (value, low, high) in (("clean", clean), ("other", other)):
-        row.update({f"ΔWER {split}": value, f"ΔWER {split} low": low, f"ΔWER {split} high": high,
-                    f"ΔWER {split} CI": f"[{low:+.2f}, {high:+.2f}]"})
+        row.update({f"delta_wer_{split}": value, f"delta_wer_{split}_low": low, f"delta_wer_{split}_high": high,
+                    f"delta_wer_{split}_ci": f"[{low:+.2f}, {high:+.2f}]"})
     return row
 
 
 def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
     import pandas as pd
 
-    from lib.report import claims_table
+    from lib.claims import claims_table
 
     df = pd.DataFrame([
         _study_row("quanto-wo-int8", "quanto weight-only int8", (-0.5, -0.9, -0.1), (-0.4, -0.8, -0.05)),

@@ -1,5 +1,6 @@
 import pytest
 
+from lib.checks import check_quant, check_run
 from lib.config import ConfigError, QuantSpec, RunConfig
 
 
@@ -47,8 +48,8 @@ def test_config_is_frozen_and_round_trips():
     (dict(model="embedded:whisper-large"), "only embedded:whisper-base"),
 ])
 def test_bad_run_config_fails_with_the_fix(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
-        RunConfig(**kwargs)
+    with pytest.raises(ConfigError, match=message):  # field checks when built, model source where input arrives
+        check_run(RunConfig(**kwargs))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -63,8 +64,25 @@ def test_bad_run_config_fails_with_the_fix(kwargs, message):
     (dict(library="none", scheme="dynamic", weights="int8"), "fp32 baseline"),
 ])
 def test_bad_quant_spec_fails_listing_what_is_supported(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
-        QuantSpec(**kwargs)
+    with pytest.raises(ConfigError, match=message):  # field checks when built, backend support where input arrives
+        check_quant(QuantSpec(**kwargs))
+
+
+def test_a_stored_config_rebuilds_on_any_machine():
+    """Building a config checks its fields only: no backend import, no filesystem look-up."""
+    stored = {"model": "local:/a/machine/we/are/not/on", "split": ["test-clean"], "limit": 2,
+              "quant": {"library": "hqq", "scheme": "weight_only", "weights": "int4", "group_size": 64}}
+    config = RunConfig.from_dict(stored)
+    assert config.slug == "on__hqq-wo-int4-g64__test-clean__n2"
+    with pytest.raises(ConfigError, match="does not exist"):
+        check_run(config)
+
+
+def test_labels_read_like_the_configuration():
+    assert QuantSpec(library="hqq", scheme="weight_only", weights="int4", group_size=64).label == "HQQ weight-only int4 g64"
+    assert QuantSpec(library="torch_ao", scheme="static", weights="int8", activations="int8", granularity="per_channel",
+                     scope="encoder", calibration=4).label == "torch.ao static w-int8 a-int8 per-channel encoder only cal 4"
+    assert QuantSpec().label == "fp32"
 
 
 def test_unknown_fields_are_named():

@@ -66,6 +66,7 @@ def test_calibration_never_uses_scored_splits(fake_librispeech):
         calibration_set(50, fake_librispeech)
 
 
+@pytest.mark.real_data
 def test_real_sample_counts_match_its_manifest(real_data):
     from collections import Counter
 

@@ -86,7 +86,7 @@ def test_a_killed_run_resumes_at_the_batch_where_it_stopped(fake_librispeech, tm
     assert summary["status"] == "ok", summary.get("error")
     assert len(calls) == 2  # warm-up + batch 1 only: batch 0 came from the checkpoint
     assert summary["metrics"]["test-clean"]["timing"]["resumed_batches"] == 1
-    from lib.report import run_summary_table
+    from lib.tables import run_summary_table
 
     assert run_summary_table(summary).loc["test-clean batches resumed from checkpoint", "value"] == 1
     assert [r["id"] for r in store.load_rows(config.slug)] == ["1089-134686-0000", "61-70968-0000"]

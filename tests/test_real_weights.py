@@ -6,7 +6,7 @@ from lib.metrics import corpus_wer, utterance_errors
 from lib.models import OFFICIAL_WHISPER_BASE_SHA256, embedded_whisper_base, load_model, sha256_file
 from lib.transcribe import features, generate
 
-pytestmark = pytest.mark.real_weights
+pytestmark = [pytest.mark.real_weights, pytest.mark.real_data]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from lib.report import error_profile
+from lib.analysis import error_profile
 from lib.results import ResultStore
 
 
@@ -19,8 +19,8 @@ def test_error_profile_tells_a_loop_from_silence(tmp_path):
     store.save("silent", decoding, [utterance(10, 0, 0, 10, 0, hypothesis=" "), utterance(10, 5, 0, 5, 0)])
     store.save("fine", decoding, [utterance(10, 10, 0, 0, 0), utterance(10, 10, 0, 0, 0)])
     df = pd.DataFrame({"configuration": ["loop", "silent", "fine", "broken"], "slug": ["loop", "silent", "fine", "x"],
-                       "status": ["ok", "ok", "ok", "failed"], "WER clean": [1505.0, 75.0, 0.0, None],
-                       "WER other": [1505.0, 75.0, 0.0, None]})
+                       "status": ["ok", "ok", "ok", "failed"], "wer_clean": [1505.0, 75.0, 0.0, None],
+                       "wer_other": [1505.0, 75.0, 0.0, None]})
     profile = error_profile(df, results_dir=tmp_path).set_index("configuration")
     assert list(profile.index) == ["silent", "loop"]  # below 20% and failed rows are left out; lowest WER first
     loop, silent = profile.loc["loop"], profile.loc["silent"]
@@ -33,17 +33,17 @@ def test_error_profile_tells_a_loop_from_silence(tmp_path):
 
 
 def test_ship_candidates_keep_accuracy_then_trade_size_for_speed():
-    from lib.report import ship_candidates
+    from lib.analysis import ship_candidates
 
     df = pd.DataFrame({"configuration": ["int2", "nf4", "int8", "int8 slow", "fp16", "failed"],
                        "status": ["ok", "ok", "ok", "ok", "ok", "failed"],
-                       "small MB": [236.0, 286.0, 373.0, 380.0, 571.0, None],
-                       "latency ratio": [1.7, 1.3, 1.2, 1.5, 1.1, None],
-                       "ΔWER other": [89.0, 0.9, -0.1, 0.0, 0.0, None]})
+                       "small_mb": [236.0, 286.0, 373.0, 380.0, 571.0, None],
+                       "latency_ratio": [1.7, 1.3, 1.2, 1.5, 1.1, None],
+                       "delta_wer_other": [89.0, 0.9, -0.1, 0.0, 0.0, None]})
     assert list(ship_candidates(df)["configuration"]) == ["nf4", "int8", "fp16"]  # int2 loses accuracy
     assert list(ship_candidates(df, max_wer_increase=0.5)["configuration"]) == ["int8", "fp16"]
     assert list(ship_candidates(df, max_wer_increase=100)["configuration"]) == ["int2", "nf4", "int8", "fp16"]
-    df["other CPU"] = [False, False, True, False, False, None]  # int8 was timed on another CPU class
+    df["other_cpu"] = [False, False, True, False, False, None]  # int8 was timed on another CPU class
     assert list(ship_candidates(df)["configuration"]) == ["nf4", "fp16"]
 
 
@@ -62,7 +62,8 @@ def _footprint(store, name, env, library="hqq", ratio=1.5):
 def test_latencies_from_another_cpu_class_are_flagged_and_re_measured_on_the_study_class(tmp_path, monkeypatch):
     import lib.results
     from lib.footprint import measured_elsewhere
-    from lib.report import OTHER_CPU_MARK, all_footprints, display_table
+    from lib.display import OTHER_CPU_MARK, display_table
+    from lib.tables import all_footprints
     from lib.results import reference_cpu
 
     store = ResultStore(tmp_path)
@@ -80,14 +81,14 @@ def test_latencies_from_another_cpu_class_are_flagged_and_re_measured_on_the_stu
     monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX512["cpu"])
     assert not measured_elsewhere(late, store)  # re-measuring on the other class again would change nothing
     fp = all_footprints(tmp_path)
-    assert list(fp["CPU"]) == ["AVX2", "AVX2", "AVX-512 VNNI"] and list(fp["other CPU"]) == [False, False, True]
-    assert display_table(fp, ["configuration", "CPU"]).index[-1].endswith(OTHER_CPU_MARK)
+    assert list(fp["cpu"]) == ["AVX2", "AVX2", "AVX-512 VNNI"] and list(fp["other_cpu"]) == [False, False, True]
+    assert display_table(fp, ["configuration", "cpu"]).index[-1].endswith(OTHER_CPU_MARK)
 
 
 def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
     import json
 
-    from lib.report import pt2e_compiled
+    from lib.benchmark_files import pt2e_compiled
 
     table, facts = pt2e_compiled(tmp_path / "missing.json")
     assert table is None and set(facts.values()) == {"pending (benchmarks/pt2e_inductor.py)"}
@@ -110,7 +111,7 @@ def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
 def test_int4_kernel_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
     import json
 
-    from lib.report import int4_kernel
+    from lib.benchmark_files import int4_kernel
 
     table, facts = int4_kernel(tmp_path / "missing.json")
     assert table is None and set(facts.values()) == {"pending (benchmarks/int4_kernel.py)"}
@@ -131,17 +132,17 @@ def test_int4_kernel_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
 
 
 def test_rows_from_the_older_decoding_are_marked_and_counted():
-    from lib.report import display_table, status_counts
+    from lib.display import display_table, status_counts
 
     df = pd.DataFrame({"configuration": ["fp32", "int8", "int2", "fx"], "status": ["ok", "ok", "ok", "failed"],
-                       "older decoding": [False, True, True, False], "WER clean": [3.5, 3.6, 90.0, None]})
+                       "older_decoding": [False, True, True, False], "wer_clean": [3.5, 3.6, 90.0, None]})
     assert status_counts(df) == "3 ok (2 marked ‡: decoded with the older seek loop, see Setup), 1 failed, 0 pending"
     assert list(display_table(df).index) == ["fp32", "int8 ‡", "int2 ‡", "fx"]
-    assert status_counts(df.assign(**{"older decoding": False})) == "3 ok, 1 failed, 0 pending"
+    assert status_counts(df.assign(older_decoding=False)) == "3 ok, 1 failed, 0 pending"
 
 
 def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path):
-    from lib.report import latency_by_cpu
+    from lib.cpu_classes import latency_by_cpu
 
     assert latency_by_cpu(tmp_path)[0] is None  # before benchmarks/cpu_class_latency.py ran
     main, second = ResultStore(tmp_path), ResultStore(tmp_path / "by-cpu" / "avx-512-vnni")
@@ -160,7 +161,7 @@ def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path)
 def test_benchmark_by_cpu_puts_each_cpu_class_in_a_column(tmp_path):
     import json
 
-    from lib.report import benchmark_by_cpu
+    from lib.benchmark_files import benchmark_by_cpu
 
     def write(path, env, ratio):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +174,28 @@ def test_benchmark_by_cpu_puts_each_cpu_class_in_a_column(tmp_path):
     table = benchmark_by_cpu("pt2e_inductor", tmp_path)
     assert list(table.columns) == ["× fp32 (AVX2)", "× fp32 (AVX-512 VNNI)"]
     assert table.loc["pt2e int8 compiled (freezing)"].tolist() == [0.6, 0.3]
-    from lib.report import per_class_text
+    from lib.benchmark_files import per_class_text
 
     assert per_class_text(table, "pt2e int8 compiled (freezing)") == "0.60× on AVX2, 0.30× on AVX-512 VNNI"
+
+
+def test_a_corrupt_summary_reads_as_pending_in_the_tables(tmp_path, caplog):
+    from lib.grids import expand_grid
+    from lib.tables import all_footprints, grid_table
+
+    grid = tmp_path / "g.yml"
+    grid.write_text("defaults: {model: 'test:tiny', split: [test-clean], limit: 1}\nfootprint: false\n"
+                    "runs: [{library: none}, {library: hqq, scheme: weight_only, weights: int4, group_size: 64}]\n")
+    fp32, hqq = (j.slug for j in expand_grid(grid))
+    store = ResultStore(tmp_path / "r")
+    store.save(fp32, {"status": "failed", "error": "boom", "config": {"quant": {"library": "none"}}})
+    store.summary_path(hqq).write_text('{"status": "ok", "metrics": {')  # torn copy
+    (tmp_path / "fp").mkdir()
+    (tmp_path / "fp" / "x__footprint.json").write_text("<<<<<<< HEAD\n")
+    with caplog.at_level("WARNING", logger="lib.results"):
+        table = grid_table(grid, results_dir=tmp_path / "r", footprint_dir=tmp_path / "fp")
+        footprints = all_footprints(tmp_path / "fp")
+    assert list(table["status"]) == ["failed", "pending"] and footprints.empty
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(f"{hqq}.json, line 1: not valid JSON" in m for m in messages) == 1
+    assert sum("x__footprint.json, line 1: not valid JSON" in m for m in messages) == 1

@@ -6,7 +6,8 @@ import pytest
 
 from lib.config import ConfigError
 from lib.results import ResultStore
-from lib.runner import Job, commit_results, execute_notebook, expand_grid, run_grids, sweep_status
+from lib.grids import Job, expand_grid
+from lib.runner import commit_results, execute_notebook, run_grids, sweep_status
 
 TINY_DEFAULTS = "defaults: {model: 'test:tiny', split: [test-clean], limit: 1, threads: 1, max_new_tokens: 4}"
 
@@ -58,6 +59,59 @@ def test_grid_duplicates_are_dropped_and_bad_grids_named(tmp_path):
     invalid = write_grid(tmp_path, f"{TINY_DEFAULTS}\nruns: [{{library: hqq, weights: int5}}]\n", "invalid.yml")
     with pytest.raises(ConfigError, match="supported"):
         expand_grid(invalid)
+
+
+def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path):
+    broken = write_grid(tmp_path, f"""
+        {TINY_DEFAULTS}
+        runs:
+          - {{library: hqq, weights: int4
+    """, "broken.yml")
+    with pytest.raises(ConfigError) as caught:
+        expand_grid(broken)
+    message = str(caught.value)
+    assert message.startswith("broken.yml, line 5: malformed YAML") and "\n" not in message, message
+
+
+MERGE_CONFLICT = '<<<<<<< HEAD\n{"status": "ok"}\n=======\n{"status": "failed"}\n>>>>>>> sweep\n'
+
+
+def test_a_corrupt_summary_is_named_once_and_its_configuration_runs_again(grid, data, tmp_path, caplog):
+    store = ResultStore(tmp_path / "r")
+    slug = expand_grid(grid)[0].slug
+    store.summary_path(slug).parent.mkdir(parents=True)
+    store.summary_path(slug).write_text(MERGE_CONFLICT)
+    with caplog.at_level("WARNING", logger="lib.results"):
+        report = run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, only="fp32")
+    assert report.ran == [slug] and not report.failed and store.status(slug) == "ok"  # re-run, file replaced
+    named = [r.getMessage() for r in caplog.records if f"{slug}.json" in r.getMessage()]
+    assert len(named) == 1 and "line 1: not valid JSON" in named[0], named
+    assert sweep_status([grid], tmp_path / "r")[0]["wer"] == "ok"
+
+
+def test_the_sweep_logs_each_job_with_a_timestamp(grid, tmp_path, capsys, monkeypatch):
+    import logging
+    import re
+
+    import lib.evaluate
+    from lib.__main__ import log_to_stdout
+
+    def instant(config, results_dir, **kw):
+        ResultStore(results_dir).save(config.slug, {"status": "ok"})
+
+    monkeypatch.setattr(lib.evaluate, "evaluate", instant)
+    log_to_stdout()
+    try:
+        run_grids([grid], use_notebooks=False, results_dir=tmp_path / "r", progress=False, only="fp32")
+    finally:
+        lib_logger = logging.getLogger("lib")
+        for handler in [h for h in lib_logger.handlers if getattr(h, "_lib_cli", False)]:
+            lib_logger.removeHandler(handler)
+        lib_logger.setLevel(logging.NOTSET)
+    lines = capsys.readouterr().out.splitlines()
+    slug = expand_grid(grid)[0].slug
+    assert re.fullmatch(rf"\[\d\d:\d\d:\d\d\] start {slug}", lines[0]), lines
+    assert re.fullmatch(rf"\[\d\d:\d\d:\d\d\] done {slug} in \d+ s \(wer: ok, footprint: None\)", lines[1]), lines
 
 
 def test_skips_done_slugs_and_forces_reruns(grid, data, tmp_path):
@@ -275,7 +329,7 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     assert store.load(old)["decoding"]["single_generate_call"] is True
     assert list(store.older_decoding()) == [old]  # the old summary is kept to measure what the change did
 
-    from lib.report import decoding_changes
+    from lib.decoding_audit import decoding_changes
 
     changes = decoding_changes(tmp_path / "r")
     assert list(changes.columns) == ["WER clean older", "WER clean one call", "ΔWER clean"] and len(changes) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import check_allowed
+from ..config import ConfigError
 from .common import log_once, set_module, target_linears
 
 SUPPORTED = [
@@ -26,7 +27,6 @@ OPTIONS = {"threshold": (0, 0.0, 6, 6.0), "double_quant": (True, False)}
 
 def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
-    from ..config import ConfigError
 
     keys = set(spec.option_dict)
     if spec.weights == "int8" and "double_quant" in keys or spec.weights != "int8" and "threshold" in keys:

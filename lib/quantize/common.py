@@ -8,6 +8,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..transcribe import features, generate
+
 _QUANT_MODULE_PACKAGES = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic",
                           "optimum.quanto", "hqq", "bitsandbytes", "torchao")
 
@@ -162,8 +164,6 @@ def _dequantize_module(model, name: str, weight: torch.Tensor, dequantize: Calla
 
 def calibration_features(processor, utterances, batch_size: int = 4):
     """Log-mel feature batches of the calibration utterances."""
-    from ..transcribe import features
-
     utterances = list(utterances or [])
     for i in range(0, len(utterances), batch_size):
         yield features(processor, [u.audio for u in utterances[i:i + batch_size]])
@@ -171,8 +171,6 @@ def calibration_features(processor, utterances, batch_size: int = 4):
 
 def calibrate(model, processor, utterances, max_new_tokens: int = 128) -> int:
     """Run the full decoding recipe over calibration utterances so observers see real activations."""
-    from ..transcribe import generate
-
     count = 0
     for feats in calibration_features(processor, utterances):
         generate(model, feats, max_new_tokens=max_new_tokens)

@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import check_allowed
-from .common import calibrate, set_module, target_linears
+from ..config import ConfigError
+from ..transcribe import generate
+from .common import calibrate, calibration_features, set_module, target_linears
 
 SUPPORTED = [
     {"scheme": "dynamic", "weights": "int8", "activations": "int8", "granularity": ("per_tensor", "per_channel"),
@@ -32,7 +34,6 @@ OPTIONS = {"method": ("eager", "fx", "pt2e")}
 
 def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
-    from ..config import ConfigError
 
     method = spec.option_dict.get("method")
     if method and spec.scheme != "static":
@@ -204,8 +205,6 @@ def _pt2e_encoder(model, processor, calibration) -> dict[str, int]:
     import torch
     from transformers.modeling_outputs import BaseModelOutput
 
-    from .common import calibration_features
-
     class ExportedEncoder(torch.nn.Module):
         """Stands in for ``WhisperEncoder`` inside generate(), returning a ModelOutput."""
 
@@ -235,9 +234,6 @@ def _pt2e_decoder(model, processor, calibration, tokens: int) -> dict[str, int]:
     """
     import torch
     from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
-
-    from ..transcribe import generate
-    from .common import calibration_features
 
     class DecoderCore(torch.nn.Module):
         def __init__(self, decoder):

@@ -1,0 +1,151 @@
+"""What the tables say: Pareto sets, ship candidates, cheap proxies of WER, how broken models fail, highlights.
+
+Inputs are tables of :mod:`lib.tables` (plain column names); outputs are tables or facts for the prose.
+
+>>> failure_mode(substitutions=40, deletions=5, insertions=900)
+'loops (insertions)'
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .config import LIBRARY_NAMES
+from .display import status_counts
+from .results import RESULTS_DIR, ResultStore
+
+#: The cheap proxies of WER and what each measures.
+PROXIES = {"encoder_distance": "1 − encoder cosine (JFK clip)", "weight_error": "mean relative weight error"}
+
+
+def pareto_set(df: pd.DataFrame, minimize: Iterable[str] = ("small_mb", "latency_ratio")) -> pd.DataFrame:
+    """The finished rows that no other finished row beats on every objective at once, smallest first.
+
+    A row is dominated when another is at least as good on all of ``minimize`` and better on one.
+
+    >>> df = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "status": "ok", "small_mb": [300, 400, 500, 400],
+    ...                    "latency_ratio": [1.5, 0.9, 0.9, 1.2]})
+    >>> list(pareto_set(df)["configuration"])  # c: b is as fast and smaller; d: b is as small and faster
+    ['a', 'b']
+    """
+    minimize = list(minimize)
+    ok = df[(df["status"] == "ok")].dropna(subset=minimize)
+    values = ok[minimize].to_numpy(dtype=float)
+    keep = [not any((other <= row).all() and (other < row).any() for other in values) for row in values]
+    return ok[keep].sort_values(minimize).reset_index(drop=True)
+
+
+def ship_candidates(df: pd.DataFrame, max_wer_increase: float = 1.0) -> pd.DataFrame:
+    """Configurations within ``max_wer_increase`` WER points of fp32 on test-other (point estimate) that
+    no other such configuration beats on both stored size and latency ratio.
+
+    Only latencies timed on the study's CPU class compete (rows marked ``§`` are left out).
+    """
+    same_cpu = ~df["other_cpu"].fillna(False).astype(bool) if "other_cpu" in df else True
+    return pareto_set(df[(df["delta_wer_other"] <= max_wer_increase) & same_cpu])
+
+
+def proxy_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Finished quantized rows with the two cheap proxies next to their WER.
+
+    ``encoder_distance`` is 1 − the encoder-output cosine against fp32 on the 11 s JFK clip;
+    ``weight_error`` is the mean relative reconstruction error per layer. A proxy that is exactly zero
+    (encoder untouched, or float16 weights, lossless for a model released in float16) is NaN: it ranks
+    nothing and has no place on a log axis.
+    """
+    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].copy()
+    distance = 1.0 - ok["encoder_cosine"].astype(float)
+    ok["encoder_distance"] = distance.where(distance > 1e-7)
+    ok["weight_error"] = ok["weight_error"].astype(float).where(lambda e: e > 0)
+    return ok
+
+
+def proxy_correlations(df: pd.DataFrame, target: str = "wer_other") -> dict[str, Any]:
+    """Spearman rank correlation of each proxy with ``target`` over the rows where both exist.
+
+    >>> df = pd.DataFrame({"configuration": list("abcd"), "library": "HQQ", "status": "ok",
+    ...                    "encoder_cosine": [0.99, 0.98, 0.9, 1.0], "weight_error": [0.1, 0.3, 0.2, 0.05],
+    ...                    "wer_other": [11.0, 12.0, 50.0, 10.5]})
+    >>> facts = proxy_correlations(df)
+    >>> facts["encoder_distance_rho"], facts["encoder_distance_n"], facts["weight_error_rho"]
+    (1.0, 3, 0.8)
+    """
+    frame = proxy_frame(df)
+    facts: dict[str, Any] = {}
+    for proxy in PROXIES:
+        pair = frame[[proxy, target]].dropna()
+        facts[f"{proxy}_rho"] = round(float(pair[proxy].corr(pair[target], method="spearman")), 2) if len(pair) > 2 \
+            else float("nan")
+        facts[f"{proxy}_n"] = len(pair)
+    facts["encoder_blind"] = ", ".join(frame[frame["encoder_distance"].isna() & frame["encoder_cosine"].notna()]
+                                       ["configuration"]) or "none"
+    return facts
+
+
+def failure_mode(substitutions: int, deletions: int, insertions: int) -> str:
+    """How a model fails, named after the error type that makes up most of its WER.
+
+    >>> failure_mode(substitutions=12, deletions=310, insertions=4)
+    'falls silent (deletions)'
+    """
+    kind = max((substitutions, "substitutions"), (deletions, "deletions"), (insertions, "insertions"))[1]
+    return {"substitutions": "wrong words (substitutions)", "deletions": "falls silent (deletions)",
+            "insertions": "loops (insertions)"}[kind]
+
+
+ERROR_PROFILE_COLUMNS = ["configuration", "WER", "substitutions %", "deletions %", "insertions %",
+                         "output length %", "empty output %", "at token cap %", "failure mode"]
+
+
+def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
+    """How the configurations whose WER reaches ``min_wer`` on either split go wrong, both splits pooled.
+
+    From the saved per-utterance rows: substitutions, deletions and insertions as % of reference words
+    (they add up to the pooled WER), the output's length against the reference's (normalized words), the
+    share of utterances transcribed as nothing, the share that decoded up to the ``max_new_tokens`` cap
+    (a repetition loop), and the failure mode that dominates. The result is a reader-facing table: its
+    columns are already labels.
+    """
+    store = ResultStore(results_dir)
+    wer_columns = [c for c in ("wer_clean", "wer_other") if c in df]
+    if df.empty or not wer_columns:
+        return pd.DataFrame(columns=ERROR_PROFILE_COLUMNS)
+    bad = df[(df["status"] == "ok") & (df[wer_columns].max(axis=1) >= min_wer)]
+    records = []
+    for _, row in bad.iterrows():
+        utterances = store.load_rows(row["slug"])
+        summary = store.get(row["slug"])
+        if not utterances or summary is None:
+            continue
+        cap = summary["decoding"]["max_new_tokens"]
+        words = sum(u["ref_words"] for u in utterances)
+        counts = {k: sum(u[k] for u in utterances) for k in ("substitutions", "deletions", "insertions")}
+        empty = 100.0 * sum(not u["hypothesis"].strip() for u in utterances) / len(utterances)
+        capped = 100.0 * sum(u.get("text_tokens", 0) >= cap for u in utterances) / len(utterances)
+        length = 100.0 * sum(u["hits"] + u["substitutions"] + u["insertions"] for u in utterances) / words
+        records.append({"configuration": row["configuration"], "WER": 100.0 * sum(counts.values()) / words,
+                        **{f"{k} %": 100.0 * v / words for k, v in counts.items()}, "output length %": length,
+                        "empty output %": empty, "at token cap %": capped, "failure mode": failure_mode(**counts)})
+    return pd.DataFrame(records, columns=ERROR_PROFILE_COLUMNS).sort_values("WER").reset_index(drop=True)
+
+
+def highlights(df: pd.DataFrame) -> dict[str, Any]:
+    """Headline facts of a chapter table, for glue: counts and the best configuration per split.
+
+    >>> df = pd.DataFrame({"configuration": ["a", "b"], "status": "ok", "wer_clean": [4.0, 3.5]})
+    >>> facts = highlights(df)
+    >>> facts["counts"], facts["best_clean"], facts["best_other"]
+    ('2 ok, 0 failed, 0 pending', 'b', 'none yet')
+    """
+    out: dict[str, Any] = {"counts": status_counts(df) if len(df) else "no configurations"}
+    ok = df[df["status"] == "ok"] if len(df) else df
+    for col, key in (("wer_clean", "clean"), ("wer_other", "other")):
+        if len(ok) and col in ok and ok[col].notna().any():
+            best = ok.loc[ok[col].idxmin()]
+            out[f"best_{key}"] = best["configuration"]
+            out[f"best_{key}_wer"] = float(best[col])
+        else:
+            out[f"best_{key}"], out[f"best_{key}_wer"] = "none yet", float("nan")
+    return out

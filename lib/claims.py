@@ -1,0 +1,150 @@
+"""The paper's claims, the rows of this study that test each, and the verdicts they get.
+
+Every claim's target and the slug substrings of its rows are defined here once; :mod:`lib.plots` draws
+the compression targets from :data:`COMPRESSION_CLAIMS`.
+
+>>> [(c.target_pct, c.figure_label) for c in COMPRESSION_CLAIMS]
+[(57.0, 'dynamic int8 (paper)'), (71.0, 'nf4 / int3 (paper, up to)')]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .metrics import paired_bootstrap_delta
+from .results import RESULTS_DIR, ResultStore
+from .tables import find_row
+
+NOT_RESOLVABLE = "not resolvable at this sample size"
+
+#: The paper's headline (Quanto dynamic int8 improves on fp32): Quanto has two readings of "dynamic"
+#: (scheme chapter); torch.ao's dynamic int8 is the other library's answer to the same question.
+DYNAMIC_INT8_ROWS = ("__quanto-dyn-int8-aint8__test", "__quanto-wo-int8__test", "__pt-dyn-int8-aint8-pc__test")
+#: Static against dynamic int8 (per-channel) for each static recipe: eager requantizes every Linear output,
+#: PT2E quantizes Linear inputs only (scheme chapter, "Why torch.ao static collapses").
+DYNAMIC_REFERENCE_ROW = "__pt-dyn-int8-aint8-pc__test"
+STATIC_ROWS = (("eager", "__pt-static-int8-aint8-pc-cal4__test"),
+               ("PT2E", "__pt-static-int8-aint8-pc-cal4-methodpt2e__test"))
+#: The low bit-widths whose loss the paper places on test-other.
+LOW_BIT_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__test")
+#: How far (percentage points) a measured compression may lie from the paper's and still support it.
+COMPRESSION_TOLERANCE_PCT = 2.0
+
+
+@dataclass(frozen=True)
+class CompressionClaim:
+    """A size claim: the rows that test it (``primary``, slug substrings) and rows shown beside (``context``)."""
+
+    claim: str
+    target_pct: float
+    figure_label: str
+    primary: tuple[str, ...]
+    context: tuple[str, ...] = ()
+
+
+#: The paper quantizes every nn.Linear (quantize_dynamic), which unties and quantizes proj_out too.
+COMPRESSION_CLAIMS = (
+    CompressionClaim("Dynamic int8 shrinks the model by 57%", 57.0, "dynamic int8 (paper)",
+                     ("__pt-dyn-int8-aint8-pc-projout__",), ("__pt-dyn-int8-aint8-pc__test",)),
+    CompressionClaim("nf4 / int3 shrink the model by up to 71%", 71.0, "nf4 / int3 (paper, up to)",
+                     LOW_BIT_ROWS, ("__bnb-wo-nf4__test",)),
+)
+
+
+def ci_verdict(lo: float, hi: float, better_if_negative: bool = True) -> str:
+    """The verdict of a difference's 95% interval: ``ci_verdict(-0.9, -0.1)`` -> ``'supported'``."""
+    if hi < 0:
+        return "supported" if better_if_negative else "contradicted"
+    if lo > 0:
+        return "contradicted" if better_if_negative else "supported"
+    return NOT_RESOLVABLE
+
+
+def merge_verdicts(verdicts: list[str], disagree: str = "mixed", name_each: bool = True) -> str:
+    """One verdict when all agree, else ``disagree`` (naming each verdict unless ``name_each`` is False).
+
+    >>> merge_verdicts(["supported", "supported"]), merge_verdicts(["supported", "contradicted"])
+    ('supported', 'mixed: supported / contradicted')
+    """
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return f"{disagree}: " + " / ".join(verdicts) if name_each else disagree
+
+
+def _delta_text(r) -> str:
+    return (f"{r['configuration']}: ΔWER clean {r['delta_wer_clean']:+.2f} {r['delta_wer_clean_ci']}, "
+            f"other {r['delta_wer_other']:+.2f} {r['delta_wer_other_ci']}")
+
+
+def _dynamic_int8(df):
+    readings = [r for s in DYNAMIC_INT8_ROWS
+                if (r := find_row(df, s)) is not None and r["status"] == "ok" and "delta_wer_other_low" in df]
+    if not readings:
+        return "pending", "no quanto or torch.ao dynamic int8 WER result yet"
+    verdicts, parts = [], []
+    for r in readings:
+        verdicts.append(merge_verdicts([ci_verdict(r[f"delta_wer_{s}_low"], r[f"delta_wer_{s}_high"])
+                                        for s in ("clean", "other")], name_each=False))
+        parts.append(f"{_delta_text(r)} ({verdicts[-1]})")
+    return merge_verdicts(verdicts), "; ".join(parts) + " (negative = better than fp32)"
+
+
+def _static_vs_dynamic(df, store):
+    dyn = find_row(df, DYNAMIC_REFERENCE_ROW)
+    statics = [(recipe, r) for recipe, s in STATIC_ROWS if (r := find_row(df, s)) is not None and r["status"] == "ok"]
+    if dyn is None or dyn["status"] != "ok" or not statics:
+        return "pending", "torch.ao static or dynamic int8 has no WER result yet"
+    parts, verdicts = [], []
+    for recipe, static in statics:
+        split_verdicts, split_parts = [], []
+        for split in ("test-clean", "test-other"):
+            a = [r for r in store.load_rows(dyn["slug"]) if r["split"] == split]
+            b = [r for r in store.load_rows(static["slug"]) if r["split"] == split]
+            d = paired_bootstrap_delta(a, b)
+            split_verdicts.append(ci_verdict(d["ci_low"], d["ci_high"], better_if_negative=False))
+            split_parts.append(f"{split} {d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+        verdicts.append(merge_verdicts(split_verdicts, name_each=False))
+        parts.append(f"torch.ao {recipe} static − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
+    return merge_verdicts(verdicts, disagree="depends on the recipe"), "per-channel weights; " + "; ".join(parts)
+
+
+def _low_bits_on_other(df):
+    low = [r for s in LOW_BIT_ROWS if (r := find_row(df, s)) is not None and r["status"] == "ok"]
+    if not low:
+        return "pending", "no nf4/int3 WER result yet"
+    verdicts = []
+    for r in low:
+        other_loss = r["delta_wer_other_low"] > 0
+        mainly_other = r["delta_wer_other"] > r["delta_wer_clean"]
+        verdicts.append("supported" if other_loss and mainly_other else
+                        "contradicted" if (r["delta_wer_clean_high"] < 0 and r["delta_wer_other_high"] < 0)
+                        else NOT_RESOLVABLE)
+    return merge_verdicts(verdicts), "; ".join(_delta_text(r) for r in low)
+
+
+def _compression(df, claim: CompressionClaim):
+    def rows(parts):
+        return [r for s in parts if (r := find_row(df, s)) is not None and pd.notna(r.get("compression_pct"))]
+
+    found, extra = rows(claim.primary), rows(claim.context)
+    if found:
+        best = max(found, key=lambda r: r["compression_pct"])
+        verdict = "supported" if abs(best["compression_pct"] - claim.target_pct) <= COMPRESSION_TOLERANCE_PCT \
+            else "contradicted"
+    else:
+        verdict = "pending"
+    evidence = "; ".join(f"{r['configuration']}: {r['compression_pct']:.1f}% ({r['small_mb']:.1f} MB)"
+                         for r in found + extra) or "no footprint result yet"
+    return verdict, evidence + (" on the whisper-small architecture" if found + extra else "")
+
+
+def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
+    """The paper's claims with a verdict and the evidence from this study's result files (a study table)."""
+    store = ResultStore(results_dir)
+    rows = [("Dynamic int8 (Quanto) improves on the fp32 WER", *_dynamic_int8(df)),
+            ("Static quantization is worse than dynamic", *_static_vs_dynamic(df, store)),
+            ("nf4 / int3 lose accuracy mainly on test-other", *_low_bits_on_other(df))]
+    rows += [(claim.claim, *_compression(df, claim)) for claim in COMPRESSION_CLAIMS]
+    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)

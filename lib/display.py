@@ -1,0 +1,106 @@
+"""How tables look in the book: plain column names become labels, rows get their marks, numbers are rounded.
+
+Marks on a configuration's name: ``‡`` decoded with the older recipe, ``§`` latency timed on another CPU
+class than the study's (not comparable).
+
+>>> label("delta_wer_other_low"), label("small_mb"), label("wer_dev_clean"), label("status")
+('ΔWER other low', 'small MB', 'WER dev-clean', 'status')
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import pandas as pd
+
+OLDER_DECODING_MARK = " ‡"
+OTHER_CPU_MARK = " §"
+
+LABELS = {"small_mb": "small MB", "base_mb": "base MB", "serialized_mb": "serialized MB",
+          "compression_pct": "compression %", "latency_s": "latency s", "latency_min_s": "latency min s",
+          "fp32_latency_s": "fp32 latency s", "latency_ratio": "latency ratio", "latency_cpu": "latency CPU",
+          "other_cpu": "other CPU", "cpu": "CPU", "encoder_s": "encoder s", "decoder_s": "decoder s",
+          "encoder_ratio": "encoder ratio", "decoder_ratio": "decoder ratio", "timing_spread_pct": "timing spread %",
+          "load_1min_end": "load (1 min) at end", "encoder_cosine": "encoder cosine", "weight_error": "weight error",
+          "encoder_distance": "encoder distance", "older_decoding": "older decoding"}
+_SPLIT_COLUMN = re.compile(r"(delta_)?(wer|rtfx)_(.+?)(_low|_high|_ci)?")
+
+DISPLAY_COLUMNS = ["configuration", "status", "wer_clean", "delta_wer_clean", "delta_wer_clean_ci", "wer_other",
+                   "delta_wer_other", "delta_wer_other_ci", "small_mb", "compression_pct", "latency_ratio", "error"]
+COMPACT_COLUMNS = ["configuration", "status", "small_mb", "compression_pct", "wer_clean", "wer_other",
+                   "latency_ratio"]
+
+
+def label(column: str) -> str:
+    """The readable label of a plain column name (names without one are returned as they are)."""
+    if column in LABELS:
+        return LABELS[column]
+    match = _SPLIT_COLUMN.fullmatch(column)
+    if not match:
+        return column
+    delta, metric, split, suffix = match.groups()
+    suffix = {"_low": " low", "_high": " high", "_ci": " CI", None: ""}[suffix]
+    return f"{'Δ' if delta else ''}{'WER' if metric == 'wer' else 'RTFx'} {split.replace('_', '-')}{suffix}"
+
+
+def labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its columns renamed to their labels."""
+    return df.rename(columns=label)
+
+
+def marked_names(df: pd.DataFrame) -> pd.Series:
+    """Each row's configuration with its marks, e.g. ``'HQQ weight-only int4 g64 ‡'``."""
+    names = df["configuration"].copy()
+    for flag, mark in (("older_decoding", OLDER_DECODING_MARK), ("other_cpu", OTHER_CPU_MARK)):
+        if flag in df:
+            names = names + df[flag].map({True: mark}).fillna("")
+    return names
+
+
+def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) -> pd.DataFrame:
+    """Rounded, readable view of a table of :mod:`lib.tables` (missing values blank, long errors cut).
+
+    ``columns`` are plain names (those absent are skipped); the view's headers are their labels and its
+    index is the configuration with its marks.
+    """
+    cols = [c for c in columns if c in df.columns]
+    view = df[cols].copy()
+    if "configuration" in view:
+        view["configuration"] = marked_names(df)
+    for c in view.columns:
+        if view[c].dtype.kind == "f":
+            view[c] = view[c].round(2)
+    if "error" in view:
+        view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
+    return labelled(view.fillna("").set_index("configuration").rename_axis(None))  # one header row
+
+
+def compact_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The study in one small table (for a terminal or a note): size and latency on whisper-small, WER on base.
+
+    Failed rows keep the last line of their error (``reason``); pending rows stay blank. Names carry the
+    marks of :func:`display_table`; headers are labels.
+    """
+    view = df[[c for c in COMPACT_COLUMNS if c in df.columns]].copy()
+    if "configuration" in view:
+        view["configuration"] = marked_names(df)
+    if "error" in df:
+        view["reason"] = df["error"].fillna("").map(lambda e: shorten(e.strip().splitlines()[-1]) if e.strip() else "")
+    return labelled(view.round(2))
+
+
+def status_counts(df: pd.DataFrame) -> str:
+    """``'12 ok, 2 failed, 3 pending'`` for a chapter table, or ``'12 ok (5 marked ‡ …), 2 failed, 3 pending'``.
+
+    ``‡`` counts the ok rows still decoded with the older recipe (see :data:`lib.transcribe.DECODING`).
+    """
+    counts = df["status"].value_counts()
+    older = int(df["older_decoding"].sum()) if "older_decoding" in df else 0
+    text = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
+    note = f" ok ({older} marked{OLDER_DECODING_MARK}: decoded with the older seek loop, see Setup)"
+    return text.replace(" ok", note, 1) if older else text
+
+
+def shorten(text: str, width: int = 160) -> str:
+    """Cut at a word boundary: ``shorten("a bc def", 5)`` -> ``'a bc…'``."""
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + "…"

@@ -1,0 +1,108 @@
+"""YAML experiment grids: one file per chapter, expanded into the configurations it declares.
+
+A grid file declares the configurations of one chapter::
+
+    title: Bit-width
+    defaults: {model: embedded:whisper-base, split: [test-clean, test-other]}
+    footprint: true            # also measure size/latency on the whisper-small architecture
+    runs:                      # one configuration per entry (QuantSpec fields)
+      - {library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}
+    expand:                    # list values are crossed: 2 x 3 = 6 configurations
+      - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
+
+>>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
+['int432', 'int464', 'int332', 'int364']
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checks import check_run
+from .config import ConfigError, QuantSpec, RunConfig, footprint_slug
+from .paths import REPO_ROOT
+
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+#: The chapters' grids in the book's order (the study is their union, first grid wins).
+GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope")
+RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
+GRID_KEYS = {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
+
+
+def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product over the list-valued fields of one ``expand`` entry."""
+    keys = list(entry)
+    values = [v if isinstance(v, list) and k != "split" else [v] for k, v in entry.items()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One configuration of a grid: WER on real weights, optionally footprint on whisper-small."""
+
+    grid: str
+    config: RunConfig
+    footprint: bool = True
+    footprint_model: str = "footprint:whisper-small"
+
+    @property
+    def slug(self) -> str:
+        return self.config.slug
+
+    @property
+    def footprint_slug(self) -> str:
+        return footprint_slug(self.config.quant, self.footprint_model)
+
+
+def grid_path(grid: str | Path) -> Path:
+    """A grid by name or path: ``grid_path("bitwidth")`` -> ``EXPERIMENTS_DIR / "bitwidth.yml"``."""
+    return Path(grid) if str(grid).endswith((".yml", ".yaml")) else EXPERIMENTS_DIR / f"{grid}.yml"
+
+
+def load_grid(path: Path | str) -> dict[str, Any]:
+    """The parsed grid file; a missing file, malformed YAML or an unknown key is one :class:`ConfigError` line."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"grid file {str(path)!r} not found; grids live in {EXPERIMENTS_DIR}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path.name}, line {mark.line + 1}" if mark is not None else path.name
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: a grid is a mapping of {sorted(GRID_KEYS)}, not a {type(data).__name__}")
+    unknown = set(data) - GRID_KEYS
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown grid key(s) {sorted(unknown)}")
+    return data
+
+
+def expand_grid(path: Path | str, overrides: dict[str, Any] | None = None) -> list[Job]:
+    """All jobs of a grid, in file order, duplicates removed; ``overrides`` replace run defaults.
+
+    Each configuration is checked against its backend and model source (:func:`lib.checks.check_run`).
+    """
+    data = load_grid(path)
+    defaults = {**(data.get("defaults") or {}), **(overrides or {})}
+    if set(defaults) - RUN_FIELDS:
+        raise ConfigError(f"{Path(path).name}: defaults may only set {sorted(RUN_FIELDS)}")
+    entries = [dict(e) for e in data.get("runs") or []]
+    for entry in data.get("expand") or []:
+        entries += cross(entry)
+    jobs, seen = [], set()
+    for entry in entries:
+        run_fields = {k: entry.pop(k) for k in list(entry) if k in RUN_FIELDS}
+        config = RunConfig.from_dict({**defaults, **run_fields, "quant": QuantSpec.from_dict(entry)})
+        check_run(config)
+        if config.slug in seen:
+            continue
+        seen.add(config.slug)
+        jobs.append(Job(Path(path).stem, config, bool(data.get("footprint", True)),
+                        data.get("footprint_model", "footprint:whisper-small")))
+    return jobs

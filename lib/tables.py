@@ -1,0 +1,266 @@
+"""Result files loaded into DataFrames with plain column names (``wer_other``, ``small_mb``, ``latency_ratio``).
+
+Report code only reads: nothing here runs a configuration (that is :mod:`lib.runner`'s job). The column
+names are what :mod:`lib.analysis`, :mod:`lib.claims`, :mod:`lib.plots` and the tests share; they become
+readable labels ("WER other", "small MB") only in :mod:`lib.display`.
+
+>>> split_tag("test-other"), split_tag("dev-clean")
+('other', 'dev_clean')
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import LIBRARY_NAMES, QuantSpec, RunConfig, footprint_slug, weight_bits
+from .footprint import FOOTPRINT_DIR
+from .grids import GRIDS, expand_grid, grid_path
+from .metrics import paired_bootstrap_delta, spread_pct
+from .decoding import outdated_fields
+from .results import RESULTS_DIR, ResultStore, reference_cpu, result_cpu
+
+NOISY_SPREAD_PCT = 10.0  # max/min of three identical forced-length runs; quiet runs here stay within ~7%
+
+
+def split_tag(split: str) -> str:
+    """The short name of a split in column names: ``wer_clean``, ``delta_wer_other_low``, ``rtfx_dev_clean``."""
+    return split.removeprefix("test-").replace("-", "_")
+
+
+def quant_label(quant: dict[str, Any]) -> str:
+    """:attr:`QuantSpec.label` of a stored quantization dict, e.g. ``'HQQ weight-only int4 g64'``
+    (library ``none`` reads ``'fp32'`` whatever else the record holds)."""
+    return "fp32" if quant.get("library", "none") == "none" else QuantSpec.from_dict(quant).label
+
+
+def baseline_config(config: RunConfig) -> RunConfig:
+    """The fp32 run that a quantized run is compared with: same model, splits, limit, recipe."""
+    return dataclasses.replace(config, quant=QuantSpec())
+
+
+def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, results_dir: Path | str = RESULTS_DIR,
+               footprint_dir: Path | str = FOOTPRINT_DIR, bootstrap: bool = True) -> pd.DataFrame:
+    """One row per configuration of a grid: WER, ΔWER vs fp32 (95% paired bootstrap CI), size, latency.
+
+    Rows whose run failed keep their error; rows not yet run (or whose summary is unreadable) are ``pending``.
+    Columns: ``wer_<split>``, ``rtfx_<split>``, ``delta_wer_<split>`` with ``_low``/``_high``/``_ci``,
+    ``small_mb``, ``compression_pct``, ``latency_s``, ``latency_ratio``, ``latency_cpu``, ``other_cpu``, ...
+    """
+    store, fstore = ResultStore(results_dir), ResultStore(footprint_dir)
+    study_cpu = reference_cpu(fstore)
+    rows = []
+    for job in expand_grid(grid_path(grid), overrides):
+        q = job.config.quant
+        row: dict[str, Any] = {"configuration": q.label, "library": LIBRARY_NAMES[q.library],
+                               "scheme": q.scheme, "weights": q.weights, "bits": q.bits,
+                               "granularity": q.granularity or "default", "group_size": q.group_size,
+                               "scope": q.scope, "proj_out": q.proj_out, "slug": job.slug}
+        summary = store.get(job.slug)
+        row["status"] = summary["status"] if summary else "pending"
+        row["error"] = (summary or {}).get("error")
+        row["older_decoding"] = bool(summary and store.is_outdated(job.slug, summary))
+        if summary and summary["status"] == "ok":
+            base_rows = store.load_rows(baseline_config(job.config).slug)
+            q_rows = store.load_rows(job.slug)
+            for split, m in summary["metrics"].items():
+                tag = split_tag(split)
+                row[f"wer_{tag}"] = m["wer"]
+                row[f"rtfx_{tag}"] = m["rtfx"]
+                b = [r for r in base_rows if r["split"] == split]
+                o = [r for r in q_rows if r["split"] == split]
+                if bootstrap and b and [r["id"] for r in b] == [r["id"] for r in o] and not q.is_baseline:
+                    d = paired_bootstrap_delta(b, o)
+                    row[f"delta_wer_{tag}"] = d["delta"]
+                    row[f"delta_wer_{tag}_low"], row[f"delta_wer_{tag}_high"] = d["ci_low"], d["ci_high"]
+                    row[f"delta_wer_{tag}_ci"] = f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+            row["base_mb"] = summary["size"]["stored_bytes"] / 1e6
+            row["encoder_cosine"] = summary.get("encoder_cosine_jfk")
+            row["weight_error"] = (summary.get("quantization", {}).get("weight_error") or {}).get("mean")
+        fp = fstore.get(job.footprint_slug) if job.footprint else None
+        row["footprint"] = fp["status"] if fp else "pending"
+        if fp and fp["status"] == "ok":
+            row["small_mb"] = fp["size"]["stored_bytes"] / 1e6
+            row["compression_pct"] = fp["size"]["compression_pct"]
+            row["latency_s"] = fp["latency"]["median"]
+            row["latency_ratio"] = fp["latency_ratio"]
+            row["latency_cpu"] = result_cpu(fp)
+            row["other_cpu"] = row["latency_cpu"] != study_cpu
+        elif fp:
+            row["error"] = row["error"] or fp.get("error")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def chapter_table(grid: str, limit: int | None = None, **filters: Any) -> pd.DataFrame:
+    """The table behind a chapter: its grid's results, optionally with a ``limit`` and filters.
+
+    ``filters`` keep rows whose column equals the value, e.g. ``group_size=64`` (rows without groups stay).
+    To run what is missing first, call :func:`lib.runner.run_chapter_grid` (the chapters' ``run_missing`` cell).
+    """
+    df = grid_table(grid, {"limit": limit} if limit else None)
+    for column, value in filters.items():
+        if value is not None:
+            df = df[df[column].isna() | (df[column] == value)] if column == "group_size" else df[df[column] == value]
+    return df.reset_index(drop=True)
+
+
+def study_table(limit: int | None = None) -> pd.DataFrame:
+    """Every configuration of every grid once (first grid wins, its name in ``chapter``), for the summary."""
+    frames = [grid_table(g, {"limit": limit} if limit else None).assign(chapter=g) for g in GRIDS]
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates("slug").reset_index(drop=True)
+
+
+def find_row(df: pd.DataFrame, slug_part: str) -> pd.Series | None:
+    """The first row whose slug contains ``slug_part``, or None."""
+    hits = df[df["slug"].str.contains(slug_part, regex=False)] if "slug" in df else df.iloc[:0]
+    return hits.iloc[0] if len(hits) else None
+
+
+def timing_spread_pct(summary: dict[str, Any]) -> float:
+    """The larger max/min spread, in %, of the fp32 and quantized latency samples of one footprint run.
+
+    >>> round(timing_spread_pct({"latency": {"samples": [8.0, 8.1, 8.2]}, "fp32_latency": {"samples": [8.3, 9.5, 9.6]}}), 1)
+    15.7
+    """
+    return max(spread_pct(summary[key]["samples"]) for key in ("latency", "fp32_latency"))
+
+
+def latency_split(summary: dict[str, Any]) -> dict[str, float]:
+    """Median encoder and decoder (32 tokens) seconds, each as a ratio to the paired fp32 run.
+
+    >>> lat = {"samples": [10.0, 11.0, 12.0], "encoder_samples": [4.0, 4.0, 5.0]}
+    >>> latency_split({"latency": lat, "fp32_latency": {"samples": [8.0], "encoder_samples": [2.0]}})
+    {'encoder_s': 4.0, 'decoder_s': 7.0, 'encoder_ratio': 2.0, 'decoder_ratio': 1.1666666666666667}
+    """
+    def split(latency):
+        enc = latency.get("encoder_samples") or []
+        if len(enc) != len(latency.get("samples", [])) or not enc:
+            return float("nan"), float("nan")
+        return statistics.median(enc), statistics.median(t - e for t, e in zip(latency["samples"], enc))
+
+    enc, dec = split(summary["latency"])
+    fp32_enc, fp32_dec = split(summary.get("fp32_latency") or summary["latency"])
+    return {"encoder_s": enc, "decoder_s": dec, "encoder_ratio": enc / fp32_enc, "decoder_ratio": dec / fp32_dec}
+
+
+def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR) -> pd.DataFrame:
+    """Every footprint result (ok and failed) as a table.
+
+    ``cpu`` is the class of CPU each latency was timed on; ``other_cpu`` flags the rows timed on another class
+    than most (:func:`lib.results.reference_cpu`), whose latency ratios are not comparable with the rest.
+    """
+    store = ResultStore(footprint_dir)
+    rows = []
+    for s in store.summaries():
+        q = s["quant"]
+        row = {"configuration": quant_label(q), "library": LIBRARY_NAMES[q["library"]], "status": s["status"],
+               "scheme": q["scheme"], "bits": weight_bits(q["weights"]), "cpu": result_cpu(s), "error": s.get("error")}
+        if s["status"] == "ok":
+            row.update(latency_split(s))
+            row.update({"small_mb": s["size"]["stored_bytes"] / 1e6, "compression_pct": s["size"]["compression_pct"],
+                        "latency_s": s["latency"]["median"], "latency_min_s": s["latency"]["min"],
+                        "fp32_latency_s": s["fp32_latency"]["median"], "latency_ratio": s["latency_ratio"],
+                        "serialized_mb": (s["size"]["serialized"]["bytes"] or float("nan")) / 1e6,
+                        "timing_spread_pct": timing_spread_pct(s),
+                        "load_1min_end": (s.get("load_average_end") or [float("nan")])[0]})
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=None if rows else ["configuration", "library", "status", "bits", "cpu", "error"])
+    df["other_cpu"] = (df["status"] == "ok") & (df["cpu"] != reference_cpu(store))
+    if not df.empty:
+        df["_order"] = df["library"].map({name: i for i, name in enumerate(LIBRARY_NAMES.values())})
+        df = df.sort_values(["_order", "bits", "configuration"], ascending=[True, False, True]).drop(columns="_order")
+    return df
+
+
+def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR) -> pd.DataFrame:
+    """Every failed run (WER or footprint) with its stage and error message."""
+    rows = []
+    for kind, store in (("WER (whisper-base)", ResultStore(results_dir)), ("footprint", ResultStore(footprint_dir))):
+        for s in store.summaries():
+            if s.get("status") == "failed":
+                quant = s.get("quant") or s["config"]["quant"]
+                rows.append({"configuration": quant_label(quant), "run": kind, "stage": s.get("failed_stage"),
+                             "error": (s.get("error") or "")[:300]})
+    return pd.DataFrame(rows, columns=["configuration", "run", "stage", "error"]).set_index("configuration")
+
+
+def reference_footprint(footprint_dir: Path | str = FOOTPRINT_DIR) -> dict[str, Any]:
+    """The fp32 whisper-small footprint: the timing every latency ratio pairs with, on the study's CPU class."""
+    return ResultStore(footprint_dir).load(footprint_slug(QuantSpec(), "footprint:whisper-small"))
+
+
+def baseline_summary(results_dir: Path | str = RESULTS_DIR, slug: str | None = None) -> dict[str, Any]:
+    """The fp32 WER run's summary (the default configuration's, unless ``slug`` names another)."""
+    return ResultStore(results_dir).load(slug or RunConfig().slug)
+
+
+def per_utterance(slug: str, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
+    """Per-utterance errors of one run, worst first."""
+    df = pd.DataFrame(ResultStore(results_dir).load_rows(slug))
+    if df.empty:
+        return df
+    df["errors"] = df["substitutions"] + df["deletions"] + df["insertions"]
+    df["WER"] = 100 * df["errors"] / df["ref_words"]
+    return df.sort_values(["errors", "WER"], ascending=False)
+
+
+def split_breakdown(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per split of one WER run: utterances, minutes, error counts, WER, RTFx, encoder share."""
+    rows = []
+    for split, m in summary["metrics"].items():
+        rows.append({"split": split, "utterances": m["utterances"], "audio min": m["audio_seconds"] / 60,
+                     "reference words": m["ref_words"], "substitutions": m["substitutions"],
+                     "deletions": m["deletions"], "insertions": m["insertions"], "WER": m["wer"], "RTFx": m["rtfx"],
+                     "encoder share of time": m["encoder_seconds"] / m["wall_seconds"]})
+    return pd.DataFrame(rows).set_index("split").round(2)
+
+
+def environment_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """Where a result was measured: versions, CPU, threads, commit, model and data hashes."""
+    env = summary["environment"]
+    rows = [("python", env["python"]), ("platform", env["platform"]), ("CPU", env["cpu"]["model"]),
+            ("logical cores", env["cpu"]["logical_cores"]), ("SIMD", ", ".join(env["cpu"]["simd"])),
+            ("threads", env["threads"]), ("git commit", (env["git"] or {}).get("commit"))]
+    rows += [(f"package {k}", v) for k, v in env["packages"].items()]
+    model = summary.get("model") or {}
+    rows += [("model source", model.get("kind")), ("weights sha256", model.get("weights_sha256"))]
+    data = summary.get("data") or {}
+    rows += [("data directory", data.get("path")), ("data MANIFEST.tsv sha256", data.get("manifest_sha256"))]
+    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def run_summary_table(summary: dict[str, Any] | None) -> pd.DataFrame:
+    """A small key/value table for one result (WER run or footprint run); failures show their error."""
+    if not summary:
+        return pd.DataFrame()
+    rows: list[tuple[str, Any]] = [("slug", summary["slug"]), ("status", summary.get("status"))]
+    outdated = outdated_fields(summary.get("decoding"), lambda: ResultStore(RESULTS_DIR).load_rows(summary["slug"]))
+    if summary.get("status") == "ok" and outdated:
+        rows.append(("decoding", "older recipe (" + ", ".join(outdated) + "): to be re-run with --refresh-outdated"))
+    if summary.get("status") != "ok":
+        rows += [("failed at", summary.get("failed_stage")), ("error", summary.get("error"))]
+    for split, m in (summary.get("metrics") or {}).items():
+        rows += [(f"{split} WER (x100)", round(m["wer"], 2)), (f"{split} utterances", m["utterances"]),
+                 (f"{split} RTFx", round(m["rtfx"], 2))]
+        resumed = (m.get("timing") or {}).get("resumed_batches")
+        if resumed:  # batches transcribed by an earlier, interrupted process and reused as measured
+            rows.append((f"{split} batches resumed from checkpoint", resumed))
+    size = summary.get("size")
+    if size:
+        rows += [("stored MB", round(size["stored_bytes"] / 1e6, 1)),
+                 ("compression % vs fp32", round(size["compression_pct"], 1))]
+    if "latency" in summary:
+        rows += [("latency median s", round(summary["latency"]["median"], 3)),
+                 ("fp32 latency median s", round(summary["fp32_latency"]["median"], 3)),
+                 ("latency ratio to fp32", round(summary["latency_ratio"], 3))]
+    if "encoder_cosine_jfk" in summary:
+        rows.append(("encoder cosine vs fp32 (JFK)", round(summary["encoder_cosine_jfk"], 5)))
+    werr = (summary.get("quantization") or {}).get("weight_error") or {}
+    if werr.get("mean") is not None:
+        rows.append(("mean relative weight error", round(werr["mean"], 5)))
+    return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
