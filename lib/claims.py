@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metrics import paired_bootstrap_delta
 from .results import RESULTS_DIR, ResultStore
+from .scoring import compare_wer
 from .tables import find_row
 
 NOT_RESOLVABLE = "not resolvable at this sample size"
@@ -73,9 +73,33 @@ def merge_verdicts(verdicts: list[str], disagree: str = "mixed", name_each: bool
     return f"{disagree}: " + " / ".join(verdicts) if name_each else disagree
 
 
+def likelihood_verdict(lo: float, hi: float) -> str:
+    """What a ΔNLL interval (quantized − fp32, nats/token on the reference) says: ``likelihood_verdict(0.01, 0.02)``
+    -> ``'measurably less likely than fp32'``."""
+    if hi < 0:
+        return "more likely than fp32"
+    if lo > 0:
+        return "measurably less likely than fp32"
+    return "no measurable change in likelihood"
+
+
+def fidelity_text(r) -> str:
+    """The fidelity evidence of one row, e.g. ``'fidelity (22 utterances): top-1 agreement 98.7% [97.9, 99.3],
+    KLD 0.0123 [0.0101, 0.0150], ΔNLL +0.004 [-0.001, +0.010] nats/token: no measurable change in likelihood'``
+    (test-other; speakers resampled)."""
+    if pd.isna(r.get("kld_other")):
+        return "fidelity not measured yet"
+    return (f"fidelity on test-other ({int(r['fid_n_other'])} utterances): top-1 agreement {r['agree_other']:.1f}% "
+            f"[{r['agree_other_low']:.1f}, {r['agree_other_high']:.1f}], KLD {r['kld_other']:.3g} "
+            f"[{r['kld_other_low']:.3g}, {r['kld_other_high']:.3g}], ΔNLL {r['dnll_other']:+.3f} "
+            f"[{r['dnll_other_low']:+.3f}, {r['dnll_other_high']:+.3f}] nats/token: "
+            + likelihood_verdict(r["dnll_other_low"], r["dnll_other_high"]))
+
+
 def _delta_text(r) -> str:
+    common = (f" on {int(r['common_other'])} test-other utterances" if pd.notna(r.get("common_other")) else "")
     return (f"{r['configuration']}: ΔWER clean {r['delta_wer_clean']:+.2f} {r['delta_wer_clean_ci']}, "
-            f"other {r['delta_wer_other']:+.2f} {r['delta_wer_other_ci']}")
+            f"other {r['delta_wer_other']:+.2f} {r['delta_wer_other_ci']}{common}; {fidelity_text(r)}")
 
 
 def _dynamic_int8(df):
@@ -100,11 +124,9 @@ def _static_vs_dynamic(df, store):
     for recipe, static in statics:
         split_verdicts, split_parts = [], []
         for split in ("test-clean", "test-other"):
-            a = [r for r in store.load_rows(dyn["slug"]) if r["split"] == split]
-            b = [r for r in store.load_rows(static["slug"]) if r["split"] == split]
-            d = paired_bootstrap_delta(a, b)
-            split_verdicts.append(ci_verdict(d["ci_low"], d["ci_high"], better_if_negative=False))
-            split_parts.append(f"{split} {d['delta']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]")
+            d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), split)
+            split_verdicts.append(ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False))
+            split_parts.append(f"{split} {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
         verdicts.append(merge_verdicts(split_verdicts, name_each=False))
         parts.append(f"torch.ao {recipe} static − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
     return merge_verdicts(verdicts, disagree="depends on the recipe"), "per-channel weights; " + "; ".join(parts)
@@ -140,11 +162,67 @@ def _compression(df, claim: CompressionClaim):
     return verdict, evidence + (" on the whisper-small architecture" if found + extra else "")
 
 
+def _named(df, parts) -> list:
+    return [r for p in parts if (r := find_row(df, p)) is not None and r["status"] == "ok" and "delta_wer_other_low" in r]
+
+
+def _readings_sentence(rows, better_if_negative: bool = True) -> str:
+    """``'Worse than fp32: A (ΔWER other +2.56 [+1.17, +4.30]); not resolvable: B (...)'`` for rows of a claim."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        verdict = merge_verdicts([ci_verdict(r[f"delta_wer_{s}_low"], r[f"delta_wer_{s}_high"], better_if_negative)
+                                  for s in ("clean", "other")], name_each=False)
+        word = {"supported": "better than fp32", "contradicted": "worse than fp32",
+                NOT_RESOLVABLE: "not distinguishable from fp32 at this sample size"}.get(verdict, "mixed across splits")
+        fid = ("" if pd.isna(r.get("dnll_other")) else
+               "; " + likelihood_verdict(r["dnll_other_low"], r["dnll_other_high"]) + " by ΔNLL")
+        groups.setdefault(word, []).append(f"{r['configuration']} (ΔWER other {r['delta_wer_other']:+.2f} "
+                                           f"{r['delta_wer_other_ci']}{fid})")
+    return "; ".join(f"{word}: {', '.join(names)}" for word, names in groups.items())
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def claim_sentences(df: pd.DataFrame, claims: pd.DataFrame) -> dict[str, str]:
+    """Each claim's verdict as a sentence that names its evidence and intervals (speakers resampled)."""
+    out = {}
+    readings = _named(df, DYNAMIC_INT8_ROWS)
+    better = [r for r in readings if r["delta_wer_other_high"] < 0 and r["delta_wer_clean_high"] < 0]
+    out["Dynamic int8 (Quanto) improves on the fp32 WER"] = (
+        ("Supported by " if better else "Not supported: no reading of dynamic int8 is better than fp32 on both "
+         "splits. ") + _capital(_readings_sentence(readings)) + ".") if readings else "No result yet."
+    out["Static quantization is worse than dynamic"] = (
+        claims.loc["Static quantization is worse than dynamic", "verdict"].capitalize() + ": "
+        + claims.loc["Static quantization is worse than dynamic", "evidence"].removeprefix("per-channel weights; ")
+        + " (static − dynamic int8, per-channel weights; positive = static worse).")
+    low = _named(df, LOW_BIT_ROWS)
+    out["nf4 / int3 lose accuracy mainly on test-other"] = (
+        "; ".join(f"{r['configuration']} loses {r['delta_wer_clean']:+.2f} {r['delta_wer_clean_ci']} on test-clean "
+                  f"and {r['delta_wer_other']:+.2f} {r['delta_wer_other_ci']} on test-other"
+                  + (" (supports the claim)" if r["delta_wer_other_low"] > 0 and r["delta_wer_other"] > r["delta_wer_clean"]
+                     else " (not resolvable)") for r in low) + ".") if low else "No result yet."
+    for claim in COMPRESSION_CLAIMS:
+        primary = [r for p in claim.primary if (r := find_row(df, p)) is not None and pd.notna(r.get("compression_pct"))]
+        context = [r for p in claim.context if (r := find_row(df, p)) is not None and pd.notna(r.get("compression_pct"))]
+        met = [r for r in primary if abs(r["compression_pct"] - claim.target_pct) <= COMPRESSION_TOLERANCE_PCT]
+        text = (f"Met within {COMPRESSION_TOLERANCE_PCT:.0f} points by " + ", ".join(
+            f"{r['configuration']} ({r['compression_pct']:.1f}%)" for r in met) if met else
+            f"Not met within {COMPRESSION_TOLERANCE_PCT:.0f} points of {claim.target_pct:.0f}%")
+        if context:
+            text += "; " + ", ".join(f"{r['configuration']} gives {r['compression_pct']:.1f}%" for r in context)
+        out[claim.claim] = text + " (whisper-small architecture, stored bytes)."
+    return out
+
+
 def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
-    """The paper's claims with a verdict and the evidence from this study's result files (a study table)."""
+    """The paper's claims with a verdict, a sentence and the evidence from this study's result files."""
     store = ResultStore(results_dir)
     rows = [("Dynamic int8 (Quanto) improves on the fp32 WER", *_dynamic_int8(df)),
             ("Static quantization is worse than dynamic", *_static_vs_dynamic(df, store)),
             ("nf4 / int3 lose accuracy mainly on test-other", *_low_bits_on_other(df))]
     rows += [(claim.claim, *_compression(df, claim)) for claim in COMPRESSION_CLAIMS]
-    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
+    table = pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
+    table["sentence"] = pd.Series(claim_sentences(df, table))
+    return table

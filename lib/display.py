@@ -23,7 +23,13 @@ LABELS = {"small_mb": "small MB", "base_mb": "base MB", "serialized_mb": "serial
           "encoder_ratio": "encoder ratio", "decoder_ratio": "decoder ratio", "timing_spread_pct": "timing spread %",
           "load_1min_end": "load (1 min) at end", "encoder_cosine": "encoder cosine", "weight_error": "weight error",
           "encoder_distance": "encoder distance", "older_decoding": "older decoding"}
-_SPLIT_COLUMN = re.compile(r"(delta_)?(wer|rtfx)_(.+?)(_low|_high|_ci)?")
+_SPLIT_COLUMN = re.compile(r"(delta_)?(wer|rtfx)_(.+?)(_low_utt|_high_utt|_low|_high|_ci)?")
+_SPLIT_METRICS = {"kld": "KLD", "agree": "top-1 agree %", "dnll": "ΔNLL", "n": "n", "common": "n", "words": "words",
+                  "fid_n": "n fidelity", "fp32_wer": "fp32 WER"}
+_METRIC_COLUMN = re.compile(r"(fid_n|fp32_wer|kld|agree|dnll|n|common|words)_(clean|other|dev_clean)(_low|_high|_p99)?")
+_CLASS_COLUMN = re.compile(r"latency_ratio_([a-z0-9_]+?)(_low|_high)?")
+CPU_CLASS_NAMES = {"avx2": "AVX2", "avx_512_vnni": "AVX-512 VNNI", "amx": "AMX", "avx_512": "AVX-512",
+                   "avx2_vnni": "AVX2 VNNI"}
 
 DISPLAY_COLUMNS = ["configuration", "status", "wer_clean", "delta_wer_clean", "delta_wer_clean_ci", "wer_other",
                    "delta_wer_other", "delta_wer_other_ci", "small_mb", "compression_pct", "latency_ratio", "error"]
@@ -35,11 +41,19 @@ def label(column: str) -> str:
     """The readable label of a plain column name (names without one are returned as they are)."""
     if column in LABELS:
         return LABELS[column]
+    metric = _METRIC_COLUMN.fullmatch(column)
+    if metric:
+        name, split, suffix = metric.groups()
+        return f"{_SPLIT_METRICS[name]} {split.replace('_', '-')}{ {'_low': ' low', '_high': ' high', '_p99': ' p99', None: ''}[suffix]}"
+    cls = _CLASS_COLUMN.fullmatch(column)
+    if cls and cls.group(1) in CPU_CLASS_NAMES:
+        return f"latency ratio {CPU_CLASS_NAMES[cls.group(1)]}" + {"_low": " low", "_high": " high", None: ""}[cls.group(2)]
     match = _SPLIT_COLUMN.fullmatch(column)
     if not match:
         return column
     delta, metric, split, suffix = match.groups()
-    suffix = {"_low": " low", "_high": " high", "_ci": " CI", None: ""}[suffix]
+    suffix = {"_low": " low", "_high": " high", "_ci": " CI", "_low_utt": " low (utterances)",
+              "_high_utt": " high (utterances)", None: ""}[suffix]
     return f"{'Δ' if delta else ''}{'WER' if metric == 'wer' else 'RTFx'} {split.replace('_', '-')}{suffix}"
 
 

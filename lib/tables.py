@@ -19,7 +19,9 @@ import pandas as pd
 from .config import LIBRARY_NAMES, QuantSpec, RunConfig, footprint_slug, weight_bits
 from .footprint import FOOTPRINT_DIR
 from .grids import GRIDS, expand_grid, grid_path
-from .metrics import paired_bootstrap_delta, spread_pct
+from .fidelity import fidelity_rows, fidelity_stats
+from .metrics import spread_pct
+from .scoring import compare_wer, metrics_by_split
 from .decoding import outdated_fields
 from .results import RESULTS_DIR, ResultStore, reference_cpu, result_cpu
 
@@ -44,14 +46,21 @@ def baseline_config(config: RunConfig) -> RunConfig:
 
 def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, results_dir: Path | str = RESULTS_DIR,
                footprint_dir: Path | str = FOOTPRINT_DIR, bootstrap: bool = True) -> pd.DataFrame:
-    """One row per configuration of a grid: WER, ΔWER vs fp32 (95% paired bootstrap CI), size, latency.
+    """One row per configuration of a grid: WER scored from the stored raw text, ΔWER against fp32 on the
+    utterances both cover, fidelity to fp32, size, and latency ratios per CPU class.
 
     Rows whose run failed keep their error; rows not yet run (or whose summary is unreadable) are ``pending``.
-    Columns: ``wer_<split>``, ``rtfx_<split>``, ``delta_wer_<split>`` with ``_low``/``_high``/``_ci``,
-    ``small_mb``, ``compression_pct``, ``latency_s``, ``latency_ratio``, ``latency_cpu``, ``other_cpu``, ...
+    Columns: ``wer_<split>`` (over the configuration's own rows, ``n_<split>`` of them); ``delta_wer_<split>``
+    with ``_low``/``_high``/``_ci`` (95% BCa, speakers resampled: the interval every verdict uses) and
+    ``_low_utt``/``_high_utt`` (utterances resampled), over ``common_<split>`` utterances and
+    ``words_<split>`` reference words; ``kld_<split>``, ``agree_<split>`` (top-1 agreement, %) and
+    ``dnll_<split>`` with ``_low``/``_high`` (:func:`lib.fidelity.fidelity_stats`); ``small_mb``,
+    ``compression_pct``, ``latency_ratio`` (the study's CPU class) and ``latency_ratio_<class>`` with
+    ``_low``/``_high`` for every class it was timed on (:func:`latency_by_class`).
     """
     store, fstore = ResultStore(results_dir), ResultStore(footprint_dir)
     study_cpu = reference_cpu(fstore)
+    by_class = class_stores(footprint_dir)
     rows = []
     for job in expand_grid(grid_path(grid), overrides):
         q = job.config.quant
@@ -66,17 +75,18 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
         if summary and summary["status"] == "ok":
             base_rows = store.load_rows(baseline_config(job.config).slug)
             q_rows = store.load_rows(job.slug)
-            for split, m in summary["metrics"].items():
+            for split, m in metrics_by_split(q_rows, job.config.split).items():
                 tag = split_tag(split)
-                row[f"wer_{tag}"] = m["wer"]
+                row[f"wer_{tag}"], row[f"n_{tag}"] = m["wer"], m["utterances"]
                 row[f"rtfx_{tag}"] = m["rtfx"]
-                b = [r for r in base_rows if r["split"] == split]
-                o = [r for r in q_rows if r["split"] == split]
-                if bootstrap and b and [r["id"] for r in b] == [r["id"] for r in o] and not q.is_baseline:
-                    d = paired_bootstrap_delta(b, o)
-                    row[f"delta_wer_{tag}"] = d["delta"]
-                    row[f"delta_wer_{tag}_low"], row[f"delta_wer_{tag}_high"] = d["ci_low"], d["ci_high"]
-                    row[f"delta_wer_{tag}_ci"] = f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+                d = compare_wer(base_rows, q_rows, split) if bootstrap and not q.is_baseline else None
+                if d:
+                    row.update({f"delta_wer_{tag}": d["delta"], f"delta_wer_{tag}_low": d["low_spk"],
+                                f"delta_wer_{tag}_high": d["high_spk"], f"delta_wer_{tag}_low_utt": d["low"],
+                                f"delta_wer_{tag}_high_utt": d["high"], f"common_{tag}": d["utterances"],
+                                f"words_{tag}": d["ref_words"], f"fp32_wer_{tag}": d["wer_base"],
+                                f"delta_wer_{tag}_ci": f"[{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]"})
+                row.update(fidelity_columns(job.slug, split, results_dir))
             row["base_mb"] = summary["size"]["stored_bytes"] / 1e6
             row["encoder_cosine"] = summary.get("encoder_cosine_jfk")
             row["weight_error"] = (summary.get("quantization", {}).get("weight_error") or {}).get("mean")
@@ -91,8 +101,49 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
             row["other_cpu"] = row["latency_cpu"] != study_cpu
         elif fp:
             row["error"] = row["error"] or fp.get("error")
+        if job.footprint:
+            row.update(latency_by_class(job.footprint_slug, by_class))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def fidelity_columns(slug: str, split: str, results_dir: Path | str = RESULTS_DIR) -> dict[str, Any]:
+    """``kld_<split>``, ``agree_<split>``, ``dnll_<split>`` (each with ``_low``/``_high``, speakers resampled)
+    and ``fid_n_<split>`` of one configuration, or {} before its fidelity pass."""
+    stats = fidelity_stats(fidelity_rows(slug, results_dir), split, clusters=True)
+    if not stats:
+        return {}
+    tag = split_tag(split)
+    return {f"kld_{tag}": stats["kld_mean"], f"kld_{tag}_low": stats["kld_low"], f"kld_{tag}_high": stats["kld_high"],
+            f"kld_{tag}_p99": stats["kld_p99"], f"agree_{tag}": stats["agreement"],
+            f"agree_{tag}_low": stats["agreement_low"], f"agree_{tag}_high": stats["agreement_high"],
+            f"dnll_{tag}": stats["delta_nll"], f"dnll_{tag}_low": stats["delta_nll_low"],
+            f"dnll_{tag}_high": stats["delta_nll_high"], f"fid_n_{tag}": stats["utterances"]}
+
+
+def class_stores(footprint_dir: Path | str = FOOTPRINT_DIR) -> list[ResultStore]:
+    """The study's footprint folder and each ``by-cpu/<class>/`` folder beside it."""
+    root = Path(footprint_dir)
+    return [ResultStore(root)] + [ResultStore(d) for d in sorted((root / "by-cpu").glob("*")) if d.is_dir()]
+
+
+def latency_by_class(footprint_slug: str, stores: list[ResultStore]) -> dict[str, Any]:
+    """``latency_ratio_<class>`` (with ``_low``/``_high`` where the pairs were interleaved) for each CPU class
+    the footprint was timed on, e.g. ``{'latency_ratio_amx': 0.69, ...}`` (first store wins per class)."""
+    from .ship import class_column
+
+    out: dict[str, Any] = {}
+    for store in stores:
+        fp = store.get(footprint_slug)
+        if not fp or fp.get("status") != "ok":
+            continue
+        column = class_column(result_cpu(fp))
+        if column in out:
+            continue
+        out[column] = fp["latency_ratio"]
+        out[column + "_low"] = fp.get("latency_ratio_low", fp["latency_ratio"])
+        out[column + "_high"] = fp.get("latency_ratio_high", fp["latency_ratio"])
+    return out
 
 
 def chapter_table(grid: str, limit: int | None = None, **filters: Any) -> pd.DataFrame:
