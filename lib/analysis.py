@@ -149,3 +149,25 @@ def highlights(df: pd.DataFrame) -> dict[str, Any]:
         else:
             out[f"best_{key}"], out[f"best_{key}_wer"] = "none yet", float("nan")
     return out
+
+
+def kld_rank_agreement(df: pd.DataFrame, split: str = "other", top: int = 3) -> dict[str, Any]:
+    """Does mean KLD to fp32 rank configurations the way ΔWER does? Spearman ρ with a 95% bootstrap interval
+    over configurations, and the rows where the two ranks disagree most (by rank difference).
+
+    Facts: ``kld_rho``, ``kld_rho_low``, ``kld_rho_high``, ``kld_n``, ``kld_disagree`` (names), ``kld_disagree_text``.
+    """
+    from .metrics import spearman_interval
+
+    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].dropna(
+        subset=[f"kld_{split}", f"delta_wer_{split}"])
+    if len(ok) < 4:
+        return {"kld_rho": float("nan"), "kld_rho_low": float("nan"), "kld_rho_high": float("nan"),
+                "kld_n": len(ok), "kld_disagree": [], "kld_disagree_text": "too few configurations with both yet"}
+    rho = spearman_interval(ok[f"kld_{split}"], ok[f"delta_wer_{split}"])
+    gap = (ok[f"kld_{split}"].rank() - ok[f"delta_wer_{split}"].rank()).abs()
+    worst = ok.assign(gap=gap).sort_values("gap", ascending=False).head(top)
+    text = "; ".join(f"{r['configuration']} (KLD rank {int(ok[f'kld_{split}'].rank()[i])}, ΔWER rank "
+                     f"{int(ok[f'delta_wer_{split}'].rank()[i])} of {len(ok)})" for i, r in worst.iterrows())
+    return {"kld_rho": rho["rho"], "kld_rho_low": rho["low"], "kld_rho_high": rho["high"], "kld_n": len(ok),
+            "kld_disagree": list(worst["configuration"]), "kld_disagree_text": text}

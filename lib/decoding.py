@@ -31,10 +31,11 @@ class DecodingRecipe:
     """Greedy decoding settings shared by every configuration (see the module docstring).
 
     ``budget_tokens_per_second`` and ``budget_extra_tokens`` set each utterance's token budget:
-    ``ceil(rate x duration) + extra``, never above ``max_new_tokens``. fp32 whisper-base emits at most
-    4.9 text tokens per second of audio on the LibriSpeech sample (and no working configuration more than
-    8.5), so 12 tokens/s + 16 leaves every such transcript untouched: greedy decoding is deterministic,
-    so a transcript shorter than its budget is the one the unbudgeted decoder produces.
+    ``ceil(rate x duration) + extra``, never above ``max_new_tokens``. fp32 whisper-base emits about 5 text
+    tokens per second of audio at most on the LibriSpeech sample, and no working configuration more than
+    about 8.5 (the Setup chapter shows the measured values), so 12 tokens/s + 16 leaves every such transcript
+    untouched: greedy decoding is deterministic, so a transcript shorter than its budget is the one the
+    unbudgeted decoder produces.
     """
 
     version: int = 3

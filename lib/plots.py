@@ -231,3 +231,32 @@ def proxies(df, target: str = "wer_other"):
         sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None = None):
+    """ΔWER against fp32 (linear, symlog beyond ±5 points) against mean KLD to fp32 (log), one dot per
+    configuration, coloured by library; ``disagreements`` (configuration names) are labelled.
+
+    Read it as: if KLD ranks configurations as WER does, the dots rise from left to right.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    _style()
+    data = _ok(df[df["library"] != LIBRARY_NAMES["none"]] if "library" in df else df, f"kld_{split}",
+               f"delta_wer_{split}")
+    data = data[data[f"kld_{split}"] > 0]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.scatterplot(data, x=f"kld_{split}", y=f"delta_wer_{split}", hue="library", hue_order=_libraries_in(data),
+                    palette=palette(), s=60, ax=ax)
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=5.0)
+    ax.axhline(0, color="0.5", lw=0.8)
+    for _, r in data[data["configuration"].isin(disagreements or [])].iterrows():
+        ax.annotate(r["configuration"], (r[f"kld_{split}"], r[f"delta_wer_{split}"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(f"mean KL divergence to fp32, test-{split} (nats per token, log)")
+    ax.set_ylabel(f"{label(f'delta_wer_{split}')} (points; symlog beyond ±5)")
+    ax.legend(title=None, fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig

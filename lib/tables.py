@@ -315,3 +315,67 @@ def run_summary_table(summary: dict[str, Any] | None) -> pd.DataFrame:
     if werr.get("mean") is not None:
         rows.append(("mean relative weight error", round(werr["mean"], 5)))
     return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
+
+
+def coverage_counts(df: pd.DataFrame, splits: tuple[str, ...] = ("test-clean", "test-other"),
+                    data: str | None = None) -> dict[str, Any]:
+    """How many finished configurations cover today's whole sample, and a table of the ones that do not.
+
+    Facts: ``complete``, ``configurations``; ``table`` lists each partial configuration's utterances per split.
+    """
+    from .data import list_split, resolve_data_dir
+
+    root = resolve_data_dir(data)
+    sizes = {split_tag(s): len(list_split(root, s)) for s in splits}
+    ok = df[df["status"] == "ok"]
+    have = ok[[f"n_{t}" for t in sizes]].fillna(0)
+    complete = (have >= pd.Series({f"n_{t}": n for t, n in sizes.items()})).all(axis=1)
+    partial = ok[~complete]
+    counts = partial.groupby([f"n_{t}" for t in sizes]).size().rename("configurations").reset_index()
+    counts.columns = [f"utterances decoded, {t}" for t in sizes] + ["configurations"]
+    counts.loc[len(counts)] = [*sizes.values(), int(complete.sum())]
+    return {"complete": int(complete.sum()), "configurations": len(ok),
+            "table": counts.astype(int).set_index("configurations").rename_axis("configurations")}
+
+
+def budget_check(results_dir: Path | str = RESULTS_DIR) -> dict[str, Any]:
+    """What the token budget (:data:`lib.decoding.RECIPE`) does to the stored results.
+
+    Facts: ``fp32_max_tps`` (fp32's highest text tokens per second of audio), ``working_max_tps`` (the highest
+    among results with every transcript within its budget), ``within_budget``, ``over_budget``,
+    ``budget_results``.
+    """
+    from .decoding import exceeds_budget
+
+    store = ResultStore(results_dir)
+    within, over, fp32_tps, working_tps = 0, 0, 0.0, 0.0
+    for summary in store.summaries():
+        if summary.get("status") != "ok":
+            continue
+        rows = store.load_rows(summary["slug"])
+        if not rows:
+            continue
+        tps = max(r.get("text_tokens", 0) / r["audio_seconds"] for r in rows)
+        if exceeds_budget(rows):
+            over += 1
+            continue
+        within += 1
+        working_tps = max(working_tps, tps)
+        if summary["config"]["quant"].get("library", "none") == "none":
+            fp32_tps = max(fp32_tps, tps)
+    return {"fp32_max_tps": fp32_tps, "working_max_tps": working_tps, "within_budget": within,
+            "over_budget": over, "budget_results": within + over}
+
+
+def interval_widths(df: pd.DataFrame) -> pd.DataFrame:
+    """Median width (WER points) of the ΔWER 95% intervals per split: utterances resampled vs speakers resampled."""
+    out = {}
+    for tag in ("clean", "other"):
+        cols = [f"delta_wer_{tag}_{k}" for k in ("low_utt", "high_utt", "low", "high")]
+        ok = df.dropna(subset=[c for c in cols if c in df])
+        if ok.empty or any(c not in df for c in cols):
+            continue
+        out[f"test-{tag}"] = {"utterances resampled": float((ok[cols[1]] - ok[cols[0]]).median()),
+                              "speakers resampled": float((ok[cols[3]] - ok[cols[2]]).median()),
+                              "configurations": len(ok)}
+    return pd.DataFrame(out).T.round(2).rename_axis("median ΔWER interval width")
