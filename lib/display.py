@@ -86,7 +86,23 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
             view[c] = view[c].round(2)
     if "error" in view:
         view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
-    return labelled(view.fillna("").set_index("configuration").rename_axis(None))  # one header row
+    view = labelled(view.fillna("").set_index("configuration").rename_axis(None))  # one header row
+    legend = marks_legend(view.index)
+    if not legend:
+        return view
+    return view.style.format(precision=2, na_rep="").set_caption(legend).set_table_styles(
+        [{"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 0.85em;"}])
+
+
+MARK_MEANINGS = {OLDER_DECODING_MARK.strip(): "‡ decoded with an older recipe (Setup, decoding recipe); re-run by "
+                 "the sweep", OTHER_CPU_MARK.strip(): "§ latency timed on another CPU class than the column's; not "
+                 "comparable"}
+
+
+def marks_legend(names) -> str:
+    """The legend of the marks that ``names`` carry, e.g. ``'‡ decoded with an older recipe …'`` (or '')."""
+    used = [meaning for mark, meaning in MARK_MEANINGS.items() if any(str(n).endswith(mark) for n in names)]
+    return "; ".join(used)
 
 
 def compact_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -46,3 +46,18 @@ def test_chapter_sources_are_in_sync_with_executed_notebooks():
         have = [c.source for c in executed.cells if c.cell_type == "code"
                 and "injected-parameters" not in c.metadata.get("tags", [])]
         assert have == want, f"book/{source.stem}.ipynb is stale: run python -m lib chapter {source.stem}"
+
+
+def test_built_pages_hold_no_machine_path_no_stray_traceback_and_no_unexplained_mark(built):
+    """A reader never sees this machine's paths, a traceback outside the run log, or a ‡/§ the page leaves
+    undefined (a page that uses a mark must say what it means)."""
+    parent = str(REPO.parent)
+    legends = {"‡": "older", "§": "CPU class"}
+    for page in sorted(built.glob("*.html")):
+        html = page.read_text()
+        assert parent + "/" not in html, f"{page.name} shows a path under {parent}/"
+        if page.name != "runlog.html":
+            assert "Traceback (most recent call last)" not in html, f"{page.name} shows a traceback"
+        for mark, words in legends.items():
+            if mark in html:
+                assert words in html, f"{page.name} uses {mark} without saying what it means"

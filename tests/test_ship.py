@@ -1,0 +1,63 @@
+"""The ship box picks by code, per CPU class, and the sample's provenance is read from its files."""
+import pandas as pd
+import pytest
+
+from lib.ship import class_column, ship_box, ship_markdown
+
+
+def row(name, mb, ratio, low, high, dwer=(0.1, -0.5, 0.8), agree=99.5, dnll=(0.001, -0.002, 0.004), status="ok"):
+    d, lo, hi = dwer
+    out = {"configuration": name, "slug": name, "library": "HQQ", "status": status, "small_mb": mb,
+           "compression_pct": 100 * (1 - mb / 967), class_column("AMX"): ratio, class_column("AMX", "_low"): low,
+           class_column("AMX", "_high"): high}
+    for split in ("clean", "other"):
+        out.update({f"delta_wer_{split}": d, f"delta_wer_{split}_low": lo, f"delta_wer_{split}_high": hi,
+                    f"delta_wer_{split}_ci": f"[{lo:+.2f}, {hi:+.2f}]", f"agree_{split}": agree,
+                    f"agree_{split}_low": agree - 0.3, f"agree_{split}_high": min(100, agree + 0.3),
+                    f"dnll_{split}": dnll[0], f"dnll_{split}_low": dnll[1], f"dnll_{split}_high": dnll[2]})
+    return out
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame([
+        row("int8 fast", 370, 0.70, 0.66, 0.75),
+        row("int8 as fast", 372, 0.72, 0.69, 0.80),  # overlaps the fastest: a tie, not a rank
+        row("int4 small", 280, 1.30, 1.25, 1.35, dwer=(0.8, -0.2, 1.4), agree=98.5, dnll=(0.02, 0.01, 0.03)),
+        row("int3 tiny", 250, 2.10, 2.0, 2.2, dwer=(3.0, 1.0, 4.5), agree=96.0, dnll=(0.2, 0.1, 0.3)),
+        row("int2 broken", 230, 1.9, 1.8, 2.0, dwer=(400, 300, 500), agree=40.0, dnll=(3, 2, 4)),
+        row("int8 wrong", 371, 0.50, 0.45, 0.55, dwer=(2.5, 1.6, 4.0), agree=97.0),  # fast, outside the budget
+    ])
+
+
+def test_each_goal_gets_the_configuration_its_rule_names(table):
+    box = ship_box(table, "AMX")
+    assert box["fastest"]["configuration"] == "int8 fast" and box["fastest"]["ties"] == ["int8 as fast"]
+    assert box["smallest_no_loss"]["configuration"] == "int8 fast"  # int4 small: ΔNLL upper bound 0.03 > 0.01
+    assert box["max_compression"]["configuration"] == "int3 tiny"  # works: ΔWER upper bound 4.5, agreement 96%
+    avoided = {a["configuration"]: a["reason"] for a in box["avoid"]}
+    assert avoided["int2 broken"].startswith("collapses") and "int3 tiny" in avoided  # 2.1x slower on AMX
+
+
+def test_nothing_faster_than_fp32_is_said_plainly(table):
+    slow = table.assign(**{class_column("AMX"): 1.2, class_column("AMX", "_low"): 1.1,
+                           class_column("AMX", "_high"): 1.3})
+    box = ship_box(slow, "AMX")
+    assert box["fastest"]["configuration"] is None and "keep fp32 for speed" in box["fastest"]["reason"]
+    assert "keep fp32 for speed" in ship_markdown(slow, ["AMX"])
+
+
+def test_provenance_counts_come_from_the_manifest_and_sources(tmp_path):
+    from conftest import make_librispeech
+    from lib.provenance import sample_overview, sources_by_count, speaker_counts
+
+    root = make_librispeech(tmp_path / "L")
+    (root / "SOURCES.md").write_text(
+        "| split | utterance | dur s | from | how stored |\n|---|---|---|---|---|\n"
+        "| test-clean | 61-70968-0000 | 1.0 | a/b @ `1` : `x.flac` | original FLAC bytes copied unchanged |\n"
+        "| test-clean | 61-70968-0001 | 1.5 | c/d @ `2` : `y.wav` | WAV (16 kHz) re-encoded losslessly to FLAC |\n")
+    overview = sample_overview(root)
+    assert overview.loc["test-clean", "utterances"] == 3 and overview.loc["test-clean", "speakers"] == 2
+    assert overview.loc["test-clean", "original FLAC"] == 1 and overview.loc["test-clean", "WAV re-encoded to FLAC"] == 1
+    assert sources_by_count(root).loc["a/b", "utterances"] == 1
+    assert speaker_counts(root, "test-clean").loc["61", "utterances"] == 2
