@@ -2,9 +2,9 @@
 sweep's projected cost on the sample before and after the per-utterance token budget (``lib.decoding``).
 
 It reads the stored results (no model runs): each row records the process CPU seconds of its share of a batch
-and how many text tokens it produced. "Before" is what the rows cost as decoded. "After" scales each row's
-decoder share (CPU time less the encoder's share) by the fraction of its tokens the budget would have let it
-decode; a row within its budget costs the same. The projection multiplies each configuration's mean cost per
+and how many text tokens it produced. "Before" is what the rows cost as decoded. "After" scales each batch's
+decoder time (CPU time less the encoder's share) by how much shorter its longest transcript would have been
+under the budget (a batch decodes until its longest row stops); a batch within its budgets costs the same. The projection multiplies each configuration's mean cost per
 utterance by the sample's size today (``MANIFEST.tsv``), per CPU class the rows were decoded on.
 
     .venv/bin/python benchmarks/sweep_cost.py            # table to stdout
@@ -28,15 +28,27 @@ FAMILIES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quant
             "bnb": "bitsandbytes"}
 
 
-def row_cost(row: dict, bounded: bool) -> float:
-    """CPU seconds of one row, optionally as if the token budget had applied."""
-    cpu = row["cpu_seconds"]
-    if not bounded:
-        return cpu
-    generated = row.get("text_tokens", 0) + 1
-    keep = min(1.0, RECIPE.budget(row["audio_seconds"]) / generated)
-    encoder = min(cpu, row.get("encoder_seconds", 0.0) * cpu / max(row.get("wall_seconds", cpu), 1e-9))
-    return encoder + (cpu - encoder) * keep
+def batch_costs(rows: list[dict], bounded: bool) -> float:
+    """CPU seconds of a configuration's rows, optionally as if the token budget had applied.
+
+    A batch decodes until its longest row stops, so its decoder time scales with the batch's longest
+    transcript: with the budget, with the longest of each row's tokens cut to its budget. The encoder's share
+    (timed per batch) does not change.
+    """
+    from collections import defaultdict
+
+    batches = defaultdict(list)
+    for r in rows:
+        batches[(r.get("session"), r["split"], r["batch"])].append(r)
+    total = 0.0
+    for members in batches.values():
+        cpu = sum(r["cpu_seconds"] for r in members)
+        wall = sum(r.get("wall_seconds", 0.0) for r in members) or cpu
+        encoder = min(cpu, sum(r.get("encoder_seconds", 0.0) for r in members) * cpu / wall)
+        longest = max(r.get("text_tokens", 0) + 1 for r in members)
+        cut = max(min(r.get("text_tokens", 0) + 1, RECIPE.budget(r["audio_seconds"])) for r in members)
+        total += encoder + (cpu - encoder) * (cut / longest if bounded else 1.0)
+    return total
 
 
 def sweep_cost(results_dir: Path = RESULTS_DIR) -> dict:
@@ -50,8 +62,8 @@ def sweep_cost(results_dir: Path = RESULTS_DIR) -> dict:
         rows = store.load_rows(summary["slug"])
         if not rows:
             continue
-        before = sum(row_cost(r, False) for r in rows) / len(rows)
-        after = sum(row_cost(r, True) for r in rows) / len(rows)
+        before = batch_costs(rows, False) / len(rows)
+        after = batch_costs(rows, True) / len(rows)
         family = FAMILIES.get(summary["config"]["quant"]["library"], summary["config"]["quant"]["library"])
         entry = {"slug": summary["slug"], "family": family, "cpu": result_cpu(summary), "utterances": len(rows),
                  "cpu_min_per_100_before": before * 100 / 60, "cpu_min_per_100_after": after * 100 / 60}

@@ -171,3 +171,33 @@ def kld_rank_agreement(df: pd.DataFrame, split: str = "other", top: int = 3) -> 
                      f"{int(ok[f'delta_wer_{split}'].rank()[i])} of {len(ok)})" for i, r in worst.iterrows())
     return {"kld_rho": rho["rho"], "kld_rho_low": rho["low"], "kld_rho_high": rho["high"], "kld_n": len(ok),
             "kld_disagree": list(worst["configuration"]), "kld_disagree_text": text}
+
+
+def takeaway(df: pd.DataFrame) -> str:
+    """A chapter's takeaway from its table: how many configurations cannot be told from fp32 on either split
+    (speaker-resampled ΔWER intervals containing 0), the smallest of them on the whisper-small architecture,
+    and which lose accuracy measurably on test-other.
+
+    >>> df = pd.DataFrame({"configuration": ["a", "b"], "status": "ok", "library": "HQQ", "small_mb": [300.0, 200.0],
+    ...     "delta_wer_clean_low": [-1.0, 0.5], "delta_wer_clean_high": [1.0, 2.0], "delta_wer_other_low": [-1, 2.0],
+    ...     "delta_wer_other_high": [1.0, 9.0], "delta_wer_other": [0.1, 5.0]})
+    >>> takeaway(df)
+    '1 of 2 configurations cannot be told apart from fp32 on either split; the smallest of them is a (300 MB on the whisper-small architecture). 1 lose accuracy measurably on test-other, the least b (ΔWER other +5.00).'
+    """
+    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])]
+    cols = [f"delta_wer_{s}_{b}" for s in ("clean", "other") for b in ("low", "high")]
+    if ok.empty or any(c not in ok for c in cols):
+        return "No configuration of this chapter has a ΔWER interval yet."
+    same = ok[(ok["delta_wer_clean_low"] <= 0) & (ok["delta_wer_clean_high"] >= 0)
+              & (ok["delta_wer_other_low"] <= 0) & (ok["delta_wer_other_high"] >= 0)]
+    text = f"{len(same)} of {len(ok)} configurations cannot be told apart from fp32 on either split"
+    sized = same.dropna(subset=["small_mb"]) if "small_mb" in same else same.iloc[:0]
+    if len(sized):
+        best = sized.sort_values("small_mb").iloc[0]
+        text += f"; the smallest of them is {best['configuration']} ({best['small_mb']:.0f} MB on the whisper-small architecture)"
+    worse = ok[ok["delta_wer_other_low"] > 0].sort_values("delta_wer_other")
+    if len(worse):
+        least = worse.iloc[0]
+        text += (f". {len(worse)} lose accuracy measurably on test-other, the least {least['configuration']} "
+                 f"(ΔWER other {least['delta_wer_other']:+.2f})")
+    return text + "."

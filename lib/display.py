@@ -32,7 +32,8 @@ CPU_CLASS_NAMES = {"avx2": "AVX2", "avx_512_vnni": "AVX-512 VNNI", "amx": "AMX",
                    "avx2_vnni": "AVX2 VNNI"}
 
 DISPLAY_COLUMNS = ["configuration", "status", "wer_clean", "delta_wer_clean", "delta_wer_clean_ci", "wer_other",
-                   "delta_wer_other", "delta_wer_other_ci", "small_mb", "compression_pct", "latency_ratio", "error"]
+                   "delta_wer_other", "delta_wer_other_ci", "common_other", "agree_other", "kld_other", "small_mb",
+                   "compression_pct", "latency_ratio", "error"]
 COMPACT_COLUMNS = ["configuration", "status", "small_mb", "compression_pct", "wer_clean", "wer_other",
                    "latency_ratio"]
 
@@ -79,6 +80,12 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
     """
     cols = [c for c in columns if c in df.columns]
     view = df[cols].copy()
+    for tag in ("clean", "other"):  # "ΔWER other" and its interval in one cell: "+0.37 [-0.10, +1.24]"
+        delta, ci = f"delta_wer_{tag}", f"delta_wer_{tag}_ci"
+        if delta in view and ci in view:
+            view[delta] = [f"{d:+.2f} {c}" if d == d and isinstance(c, str) else "" for d, c in zip(view[delta], view[ci])]
+            view = view.drop(columns=ci)
+    view = view.drop(columns=[c for c in view.columns if c != "configuration" and view[c].isna().all()])
     if "configuration" in view:
         view["configuration"] = marked_names(df)
     for c in view.columns:
@@ -86,6 +93,8 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
             view[c] = view[c].round(2)
     if "error" in view:
         view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
+        if not view["error"].astype(bool).any():
+            view = view.drop(columns="error")
     view = labelled(view.fillna("").set_index("configuration").rename_axis(None))  # one header row
     legend = marks_legend(view.index)
     if not legend:

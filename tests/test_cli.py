@@ -76,9 +76,11 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
     # per-utterance rows: eager static loses 5 words per utterance against dynamic, PT2E loses none
     from lib.results import ResultStore
 
-    def rows(extra_errors):
-        return [{"id": f"u{i}", "split": split, "hits": 10, "substitutions": extra_errors, "deletions": 0,
-                 "insertions": 0, "ref_words": 10} for split in ("test-clean", "test-other") for i in range(20)]
+    def rows(extra_errors):  # raw text: errors are counted when results are loaded
+        words = "a b c d e f g h i j".split()
+        hypothesis = " ".join(["x"] * extra_errors + words[extra_errors:])
+        return [{"id": f"{i}-1-0", "split": split, "reference": " ".join(words), "hypothesis": hypothesis}
+                for split in ("test-clean", "test-other") for i in range(20)]
 
     store = ResultStore(tmp_path)
     for slug, errors in (("pt-dyn-int8-aint8-pc", 0), ("pt-static-int8-aint8-pc-cal4", 5),
