@@ -32,8 +32,8 @@ CPU_CLASS_NAMES = {"avx2": "AVX2", "avx_512_vnni": "AVX-512 VNNI", "amx": "AMX",
                    "avx2_vnni": "AVX2 VNNI"}
 
 DISPLAY_COLUMNS = ["configuration", "status", "wer_clean", "delta_wer_clean", "delta_wer_clean_ci", "wer_other",
-                   "delta_wer_other", "delta_wer_other_ci", "common_other", "agree_other", "kld_other", "small_mb",
-                   "compression_pct", "latency_ratio", "error"]
+                   "delta_wer_other", "delta_wer_other_ci", "common_other", "kld_other", "agree_other", "dnll_other",
+                   "small_mb", "compression_pct", "latency_ratio", "error"]
 COMPACT_COLUMNS = ["configuration", "status", "small_mb", "compression_pct", "wer_clean", "wer_other",
                    "latency_ratio"]
 
@@ -85,7 +85,16 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
         if delta in view and ci in view:
             view[delta] = [f"{d:+.2f} {c}" if d == d and isinstance(c, str) else "" for d, c in zip(view[delta], view[ci])]
             view = view.drop(columns=ci)
+    for name, fmt in (("kld", "{:.3g} [{:.3g}, {:.3g}]"), ("agree", "{:.1f} [{:.1f}, {:.1f}]"),
+                      ("dnll", "{:+.3f} [{:+.3f}, {:+.3f}]")):  # fidelity with its interval in one cell
+        for tag in ("clean", "other"):
+            col, low, high = f"{name}_{tag}", f"{name}_{tag}_low", f"{name}_{tag}_high"
+            if col in view and low in df and high in df and low not in view:
+                view[col] = [fmt.format(v, lo, hi) if v == v else "" for v, lo, hi in zip(df[col], df[low], df[high])]
     view = view.drop(columns=[c for c in view.columns if c != "configuration" and view[c].isna().all()])
+    for c in view.columns:
+        if c.startswith(("common_", "n_", "fid_n_", "words_")):
+            view[c] = view[c].astype("Int64")
     if "configuration" in view:
         view["configuration"] = marked_names(df)
     for c in view.columns:
