@@ -14,7 +14,9 @@ import pandas as pd
 
 from .config import LIBRARY_NAMES
 from .display import status_counts
+from .decoding import RECIPE
 from .results import RESULTS_DIR, ResultStore
+from .scoring import score_rows
 
 #: The cheap proxies of WER and what each measures.
 PROXIES = {"encoder_distance": "1 − encoder cosine (JFK clip)", "weight_error": "mean relative weight error"}
@@ -84,13 +86,20 @@ def proxy_correlations(df: pd.DataFrame, target: str = "wer_other") -> dict[str,
     return facts
 
 
-def failure_mode(substitutions: int, deletions: int, insertions: int) -> str:
+def failure_mode(substitutions: int, deletions: int, insertions: int, at_limit_pct: float = 0.0) -> str:
     """How a model fails, named after the error type that makes up most of its WER.
+
+    Deletions with most outputs at their token limit are not silence: the model loops on tokens that the
+    normalizer removes (e.g. strings of U+FFFD).
 
     >>> failure_mode(substitutions=12, deletions=310, insertions=4)
     'falls silent (deletions)'
+    >>> failure_mode(substitutions=0, deletions=310, insertions=0, at_limit_pct=90.0)
+    'loops on non-words (deletions after normalization)'
     """
     kind = max((substitutions, "substitutions"), (deletions, "deletions"), (insertions, "insertions"))[1]
+    if kind == "deletions" and at_limit_pct >= 50.0:
+        return "loops on non-words (deletions after normalization)"
     return {"substitutions": "wrong words (substitutions)", "deletions": "falls silent (deletions)",
             "insertions": "loops (insertions)"}[kind]
 
@@ -105,7 +114,7 @@ def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | s
     From the saved per-utterance rows: substitutions, deletions and insertions as % of reference words
     (they add up to the pooled WER), the output's length against the reference's (normalized words), the
     share of utterances transcribed as nothing, the share that decoded up to the ``max_new_tokens`` cap
-    (a repetition loop), and the failure mode that dominates. The result is a reader-facing table: its
+    or its token budget, whichever is lower ("cap"; a repetition loop), and the failure mode that dominates. The result is a reader-facing table: its
     columns are already labels.
     """
     store = ResultStore(results_dir)
@@ -115,7 +124,7 @@ def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | s
     bad = df[(df["status"] == "ok") & (df[wer_columns].max(axis=1) >= min_wer)]
     records = []
     for _, row in bad.iterrows():
-        utterances = store.load_rows(row["slug"])
+        utterances = score_rows(store.load_rows(row["slug"]))
         summary = store.get(row["slug"])
         if not utterances or summary is None:
             continue
@@ -123,11 +132,13 @@ def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | s
         words = sum(u["ref_words"] for u in utterances)
         counts = {k: sum(u[k] for u in utterances) for k in ("substitutions", "deletions", "insertions")}
         empty = 100.0 * sum(not u["hypothesis"].strip() for u in utterances) / len(utterances)
-        capped = 100.0 * sum(u.get("text_tokens", 0) >= cap for u in utterances) / len(utterances)
+        capped = 100.0 * sum(u.get("text_tokens", 0) + 1 >= min(cap, RECIPE.budget(u["audio_seconds"]))
+                             for u in utterances) / len(utterances)
         length = 100.0 * sum(u["hits"] + u["substitutions"] + u["insertions"] for u in utterances) / words
         records.append({"configuration": row["configuration"], "WER": 100.0 * sum(counts.values()) / words,
                         **{f"{k} %": 100.0 * v / words for k, v in counts.items()}, "output length %": length,
-                        "empty output %": empty, "at token cap %": capped, "failure mode": failure_mode(**counts)})
+                        "empty output %": empty, "at token cap %": capped,
+                        "failure mode": failure_mode(**counts, at_limit_pct=capped)})
     return pd.DataFrame(records, columns=ERROR_PROFILE_COLUMNS).sort_values("WER").reset_index(drop=True)
 
 

@@ -5,9 +5,12 @@ from lib.analysis import error_profile
 from lib.results import ResultStore
 
 
-def utterance(ref_words, hits, s, d, i, hypothesis="x", tokens=10):
-    return {"ref_words": ref_words, "hits": hits, "substitutions": s, "deletions": d, "insertions": i,
-            "hypothesis": hypothesis, "text_tokens": tokens}
+def utterance(ref_words, hits, s, d, i, hypothesis=None, tokens=10):
+    """A stored row whose raw text makes exactly these errors (errors are counted from the text when loaded)."""
+    words = [f"w{chr(97 + k)}" for k in range(ref_words)]
+    text = " ".join(words[:hits] + [f"x{chr(97 + k)}" for k in range(s)] + ["y"] * i)
+    return {"id": "1-1-0", "split": "test-clean", "reference": " ".join(words),
+            "hypothesis": text if hypothesis is None else hypothesis, "text_tokens": tokens, "audio_seconds": 60.0}
 
 
 def test_error_profile_tells_a_loop_from_silence(tmp_path):
