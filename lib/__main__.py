@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="after the pending slugs, re-run results decoded with an older decoding recipe")
     sw.add_argument("--no-notebooks", action="store_true", help="call lib directly instead of papermill")
     sw.add_argument("--dry-run", action="store_true", help="list the slugs and whether they are done")
+    sw.add_argument("--reverse", action="store_true", help="run the jobs in reverse order (a second sweep)")
     sw.add_argument("--fidelity-only", action="store_true",
                     help="only the teacher-forced fidelity pass, for every configuration with a WER result")
     sw.add_argument("--first", action="append", default=[], metavar="SUBSTR", help="run matching slugs first")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks,
                                dry_run=a.dry_run, first=a.first, last=a.last,
                                pause_file=a.pause_file, after_job=commit_results if a.commit else None,
-                               during_job=commit_checkpoints if a.commit else None, fidelity_only=a.fidelity_only)
+                               during_job=commit_checkpoints if a.commit else None, fidelity_only=a.fidelity_only, reverse=a.reverse)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 import logging
 import time
 import traceback
@@ -183,6 +184,27 @@ def fidelity_subset(utterances: Sequence, per_speaker: int = PER_SPEAKER) -> lis
             kept.append(u)
     order = {(u.split, u.id): i for i, u in enumerate(utterances)}
     return sorted(kept, key=lambda u: order[(u.split, u.id)])
+
+
+@contextmanager
+def job_lock(results_dir: Path | str, slug: str):
+    """Claim ``slug``'s fidelity pass for this process (yields False when another process holds it), so that
+    two fidelity sweeps started in different orders split the configurations between them."""
+    import os
+
+    path = Path(results_dir) / FIDELITY_SUBDIR / f".{slug}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        yield False
+        return
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def fidelity_store(results_dir: Path | str = RESULTS_DIR) -> ResultStore:

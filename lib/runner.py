@@ -142,7 +142,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               last: Iterable[str] = (), footprint: bool = True, pause_file: Path | str | None = None,
               pause_poll_s: float = 10.0, after_job: Callable[[Job], Any] | None = None,
               during_job: Callable[[Job], Any] | None = None, during_job_every_s: float = 600.0,
-              fidelity_only: bool = False) -> SweepReport:
+              fidelity_only: bool = False, reverse: bool = False) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
     ``footprint=False`` skips the whisper-small size/latency runs (WER only).
@@ -169,6 +169,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     fstore = ResultStore(footprint_dir or Path(results_dir) / "footprint")
     if refresh_outdated:
         jobs.sort(key=lambda j: refresh_rank(store, j.slug))
+    if reverse:  # e.g. a second sweep that meets the first in the middle
+        jobs.reverse()
     report = SweepReport()
     today = DataToday(data)
     for job in jobs:
@@ -202,9 +204,11 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         try:
             with periodic:
                 if fidelity_only:
-                    from .fidelity import ensure_fidelity
+                    from .fidelity import ensure_fidelity, job_lock
 
-                    ensure_fidelity(job.config, results_dir=store.root, data=data, progress=progress)
+                    with job_lock(store.root, job.slug) as mine:  # two fidelity sweeps share the work
+                        if mine:
+                            ensure_fidelity(job.config, results_dir=store.root, data=data, progress=progress)
                 elif use_notebooks:
                     execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
                                      retry_failed=retry_failed, refresh_outdated=refresh_outdated)
