@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                                refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks,
                                dry_run=a.dry_run, first=a.first, last=a.last,
                                pause_file=a.pause_file, after_job=commit_results if a.commit else None,
-                               during_job=commit_checkpoints if a.commit else None, fidelity_only=a.fidelity_only, reverse=a.reverse)
+                               during_job=commit_checkpoints if a.commit else None,
+                               fidelity_only=a.fidelity_only, reverse=a.reverse)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":

@@ -94,7 +94,7 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
     view = view.drop(columns=[c for c in view.columns if c != "configuration" and view[c].isna().all()])
     for c in view.columns:
         if c.startswith(("common_", "n_", "fid_n_", "words_")):
-            view[c] = view[c].astype("Int64")
+            view[c] = view[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     if "configuration" in view:
         view["configuration"] = marked_names(df)
     for c in view.columns:
@@ -145,7 +145,7 @@ def status_counts(df: pd.DataFrame) -> str:
     counts = df["status"].value_counts()
     older = int(df["older_decoding"].sum()) if "older_decoding" in df else 0
     text = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
-    note = f" ok ({older} marked{OLDER_DECODING_MARK}: decoded with the older seek loop, see Setup)"
+    note = f" ok ({older} marked{OLDER_DECODING_MARK}: decoded with an older recipe, see Setup)"
     return text.replace(" ok", note, 1) if older else text
 
 

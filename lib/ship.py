@@ -94,6 +94,8 @@ def _pick(candidates, key: str, reason: str, cpu_class: str, tie_low: str | None
     if tie_low and tie_high:
         hi = _value(best, tie_high)
         ties = [r["configuration"] for r in rows if r is not best and _value(r, tie_low) <= hi]
+    elif key == "small_mb":  # the same size within 0.5%: name them, do not pretend one is smaller
+        ties = [r["configuration"] for r in rows if r is not best and _value(r, key) <= 1.005 * _value(best, key)]
     return {"configuration": best["configuration"], "slug": best["slug"], "row": best, "reason": reason,
             "ties": ties, "cpu_class": cpu_class}
 
@@ -219,7 +221,7 @@ def ship_markdown(df, classes: list[str] | None = None, avoid_shown: int = 4) ->
             if pick["configuration"] is None:
                 lines.append(f"| {name} | — | {pick['reason']} |")
                 continue
-            ties = f" (ties within timing noise: {', '.join(pick['ties'])})" if pick.get("ties") else ""
+            ties = f" (tied with {', '.join(pick['ties'])})" if pick.get("ties") else ""
             lines.append(f"| {name} | {pick['configuration']}{ties} | {_short(pick['row'], cpu_class)} |")
         avoid = box["avoid"]
         if avoid:
