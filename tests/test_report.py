@@ -139,7 +139,7 @@ def test_rows_from_the_older_decoding_are_marked_and_counted():
 
     df = pd.DataFrame({"configuration": ["fp32", "int8", "int2", "fx"], "status": ["ok", "ok", "ok", "failed"],
                        "older_decoding": [False, True, True, False], "wer_clean": [3.5, 3.6, 90.0, None]})
-    assert status_counts(df) == "3 ok (2 marked ‡: decoded with the older seek loop, see Setup), 1 failed, 0 pending"
+    assert status_counts(df) == "3 ok (2 marked ‡: decoded with an older recipe, see Setup), 1 failed, 0 pending"
     assert list(display_table(df).index) == ["fp32", "int8 ‡", "int2 ‡", "fx"]
     assert status_counts(df.assign(older_decoding=False)) == "3 ok, 1 failed, 0 pending"
 
