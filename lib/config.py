@@ -23,7 +23,8 @@ SCOPES = ("all", "encoder", "decoder")
 DEFAULT_MODEL = "embedded:whisper-base"
 
 _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": "wo"}
-_LIBRARY_TAG = {"torch_ao": "pt"}  # torch.ao.quantization; "torchao" is the separate library
+_LIBRARY_TAG = {"torch_ao": "pt",  # torch.ao.quantization; "torchao" is the separate library
+                "ctranslate2": "ct2", "onnxruntime": "ort", "openvino": "ov", "whisper_cpp": "ggml"}
 _GRAN_TAG = {"per_tensor": "pt", "per_channel": "pc", "per_group": ""}
 
 

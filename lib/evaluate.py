@@ -28,7 +28,7 @@ def encoder_output(model, processor, audio):
 
     from .transcribe import features
 
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)  # a runtime: none
     with torch.no_grad():
         return model.get_encoder()(features(processor, [audio]).to(dtype)).last_hidden_state.float()
 

@@ -1,0 +1,163 @@
+"""Deployment runtimes and plain half precision, on a tiny random Whisper, through the harness.
+
+Each row of :data:`ROWS` is converted, then transcribed by :func:`lib.transcribe.transcribe`,
+timed by :func:`lib.footprint.time_forced_generate` and sized from its model directory.
+A runtime whose package is missing is skipped, never failed.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+
+from lib.config import ConfigError, QuantSpec, RunConfig
+
+ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs on this CPU
+    "torch_cast-bfloat16": dict(library="torch_cast", weights="bfloat16"),
+    "torch_cast-float16": dict(library="torch_cast", weights="float16"),
+    "ct2-fp32": dict(library="ctranslate2", weights="fp32"),
+    "ct2-dyn-int8-aint8": dict(library="ctranslate2", scheme="dynamic", weights="int8", activations="int8"),
+    "ct2-dyn-int8-aint8-floatfloat32": dict(library="ctranslate2", scheme="dynamic", weights="int8",
+                                            activations="int8", options={"float": "float32"}),
+    "ct2-dyn-int16-aint16": dict(library="ctranslate2", scheme="dynamic", weights="int16", activations="int16"),
+}
+#: the runtime's fp32 row: its greedy ids must equal transformers' fp32 ids on the tiny model
+FP32 = {"ct2-fp32"}
+PACKAGE = {"torch_cast": "torch", "ctranslate2": "ctranslate2", "onnxruntime": "onnxruntime",
+           "openvino": "openvino", "whisper_cpp": "pywhispercpp"}
+
+
+def needs(library: str):
+    return pytest.mark.skipif(importlib.util.find_spec(PACKAGE[library]) is None,
+                              reason=f"{PACKAGE[library]} is not installed")
+
+
+def rows(selected=None):
+    return [pytest.param(slug, spec, marks=needs(spec["library"]), id=slug)
+            for slug, spec in ROWS.items() if selected is None or slug in selected]
+
+
+@pytest.mark.parametrize("slug,spec", [(s, d) for s, d in ROWS.items()])
+def test_slugs(slug, spec):
+    assert QuantSpec(**spec).slug == slug
+
+
+@pytest.mark.parametrize("spec,message", [
+    (dict(library="torch_cast", weights="int8"), "supported: none w=bfloat16"),
+    (dict(library="torch_cast", weights="bfloat16", scope="encoder"), "whole model"),
+    (dict(library="ctranslate2", scheme="dynamic", weights="int4", activations="int8"), "does not support"),
+    (dict(library="ctranslate2", weights="fp32", options={"float": "float32"}), "int8 only"),
+    (dict(library="ctranslate2", weights="fp32", options={"beam": 5}), "no option 'beam'"),
+])
+def test_invalid_specs_name_what_is_supported(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        QuantSpec(**spec)
+
+
+def test_importing_lib_needs_no_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys, lib, lib.quantize, lib.runtimes; from lib.config import QuantSpec; "
+            "QuantSpec(library='ctranslate2', weights='fp32'); "
+            "bad = [m for m in ('ctranslate2', 'onnxruntime', 'openvino', 'pywhispercpp', 'gguf', 'nncf') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tiny):
+    from lib.transcribe import features
+
+    audio = [np.random.RandomState(0).randn(32_000).astype(np.float32) * 0.1, np.zeros(16_000, np.float32)]
+    return features(tiny.processor, audio)
+
+
+@pytest.mark.parametrize("slug,spec", rows())
+def test_convert_generate_time_and_size(slug, spec, tiny, clips):
+    from lib.footprint import time_forced_generate
+    from lib.metrics import serialized_bytes, stored_bytes
+    from lib.quantize import quantize
+    from lib.transcribe import encoder_timer, generate
+
+    reference = generate(tiny.model, clips, max_new_tokens=12)
+    model, meta = quantize(copy.deepcopy(tiny.model), QuantSpec(**spec), processor=tiny.processor,
+                           measure_error=False)
+    with encoder_timer(model) as enc:
+        ids = generate(model, clips, max_new_tokens=12)
+    assert enc["calls"] == 1 and enc["seconds"] > 0
+    assert ids.shape[0] == 2 and ids[:, :4].tolist() == [reference[0, :4].tolist()] * 2
+    assert ids.shape[1] <= 4 + 12 + 1
+    if slug in FP32:
+        assert ids.tolist() == reference.tolist()
+    latency = time_forced_generate(model, clips[:1], repeats=3)
+    assert latency["sequence_length"] == 4 + 32 and latency["n"] == 3
+    size = stored_bytes(model)
+    assert size > 0 and serialized_bytes(model)["bytes"] >= size  # torch.save adds pickle framing
+    if spec["library"] != "torch_cast":
+        assert meta["disk_bytes"] == size and meta["runtime"] == spec["library"]
+        assert model.get_encoder()(clips).last_hidden_state.shape == (2, 1500, 128)
+
+
+@pytest.mark.parametrize("slug,spec", rows({"torch_cast-bfloat16", "ct2-dyn-int8-aint8"}))
+def test_evaluate_and_footprint_through_the_harness(slug, spec, fake_librispeech, tmp_path):
+    from lib.evaluate import evaluate
+    from lib.footprint import measure_footprint
+
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=2, batch_size=2, threads=1,
+                       max_new_tokens=8, quant=QuantSpec(**spec))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "ok", summary.get("error")
+    assert summary["metrics"]["test-clean"]["utterances"] == 2 and summary["size"]["stored_bytes"] > 0
+    assert -1.0 <= summary["encoder_cosine_jfk"] <= 1.0
+    assert summary["environment"]["packages"].get(PACKAGE[spec["library"]])
+    fp = measure_footprint(QuantSpec(**spec), model="test:tiny", results_dir=tmp_path / "fp", repeats=3,
+                           threads=1, data=str(fake_librispeech))
+    assert fp["status"] == "ok", fp.get("error")
+    assert fp["latency"]["sequence_length"] == 36 and fp["latency_ratio"] > 0
+    assert fp["size"]["stored_bytes"] < fp["size"]["fp32_stored_bytes"] * (1.2 if "fp32" in slug else 0.8)
+
+
+@needs("ctranslate2")
+def test_compute_type_the_cpu_lacks_is_a_failed_row(fake_librispeech, tmp_path, monkeypatch):
+    import ctranslate2
+
+    from lib.evaluate import evaluate
+
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32", "int8"})
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=1, threads=1, max_new_tokens=4,
+                       quant=QuantSpec(library="ctranslate2", scheme="dynamic", weights="int16", activations="int16"))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
+    assert "no int16 compute type" in summary["error"]
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("slug,spec", rows(FP32))
+def test_runtime_fp32_transcribes_jfk_as_pytorch_fp32(slug, spec):
+    from lib.data import jfk_path, load_audio
+    from lib.models import load_model
+    from lib.quantize import quantize
+    from lib.transcribe import features, generate
+
+    base = load_model("embedded:whisper-base")
+    feats = features(base.processor, [load_audio(jfk_path())])
+    decode = base.processor.tokenizer.batch_decode
+    expected = decode(generate(base.model, feats), skip_special_tokens=True)
+    model, _ = quantize(base.model, QuantSpec(**spec), processor=base.processor, measure_error=False)
+    assert decode(generate(model, feats), skip_special_tokens=True) == expected
+
+
+#: grid rows that fail on this CPU by design, with the reason their failed row records
+EXPECTED_FAILURES = {"ct2-bfloat16": "no bfloat16 compute type", "ct2-dyn-int8-aint8-floatbfloat16": "no int8_bfloat16"}
+
+
+def test_grid_rows_are_all_tested():
+    from conftest import REPO
+    from lib.runner import expand_grid
+
+    grid = {j.config.quant.slug for j in expand_grid(REPO / "experiments" / "runtimes.yml")}
+    assert grid == set(ROWS) | set(EXPECTED_FAILURES)
+    assert all(j.footprint for j in expand_grid(REPO / "experiments" / "runtimes.yml"))
