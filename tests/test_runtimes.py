@@ -29,11 +29,22 @@ ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs o
                                   granularity="per_tensor"),
     "ort-static-int8-auint8-pc-cal4": dict(library="onnxruntime", scheme="static", weights="int8",
                                            activations="uint8", granularity="per_channel", calibration=4),
+    "ov-fp32": dict(library="openvino", weights="fp32"),
+    "ov-wo-int8-pc-sym1": dict(library="openvino", scheme="weight_only", weights="int8", granularity="per_channel",
+                               options={"sym": True}),
+    "ov-wo-int8-pc-sym0": dict(library="openvino", scheme="weight_only", weights="int8", granularity="per_channel",
+                               options={"sym": False}),
+    "ov-wo-int4-g128-sym1": dict(library="openvino", scheme="weight_only", weights="int4", group_size=128,
+                                 options={"sym": True}),
+    "ov-wo-int4-g128-sym0": dict(library="openvino", scheme="weight_only", weights="int4", group_size=128,
+                                 options={"sym": False}),
+    "ov-static-int8-aint8-cal4": dict(library="openvino", scheme="static", weights="int8", activations="int8",
+                                      calibration=4),
 }
 #: the runtime's fp32 row: its greedy ids must equal transformers' fp32 ids on the tiny model
-FP32 = {"ct2-fp32", "ort-fp32"}
+FP32 = {"ct2-fp32", "ort-fp32", "ov-fp32"}
 #: teacher_forced_logits equal transformers' logits to this tolerance on the tiny model
-LOGITS = {"ort-fp32": 1e-4}
+LOGITS = {"ort-fp32": 1e-4, "ov-fp32": 1e-4}
 PACKAGE = {"torch_cast": "torch", "ctranslate2": "ctranslate2", "onnxruntime": "onnxruntime",
            "openvino": "openvino", "whisper_cpp": "pywhispercpp"}
 
@@ -59,6 +70,10 @@ def test_slugs(slug, spec):
     (dict(library="ctranslate2", scheme="dynamic", weights="int4", activations="int8"), "does not support"),
     (dict(library="ctranslate2", weights="fp32", options={"float": "float32"}), "int8 only"),
     (dict(library="ctranslate2", weights="fp32", options={"beam": 5}), "no option 'beam'"),
+    (dict(library="onnxruntime", scheme="static", weights="int8", activations="int8", calibration=4), "supported"),
+    (dict(library="openvino", scheme="weight_only", weights="int4", group_size=64), "group=128"),
+    (dict(library="openvino", scheme="static", weights="int8", activations="int8", calibration=4,
+          options={"sym": True}), "weight compression"),
 ])
 def test_invalid_specs_name_what_is_supported(spec, message):
     with pytest.raises(ConfigError, match=message):
@@ -128,7 +143,8 @@ def test_teacher_forced_logits_match_transformers(slug, spec, tiny, clips):
     assert float((logits - expected).abs().max()) < LOGITS[slug]
 
 
-@pytest.mark.parametrize("slug,spec", rows({"torch_cast-bfloat16", "ct2-dyn-int8-aint8", "ort-static-int8-auint8-pc-cal4"}))
+@pytest.mark.parametrize("slug,spec", rows({"torch_cast-bfloat16", "ct2-dyn-int8-aint8", "ort-static-int8-auint8-pc-cal4",
+                                            "ov-wo-int4-g128-sym0"}))
 def test_evaluate_and_footprint_through_the_harness(slug, spec, fake_librispeech, tmp_path):
     from lib.evaluate import evaluate
     from lib.footprint import measure_footprint

@@ -67,13 +67,18 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    def __init__(self, model):
+    def __init__(self, model, vocab_by_columns: bool = True):
         super().__init__()
         self.decoder = model.model.decoder
+        self.proj_out = model.proj_out
         self.tied = model.proj_out.weight is model.model.decoder.embed_tokens.weight
-        # one [D, vocab] matrix serves the output MatMul and (by columns) the token embedding, so the
-        # exported file holds the tied weight once, as transformers does, and not a transposed copy
-        self.vocab_t = nn.Parameter(model.proj_out.weight.detach().t().contiguous(), requires_grad=False)
+        # The tied weight must reach the file once, as transformers stores it.  The ONNX exporter folds
+        # the transpose of ``x @ W.T`` into a second initializer, so for ONNX one [D, vocab] matrix serves
+        # the output MatMul and, by columns, the embedding; OpenVINO keeps [vocab, D] with a transposed
+        # MatMul and would fold a [D, vocab] copy instead, so it gets transformers' own layout.
+        self.by_columns = vocab_by_columns and self.tied
+        if self.by_columns:
+            self.vocab_t = nn.Parameter(model.proj_out.weight.detach().t().contiguous(), requires_grad=False)
         self.heads = model.config.decoder_attention_heads
         self.scaling = (model.config.d_model // self.heads) ** -0.5
 
@@ -82,7 +87,7 @@ class DecoderGraph(nn.Module):
         past = past_k.shape[3]
         steps = input_ids.shape[1]
         positions = torch.arange(steps, device=input_ids.device) + past
-        if self.tied:
+        if self.by_columns:
             tokens = self.vocab_t.index_select(1, input_ids.reshape(-1)).t().reshape(*input_ids.shape, -1)
         else:
             tokens = dec.embed_tokens(input_ids)
@@ -105,7 +110,8 @@ class DecoderGraph(nn.Module):
             x = x + cross.out_proj(_merge(_attend(q, cross_k[i], cross_v[i])))
             h = layer.final_layer_norm(x)
             x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
-        logits = dec.layer_norm(x) @ self.vocab_t
+        hidden = dec.layer_norm(x)
+        logits = hidden @ self.vocab_t if self.by_columns else self.proj_out(hidden)
         return logits, torch.stack(present_k), torch.stack(present_v)
 
 
