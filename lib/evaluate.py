@@ -104,7 +104,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         size = stored_bytes(model)
         summary["size"] = {"stored_bytes": size, "fp32_stored_bytes": fp32_bytes,
                            "compression_pct": 100.0 * (1 - size / fp32_bytes), "serialized": serialized_bytes(model)}
-        if reference_encoding is not None:
+        if reference_encoding is not None and getattr(model.get_encoder(), "exposes_output", True):
             summary["encoder_cosine_jfk"] = cosine(reference_encoding,
                                                    encoder_output(model, loaded.processor, jfk_audio))
         stage = "transcribe"

@@ -40,9 +40,18 @@ ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs o
                                  options={"sym": False}),
     "ov-static-int8-aint8-cal4": dict(library="openvino", scheme="static", weights="int8", activations="int8",
                                       calibration=4),
+    "ggml-float16": dict(library="whisper_cpp", weights="float16"),
+    "ggml-dyn-int8-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int8", activations="int8",
+                                    group_size=32),
+    "ggml-dyn-int5-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int5", activations="int8",
+                                    group_size=32),
+    "ggml-dyn-int4-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
+                                    group_size=32),
 }
 #: the runtime's fp32 row: its greedy ids must equal transformers' fp32 ids on the tiny model
 FP32 = {"ct2-fp32", "ort-fp32", "ov-fp32"}
+#: each runtime's reference row for the JFK check (whisper.cpp cannot run f32 here: its f16 is the reference)
+REFERENCE = FP32 | {"ggml-float16"}
 #: teacher_forced_logits equal transformers' logits to this tolerance on the tiny model
 LOGITS = {"ort-fp32": 1e-4, "ov-fp32": 1e-4}
 PACKAGE = {"torch_cast": "torch", "ctranslate2": "ctranslate2", "onnxruntime": "onnxruntime",
@@ -99,14 +108,29 @@ def clips(tiny):
     return features(tiny.processor, audio)
 
 
+@pytest.fixture(scope="module")
+def tiny4(tiny):
+    """test:tiny with ffn = 4 x d_model, the shape whisper.cpp assumes (test:tiny has 2 x)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    config = copy.deepcopy(tiny.model.config)
+    config.encoder_ffn_dim = config.decoder_ffn_dim = 4 * config.d_model
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = tiny.model.generation_config
+    return type(tiny)(model, tiny.processor, "test:tiny4")
+
+
 @pytest.mark.parametrize("slug,spec", rows())
-def test_convert_generate_time_and_size(slug, spec, tiny, clips):
+def test_convert_generate_time_and_size(slug, spec, tiny, tiny4, clips):
     from lib.data import calibration_set
     from lib.footprint import time_forced_generate
     from lib.metrics import serialized_bytes, stored_bytes
     from lib.quantize import quantize
     from lib.transcribe import encoder_timer, generate
 
+    tiny = tiny4 if spec["library"] == "whisper_cpp" else tiny
     reference = generate(tiny.model, clips, max_new_tokens=12)
     spec = QuantSpec(**{**spec, "calibration": min(spec.get("calibration", 0), 2)})
     calibration = calibration_set(spec.calibration) if spec.calibration else None
@@ -114,7 +138,7 @@ def test_convert_generate_time_and_size(slug, spec, tiny, clips):
                            measure_error=False, calibration_tokens=4)
     with encoder_timer(model) as enc:
         ids = generate(model, clips, max_new_tokens=12)
-    assert enc["calls"] == 1 and enc["seconds"] > 0
+    assert enc["calls"] == (2 if spec.library == "whisper_cpp" else 1) and enc["seconds"] > 0
     assert ids.shape[0] == 2 and ids[:, :4].tolist() == [reference[0, :4].tolist()] * 2
     assert ids.shape[1] <= 4 + 12 + 1
     if slug in FP32:
@@ -125,6 +149,7 @@ def test_convert_generate_time_and_size(slug, spec, tiny, clips):
     assert size > 0 and serialized_bytes(model)["bytes"] >= size  # torch.save adds pickle framing
     if spec.library != "torch_cast":
         assert meta["disk_bytes"] == size and meta["runtime"] == spec.library
+    if spec.library not in ("torch_cast", "whisper_cpp"):  # whisper.cpp's encoder output is not reachable
         assert model.get_encoder()(clips).last_hidden_state.shape == (2, 1500, 128)
 
 
@@ -179,7 +204,7 @@ def test_compute_type_the_cpu_lacks_is_a_failed_row(fake_librispeech, tmp_path, 
 
 
 @pytest.mark.real_weights
-@pytest.mark.parametrize("slug,spec", rows(FP32))
+@pytest.mark.parametrize("slug,spec", rows(REFERENCE))
 def test_runtime_fp32_transcribes_jfk_as_pytorch_fp32(slug, spec):
     from lib.data import jfk_path, load_audio
     from lib.models import load_model
@@ -195,7 +220,22 @@ def test_runtime_fp32_transcribes_jfk_as_pytorch_fp32(slug, spec):
 
 
 #: grid rows that fail on this CPU by design, with the reason their failed row records
-EXPECTED_FAILURES = {"ct2-bfloat16": "no bfloat16 compute type", "ct2-dyn-int8-aint8-floatbfloat16": "no int8_bfloat16"}
+EXPECTED_FAILURES = {"ct2-bfloat16": "no bfloat16 compute type", "ct2-dyn-int8-aint8-floatbfloat16": "no int8_bfloat16",
+                     "ggml-fp32": "cannot run an f32 ggml file"}
+
+
+@needs("whisper_cpp")
+@pytest.mark.parametrize("spec,message", [
+    (dict(library="whisper_cpp", weights="fp32"), "cannot run an f32 ggml file"),
+    (dict(library="whisper_cpp", weights="float16"), "ffn_dim = 4 x d_model"),  # test:tiny has 2 x d_model
+])
+def test_whisper_cpp_failures_are_failed_rows(spec, message, fake_librispeech, tmp_path):
+    from lib.evaluate import evaluate
+
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=1, threads=1, max_new_tokens=4,
+                       quant=QuantSpec(**spec))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "failed" and summary["failed_stage"] == "quantize" and message in summary["error"]
 
 
 def test_grid_rows_are_all_tested():

@@ -130,12 +130,23 @@ class HookedEncoder:
         self._post.append(fn)
         return _Handle(self._post, fn)
 
-    def run(self, features):
+    @property
+    def exposes_output(self) -> bool:
+        """Whether ``self(features).last_hidden_state`` works (whisper.cpp's encoder output is not reachable)."""
+        return self.hidden is not None
+
+    def begin(self, features) -> None:
         for fn in list(self._pre):
             fn(self, (features,))
-        out = self.encode(features)
+
+    def end(self, features, out) -> None:
         for fn in list(self._post):
             fn(self, (features,), out)
+
+    def run(self, features):
+        self.begin(features)
+        out = self.encode(features)
+        self.end(features, out)
         return out
 
     def __call__(self, features):
@@ -190,11 +201,14 @@ class RuntimeModel:
         forced = bool(logits_processor) or min_new_tokens > 0
         if forced and min_new_tokens != max_new_tokens:
             raise TypeError("a runtime supports only forced-length decoding (min_new_tokens == max_new_tokens)")
-        state = self.encoder.run(input_features)
-        sequences = self.decode(state, input_features, max_new_tokens, forced)
+        sequences = self.decode_batch(input_features, max_new_tokens, forced)
         rows = [PROMPT + list(s) + ([EOT] if len(s) < max_new_tokens else []) for s in sequences]
         width = max(len(r) for r in rows)
         return torch.tensor([r + [EOT] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    def decode_batch(self, input_features, max_new_tokens: int, forced: bool) -> list[list[int]]:
+        """Encode the batch once (hooked), then decode it: generated ids per utterance, prompt excluded."""
+        return self.decode(self.encoder.run(input_features), input_features, max_new_tokens, forced)
 
     def decode(self, state, input_features, max_new_tokens: int, forced: bool) -> list[list[int]]:
         raise NotImplementedError
