@@ -12,7 +12,8 @@ from .results import RESULTS_DIR, ResultStore, is_outdated, reference_cpu, resul
 
 SPLIT_COLUMNS = {"test-clean": "WER clean", "test-other": "WER other"}
 LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
-                 "bnb": "bitsandbytes"}
+                 "bnb": "bitsandbytes", "torch_cast": "torch half", "ctranslate2": "CTranslate2",
+                 "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "whisper_cpp": "whisper.cpp"}
 
 
 def run_summary_table(summary: dict[str, Any] | None):

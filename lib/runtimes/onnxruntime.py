@@ -1,6 +1,6 @@
 """ONNX Runtime: our own export of encoder and decoder-with-KV-cache, then ``onnxruntime.quantization``.
 
-``optimum-onnx`` (the usual exporter) pins ``transformers < 4.58`` and cannot be installed
+``optimum-onnx`` (the usual exporter; 0.1.0 requires ``transformers>=4.36,<4.58``) cannot be installed
 beside this project's transformers 5.x, so the two graphs of :mod:`lib.runtimes.graphs`
 are exported with ``torch.onnx.export`` (TorchScript exporter, opset 17, dynamic batch and
 sequence axes): ``encoder.onnx`` (log-mel features -> hidden states and every layer's

@@ -1,6 +1,7 @@
 """OpenVINO, with NNCF for weight compression and calibrated int8.
 
-``optimum-intel`` (the usual exporter) pins an older transformers than this project's 5.x, so
+``optimum-intel`` (the usual exporter; 2.2.0 requires ``transformers>=4.51,<5.6`` and torchvision)
+cannot be installed beside this project's transformers 5.24, so
 the two graphs of :mod:`lib.runtimes.graphs` are converted directly with
 ``openvino.convert_model`` of the PyTorch modules and saved as IR (``.xml`` + ``.bin``,
 ``compress_to_fp16=False``).  They are compiled for the CPU with
