@@ -27,10 +27,7 @@ Every library is imported lazily: ``import lib`` never needs a runtime.
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,9 +37,6 @@ PROMPT = [SOT, ENGLISH, TRANSCRIBE, NO_TIMESTAMPS]
 #: keyword arguments of :func:`lib.transcribe.generate` that restate the recipe every runtime follows
 RECIPE_KWARGS = {"language": "en", "task": "transcribe", "return_timestamps": False, "num_beams": 1,
                  "do_sample": False, "force_unique_generate_call": True}
-#: pip name of each runtime's package (the error for a missing one names it)
-PACKAGES = {"ctranslate2": "ctranslate2", "onnxruntime": "onnxruntime onnx onnxscript",
-            "openvino": "openvino nncf", "whisper_cpp": "pywhispercpp gguf"}
 
 
 def require(module: str, pip: str):
@@ -262,19 +256,9 @@ def greedy_loop(step: Callable, batch: int, max_new_tokens: int, forced: bool, s
     return out
 
 
-def timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
-
-
 def thread_count() -> int:
     """The harness's thread count (``torch.set_num_threads`` is set before a model is loaded)."""
     import torch
 
     return int(torch.get_num_threads())
 
-
-def clear(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else os.remove(path)

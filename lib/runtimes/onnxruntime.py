@@ -28,6 +28,7 @@ products stay float.  ``teacher_forced_logits`` runs the decoder once on the who
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,9 @@ class OrtSessions(Sessions):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # as the harness asks of torch's OpenMP
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.encoder = ort.InferenceSession(str(paths["encoder"]), options, providers=["CPUExecutionProvider"])
         self.decoder = ort.InferenceSession(str(paths["decoder"]), options, providers=["CPUExecutionProvider"])
 
