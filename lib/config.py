@@ -26,10 +26,12 @@ DEFAULT_MODEL = "embedded:whisper-base"
 
 #: Library keys in the book's order (tables, legends, palettes) with their readable names.
 LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
-                 "bnb": "bitsandbytes"}
+                 "bnb": "bitsandbytes", "torch_cast": "torch half", "ctranslate2": "CTranslate2",
+                 "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "whisper_cpp": "whisper.cpp"}
 
 _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": "wo"}
-_LIBRARY_TAG = {"torch_ao": "pt"}  # torch.ao.quantization; "torchao" is the separate library
+_LIBRARY_TAG = {"torch_ao": "pt",  # torch.ao.quantization; "torchao" is the separate library
+                "ctranslate2": "ct2", "onnxruntime": "ort", "openvino": "ov", "whisper_cpp": "ggml"}
 _GRAN_TAG = {"per_tensor": "pt", "per_channel": "pc", "per_group": ""}
 
 

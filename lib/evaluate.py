@@ -37,7 +37,7 @@ def encoder_output(model, processor, audio):
 
     from .transcribe import features
 
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)  # a runtime: none
     with torch.no_grad():
         return model.get_encoder()(features(processor, [audio]).to(dtype)).last_hidden_state.float()
 
@@ -123,7 +123,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         size = stored_bytes(model)
         summary["size"] = {"stored_bytes": size, "fp32_stored_bytes": fp32_bytes,
                            "compression_pct": 100.0 * (1 - size / fp32_bytes), "serialized": serialized_bytes(model)}
-        if reference_encoding is not None:
+        if reference_encoding is not None and getattr(model.get_encoder(), "exposes_output", True):
             summary["encoder_cosine_jfk"] = cosine(reference_encoding,
                                                    encoder_output(model, loaded.processor, jfk_audio))
         stage = "transcribe"

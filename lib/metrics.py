@@ -260,8 +260,11 @@ def stored_bytes(model) -> int:
 
     ``state_dict`` is the one view every library keeps complete: packed
     weights of torch dynamic/static modules, bitsandbytes' quant states,
-    HQQ's metadata and quanto's scales all appear there.
+    HQQ's metadata and quanto's scales all appear there.  A deployment runtime
+    (:mod:`lib.runtimes`) is its model directory's bytes on disk.
     """
+    if hasattr(model, "disk_bytes"):
+        return model.disk_bytes()
     seen: set[int] = set()
     total = sum(tensor_bytes(v, seen) for v in model.state_dict().values())
     return total - _fp16_packed_overcount(model)
@@ -285,6 +288,8 @@ def serialized_bytes(model) -> dict[str, Any]:
 
     import torch
 
+    if hasattr(model, "disk_bytes"):
+        return {"bytes": model.disk_bytes(), "method": "runtime model directory on disk", "error": None}
     buf = io.BytesIO()
     try:
         torch.save(model.state_dict(), buf)

@@ -18,9 +18,10 @@ def palette() -> dict[str, tuple]:
     import seaborn as sns
 
     colors = sns.color_palette("colorblind", 10)
-    # fp32 grey, torch.ao blue, torchao sky, quanto green, HQQ vermillion, bitsandbytes purple (no orange next to
-    # vermillion)
-    return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4)]))
+    dark = sns.color_palette("dark", 10)
+    # fp32 grey, torch.ao blue, torchao sky, quanto green, HQQ vermillion, bitsandbytes purple; then the runtimes:
+    # torch half yellow, CTranslate2 orange, ONNX Runtime brown, OpenVINO pink, whisper.cpp dark green
+    return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4, 8, 1, 5, 6)] + [dark[2]]))
 
 
 def _style():

@@ -28,7 +28,8 @@ from .paths import REPO_ROOT, portable, relative_to_repo
 log = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "results"
 TRACKED_PACKAGES = ("torch", "transformers", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "jiwer",
-                    "whisper-normalizer", "numpy", "datasets", "soundfile", "scipy")
+                    "whisper-normalizer", "numpy", "datasets", "soundfile", "scipy",
+                    "ctranslate2", "onnxruntime", "onnx", "onnxscript", "openvino", "nncf", "pywhispercpp", "gguf")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -18,6 +18,7 @@ from lib.transcribe import features, generate
 from conftest import REPO
 
 SPECS = {j.config.quant.slug: j.config.quant for g in sorted(glob.glob(str(REPO / "experiments/*.yml")))
+         if not g.endswith("runtimes.yml")  # deployment runtimes: tests/test_runtimes.py
          for j in expand_grid(g) if not j.config.quant.is_baseline}
 # Paths that cannot work on Whisper; the harness records them as failed rows with this reason.
 EXPECTED_FAILURES = {

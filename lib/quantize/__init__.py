@@ -1,13 +1,15 @@
 """Quantization backends behind one signature.
 
-Every backend module (``torch_ao``, ``torchao``, ``quanto``, ``hqq``, ``bnb``)
+Every backend module (``torch_ao``, ``torchao``, ``quanto``, ``hqq``, ``bnb``, ``torch_cast``)
 exposes ``SUPPORTED`` (its allow-list, plain data), ``validate(spec)`` and
 ``apply(model, spec, calibration, processor, calibration_tokens) -> dict`` which quantizes the fp32 Whisper
 in place and returns backend metadata.  Heavy libraries are imported inside
 ``apply``, so importing this package is cheap.
+A deployment runtime (:data:`RUNTIMES`, modules in :mod:`lib.runtimes`) is a library
+value too; its ``convert`` returns a new model object (the runtime's), not an in-place change.
 
 >>> sorted(BACKENDS)
-['bnb', 'hqq', 'quanto', 'torch_ao', 'torchao']
+['bnb', 'ctranslate2', 'hqq', 'onnxruntime', 'openvino', 'quanto', 'torch_ao', 'torch_cast', 'torchao', 'whisper_cpp']
 """
 from __future__ import annotations
 
@@ -19,14 +21,19 @@ from typing import Any, Sequence
 from ..config import LIBRARY_NAMES, ConfigError
 
 BACKENDS = {"torch_ao": "torch.ao.quantization (eager/PT2E, deprecated upstream)",
-            "torchao": "torchao", "quanto": "optimum-quanto", "hqq": "hqq", "bnb": "bitsandbytes"}
-LIBRARY_ORDER = tuple(LIBRARY_NAMES)  # none (fp32), torch_ao, torchao, quanto, hqq, bnb: the book's order
+            "torchao": "torchao", "quanto": "optimum-quanto", "hqq": "hqq", "bnb": "bitsandbytes",
+            "torch_cast": "torch (whole-model bfloat16/float16 cast)"}
+RUNTIMES = {"ctranslate2": "CTranslate2", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO + NNCF",
+            "whisper_cpp": "whisper.cpp (pywhispercpp)"}
+BACKENDS.update(RUNTIMES)
+LIBRARY_ORDER = tuple(LIBRARY_NAMES)  # the book's order: fp32, the paper's libraries, torchao, then runtimes
 
 
 def backend(name: str) -> ModuleType:
     if name not in BACKENDS:
         raise ConfigError(f"unknown library {name!r}; use one of: none, {', '.join(BACKENDS)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    package = f"{__package__.rpartition('.')[0]}.runtimes" if name in RUNTIMES else __name__
+    return importlib.import_module(f"{package}.{name}")
 
 
 def validate_spec(spec) -> None:
@@ -81,6 +88,14 @@ def quantize(model, spec, calibration: Sequence | None = None, processor=None,
         return model, {"library": "none", "quantized_modules": {}, "float_linear": len(float_linears(model)),
                        "seconds": 0.0}
     module = backend(spec.library)
+    if spec.library in RUNTIMES:  # a runtime converts into its own model object
+        start = time.perf_counter()
+        runtime, extra = module.convert(model, spec, calibration=calibration, processor=processor,
+                                        calibration_tokens=calibration_tokens)
+        meta = {"library": spec.library, "seconds": time.perf_counter() - start, **runtime.describe(), **extra}
+        if calibration is not None and spec.scheme == "static":
+            meta["calibration"] = [getattr(u, "id", str(u)) for u in calibration]
+        return runtime, meta
     originals = linear_weights(model) if measure_error else {}
     start = time.perf_counter()
     extra = module.apply(model, spec, calibration=calibration, processor=processor,

@@ -1,0 +1,149 @@
+"""whisper.cpp through ``pywhispercpp`` (which ships libwhisper/libggml), on a ggml file we write.
+
+:mod:`lib.runtimes.ggml` writes the transformers weights as ``ggml-model.bin`` in the row's
+format; the block formats are quantized by ``gguf.quants``.  Each utterance's log-mel comes
+from the harness (``whisper_set_mel``, then ``whisper_full`` with no samples), so whisper.cpp
+sees the same features as every other row (its own ``whisper_pcm_to_mel`` is bypassed);
+``whisper_full`` then decodes greedily (``best_of 1``), English, no timestamps, one segment,
+``no_context`` (no previous text), ``temperature_inc 0`` (no fallback), no VAD, with
+whisper.cpp's non-speech-token suppression (``suppress_nst``, the list transformers suppresses)
+and ``suppress_blank``; ``logprob_thold`` is disabled so no window is dropped as silence.
+
+================================  ==========  ===============================================
+spec                              ggml file   note
+================================  ==========  ===============================================
+``weights: fp32``                 f32         fails: whisper.cpp 1.8.5's CPU convolution
+                                              asserts f16 kernels (checked before loading)
+``weights: float16``              f16         whisper.cpp's reference format: its fp32 row
+``dynamic int8/int8, group 32``   Q8_0        blocks of 32 weights, one f16 scale each;
+``dynamic int5/int8, group 32``   Q5_0        ggml quantizes activations to Q8_0 blocks for
+``dynamic int4/int8, group 32``   Q4_0        every matmul, hence ``dynamic`` with int8 activations
+================================  ==========  ===============================================
+
+Every 2-D weight is quantized, as whisper.cpp's loader requires, including the token embedding
+(which is also the output projection): unlike the PyTorch rows, ``proj_out`` is not float.
+Limits: whisper.cpp decodes at most ``n_text_ctx / 2 - 4`` (220) tokens a window, not 440; its
+Python binding hands the logits-filter callback a single float, so end-of-text cannot be
+masked (the footprint's 32 tokens rely on ``max_tokens=32`` and random weights not ending
+early; the measured length is recorded) and no logits reach Python (no teacher-forced
+logits); the encoder is timed from its ``encoder_begin`` callback to the first logits callback
+(which includes the decoder's pass over the 4 prompt tokens).  whisper.cpp assumes
+``ffn_dim = 4 x d_model``.
+
+>>> FORMAT["int4"], FORMAT["float16"]
+('q4_0', 'f16')
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from . import EOT, HookedEncoder, RuntimeModel, require, runtime_dir, thread_count
+from ..quantize import check_allowed
+
+FORMAT = {"fp32": "f32", "float16": "f16", "int8": "q8_0", "int5": "q5_0", "int4": "q4_0"}
+SUPPORTED = [{"scheme": "none", "weights": w, "granularity": (None,), "group_size": (None,)} for w in ("fp32", "float16")] + [
+    {"scheme": "dynamic", "weights": w, "activations": "int8", "granularity": (None, "per_group"), "group_size": (32,)}
+    for w in ("int8", "int5", "int4")]
+PIP = "pywhispercpp gguf"
+F32_FAILURE = ("whisper.cpp (libwhisper 1.8.5 in pywhispercpp 1.5.1) cannot run an f32 ggml file on the CPU: "
+               "its convolution asserts GGML_ASSERT(src0->type == GGML_TYPE_F16) (ggml-cpu/ops.cpp) and aborts "
+               "the process; f16 is whisper.cpp's reference row")
+DECODING = dict(no_context=True, no_timestamps=True, single_segment=True, print_progress=False, print_realtime=False,
+                print_timestamps=False, print_special=False, language="en", translate=False, detect_language=False,
+                temperature=0.0, temperature_inc=0.0, suppress_blank=True, suppress_nst=True, token_timestamps=False,
+                logprob_thold=-1e9, entropy_thold=1e9, no_speech_thold=1.0)
+
+
+def validate(spec) -> None:
+    check_allowed(spec, SUPPORTED)
+    if spec.scope != "all" or spec.proj_out:
+        from ..config import ConfigError
+
+        raise ConfigError("whisper_cpp quantizes every 2-D weight, as its loader requires: leave scope 'all', "
+                          "proj_out false")
+
+
+class WhisperCpp(RuntimeModel):
+    runtime = "whisper_cpp"
+    logits_note = ("pywhispercpp 1.5.1 gives Python no logits (whisper_get_logits and the logits-filter callback "
+                   "return one float)")
+
+    def __init__(self, model_dir: Path, keep, threads: int):
+        super().__init__(model_dir, keep)
+        pw = require("_pywhispercpp", PIP)
+        self._pw = pw
+        context = pw.whisper_context_default_params()
+        context.use_gpu = False
+        self.context_params = {"flash_attn": bool(context.flash_attn), "use_gpu": False}
+        self.ctx = pw.whisper_init_from_file_with_params(str(self.model_dir / "ggml-model.bin"), context)
+        if self.ctx is None:
+            raise ValueError(f"whisper.cpp could not load {self.model_dir.name}/ggml-model.bin (see its log)")
+        self.params = pw.whisper_full_default_params(pw.whisper_sampling_strategy.WHISPER_SAMPLING_GREEDY)
+        for key, value in {**DECODING, "n_threads": threads}.items():
+            setattr(self.params, key, value)
+        greedy = self.params.greedy
+        greedy["best_of"] = 1
+        self.params.greedy = greedy
+        self.encoder = HookedEncoder(encode=None, hidden=None)
+        self._current = None  # (features, encoder still running) of the utterance being decoded
+        pw.assign_encoder_begin_callback(self.params, self._encoder_begins)
+        pw.assign_logits_filter_callback(self.params, self._logits)
+
+    def _encoder_begins(self, *_args) -> bool:
+        self.encoder.begin(self._current[0])
+        self._current[1] = True
+        return True  # False would abort the encoder
+
+    def _logits(self, *_args) -> None:
+        if self._current[1]:  # first logits of the window: the encoder (and the prompt pass) is done
+            self._current[1] = False
+            self.encoder.end(self._current[0], None)
+
+    def decode_batch(self, input_features, max_new_tokens: int, forced: bool) -> list[list[int]]:
+        import numpy as np
+
+        pw = self._pw
+        self.params.max_tokens = int(max_new_tokens)
+        out = []
+        array = input_features.detach().float().numpy() if hasattr(input_features, "detach") else input_features
+        for mel in array:  # whisper.cpp's context decodes one utterance at a time
+            mel = np.ascontiguousarray(mel, dtype=np.float32)
+            self._current = [mel[None], False]
+            if pw.whisper_set_mel(self.ctx, mel.reshape(-1), mel.shape[1], mel.shape[0]) != 0:
+                raise ValueError("whisper_set_mel failed")
+            if pw.whisper_full(self.ctx, self.params, np.zeros(0, np.float32), 0) != 0:
+                raise ValueError("whisper_full failed")
+            ids = [pw.whisper_full_get_token_id(self.ctx, s, i) for s in range(pw.whisper_full_n_segments(self.ctx))
+                   for i in range(pw.whisper_full_n_tokens(self.ctx, s))]
+            out.append([int(t) for t in ids if t < EOT][:max_new_tokens])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "context_params": self.context_params,
+                "input": "harness log-mel features (whisper_set_mel), whisper.cpp's own mel bypassed"}
+
+
+def convert(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> tuple[WhisperCpp, dict]:
+    require("_pywhispercpp", PIP)
+    require("gguf", PIP)
+    from .ggml import write_ggml
+
+    fmt = FORMAT[spec.weights]
+    if fmt == "f32":
+        raise ValueError(F32_FAILURE)
+    c = model.config
+    if c.encoder_ffn_dim != 4 * c.d_model or c.decoder_ffn_dim != 4 * c.d_model:
+        raise ValueError(f"whisper.cpp assumes ffn_dim = 4 x d_model; this model has ffn {c.encoder_ffn_dim}/"
+                         f"{c.decoder_ffn_dim} for d_model {c.d_model}")
+    keep = runtime_dir("ggml")
+    root = Path(keep.name) / "model"
+    root.mkdir()
+    start = time.perf_counter()
+    counts = write_ggml(model, processor, root / "ggml-model.bin", fmt)
+    written = time.perf_counter() - start
+    runtime = WhisperCpp(root, keep, thread_count())
+    return runtime, {"method": f"ggml {fmt} written by lib.runtimes.ggml (gguf.quants), whisper_full via pywhispercpp",
+                     "ggml_format": fmt, "tensor_types": counts, "write_seconds": written,
+                     "max_tokens_per_window": 220}

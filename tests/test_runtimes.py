@@ -1,0 +1,247 @@
+"""Deployment runtimes and plain half precision, on a tiny random Whisper, through the harness.
+
+Each row of :data:`ROWS` is converted, then transcribed by :func:`lib.transcribe.transcribe`,
+timed by :func:`lib.footprint.time_forced_generate` and sized from its model directory.
+A runtime whose package is missing is skipped, never failed.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+
+from lib.config import ConfigError, QuantSpec, RunConfig
+
+ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs on this CPU
+    "torch_cast-bfloat16": dict(library="torch_cast", weights="bfloat16"),
+    "torch_cast-float16": dict(library="torch_cast", weights="float16"),
+    "ct2-fp32": dict(library="ctranslate2", weights="fp32"),
+    "ct2-dyn-int8-aint8": dict(library="ctranslate2", scheme="dynamic", weights="int8", activations="int8"),
+    "ct2-dyn-int8-aint8-floatfloat32": dict(library="ctranslate2", scheme="dynamic", weights="int8",
+                                            activations="int8", options={"float": "float32"}),
+    "ct2-dyn-int16-aint16": dict(library="ctranslate2", scheme="dynamic", weights="int16", activations="int16"),
+    "ort-fp32": dict(library="onnxruntime", weights="fp32"),
+    "ort-dyn-int8-aint8-pc": dict(library="onnxruntime", scheme="dynamic", weights="int8", activations="int8",
+                                  granularity="per_channel"),
+    "ort-dyn-int8-aint8-pt": dict(library="onnxruntime", scheme="dynamic", weights="int8", activations="int8",
+                                  granularity="per_tensor"),
+    "ort-static-int8-auint8-pc-cal4": dict(library="onnxruntime", scheme="static", weights="int8",
+                                           activations="uint8", granularity="per_channel", calibration=4),
+    "ov-fp32": dict(library="openvino", weights="fp32"),
+    "ov-wo-int8-pc-sym1": dict(library="openvino", scheme="weight_only", weights="int8", granularity="per_channel",
+                               options={"sym": True}),
+    "ov-wo-int8-pc-sym0": dict(library="openvino", scheme="weight_only", weights="int8", granularity="per_channel",
+                               options={"sym": False}),
+    "ov-wo-int4-g128-sym1": dict(library="openvino", scheme="weight_only", weights="int4", group_size=128,
+                                 options={"sym": True}),
+    "ov-wo-int4-g128-sym0": dict(library="openvino", scheme="weight_only", weights="int4", group_size=128,
+                                 options={"sym": False}),
+    "ov-static-int8-aint8-cal4": dict(library="openvino", scheme="static", weights="int8", activations="int8",
+                                      calibration=4),
+    "ggml-float16": dict(library="whisper_cpp", weights="float16"),
+    "ggml-dyn-int8-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int8", activations="int8",
+                                    group_size=32),
+    "ggml-dyn-int5-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int5", activations="int8",
+                                    group_size=32),
+    "ggml-dyn-int4-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
+                                    group_size=32),
+}
+#: the runtime's fp32 row: its greedy ids must equal transformers' fp32 ids on the tiny model
+FP32 = {"ct2-fp32", "ort-fp32", "ov-fp32"}
+#: each runtime's reference row for the JFK check (whisper.cpp cannot run f32 here: its f16 is the reference)
+REFERENCE = FP32 | {"ggml-float16"}
+#: teacher_forced_logits equal transformers' logits to this tolerance on the tiny model
+LOGITS = {"ort-fp32": 1e-4, "ov-fp32": 1e-4}
+PACKAGE = {"torch_cast": "torch", "ctranslate2": "ctranslate2", "onnxruntime": "onnxruntime",
+           "openvino": "openvino", "whisper_cpp": "pywhispercpp"}
+
+
+def needs(library: str):
+    return pytest.mark.skipif(importlib.util.find_spec(PACKAGE[library]) is None,
+                              reason=f"{PACKAGE[library]} is not installed")
+
+
+def rows(selected=None):
+    return [pytest.param(slug, spec, marks=needs(spec["library"]), id=slug)
+            for slug, spec in ROWS.items() if selected is None or slug in selected]
+
+
+@pytest.mark.parametrize("slug,spec", [(s, d) for s, d in ROWS.items()])
+def test_slugs(slug, spec):
+    assert QuantSpec(**spec).slug == slug
+
+
+@pytest.mark.parametrize("spec,message", [
+    (dict(library="torch_cast", weights="int8"), "supported: none w=bfloat16"),
+    (dict(library="torch_cast", weights="bfloat16", scope="encoder"), "whole model"),
+    (dict(library="ctranslate2", scheme="dynamic", weights="int4", activations="int8"), "does not support"),
+    (dict(library="ctranslate2", weights="fp32", options={"float": "float32"}), "int8 only"),
+    (dict(library="ctranslate2", weights="fp32", options={"beam": 5}), "no option 'beam'"),
+    (dict(library="onnxruntime", scheme="static", weights="int8", activations="int8", calibration=4), "supported"),
+    (dict(library="openvino", scheme="weight_only", weights="int4", group_size=64), "group=128"),
+    (dict(library="openvino", scheme="static", weights="int8", activations="int8", calibration=4,
+          options={"sym": True}), "weight compression"),
+])
+def test_invalid_specs_name_what_is_supported(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        QuantSpec(**spec)
+
+
+def test_importing_lib_needs_no_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys, lib, lib.quantize, lib.runtimes; from lib.config import QuantSpec; "
+            "QuantSpec(library='ctranslate2', weights='fp32'); "
+            "bad = [m for m in ('ctranslate2', 'onnxruntime', 'openvino', 'pywhispercpp', 'gguf', 'nncf') "
+            "if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tiny):
+    from lib.transcribe import features
+
+    audio = [np.random.RandomState(0).randn(32_000).astype(np.float32) * 0.1, np.zeros(16_000, np.float32)]
+    return features(tiny.processor, audio)
+
+
+@pytest.fixture(scope="module")
+def tiny4(tiny):
+    """test:tiny with ffn = 4 x d_model, the shape whisper.cpp assumes (test:tiny has 2 x)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    config = copy.deepcopy(tiny.model.config)
+    config.encoder_ffn_dim = config.decoder_ffn_dim = 4 * config.d_model
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = tiny.model.generation_config
+    return type(tiny)(model, tiny.processor, "test:tiny4")
+
+
+@pytest.mark.parametrize("slug,spec", rows())
+def test_convert_generate_time_and_size(slug, spec, tiny, tiny4, clips):
+    from lib.data import calibration_set
+    from lib.footprint import time_forced_generate
+    from lib.metrics import serialized_bytes, stored_bytes
+    from lib.quantize import quantize
+    from lib.transcribe import encoder_timer, generate
+
+    tiny = tiny4 if spec["library"] == "whisper_cpp" else tiny
+    reference = generate(tiny.model, clips, max_new_tokens=12)
+    spec = QuantSpec(**{**spec, "calibration": min(spec.get("calibration", 0), 2)})
+    calibration = calibration_set(spec.calibration) if spec.calibration else None
+    model, meta = quantize(copy.deepcopy(tiny.model), spec, processor=tiny.processor, calibration=calibration,
+                           measure_error=False, calibration_tokens=4)
+    with encoder_timer(model) as enc:
+        ids = generate(model, clips, max_new_tokens=12)
+    assert enc["calls"] == (2 if spec.library == "whisper_cpp" else 1) and enc["seconds"] > 0
+    assert ids.shape[0] == 2 and ids[:, :4].tolist() == [reference[0, :4].tolist()] * 2
+    assert ids.shape[1] <= 4 + 12 + 1
+    if slug in FP32:
+        assert ids.tolist() == reference.tolist()
+    latency = time_forced_generate(model, clips[:1], repeats=3)
+    assert latency["sequence_length"] == 4 + 32 and latency["n"] == 3
+    size = stored_bytes(model)
+    assert size > 0 and serialized_bytes(model)["bytes"] >= size  # torch.save adds pickle framing
+    if spec.library != "torch_cast":
+        assert meta["disk_bytes"] == size and meta["runtime"] == spec.library
+    if spec.library not in ("torch_cast", "whisper_cpp"):  # whisper.cpp's encoder output is not reachable
+        assert model.get_encoder()(clips).last_hidden_state.shape == (2, 1500, 128)
+
+
+@pytest.mark.parametrize("slug,spec", rows(set(LOGITS)))
+def test_teacher_forced_logits_match_transformers(slug, spec, tiny, clips):
+    import torch
+
+    from lib.quantize import quantize
+
+    model, meta = quantize(copy.deepcopy(tiny.model), QuantSpec(**spec), processor=tiny.processor, measure_error=False)
+    ids = torch.tensor([[50258, 50259, 50359, 50363, 264, 1000, 2000, 13]])
+    logits = model.teacher_forced_logits(clips[:1], ids)
+    with torch.no_grad():
+        expected = tiny.model(input_features=clips[:1], decoder_input_ids=ids).logits
+    assert meta["teacher_forced_logits"] and logits.shape == expected.shape
+    assert float((logits - expected).abs().max()) < LOGITS[slug]
+
+
+@pytest.mark.parametrize("slug,spec", rows({"torch_cast-bfloat16", "ct2-dyn-int8-aint8", "ort-static-int8-auint8-pc-cal4",
+                                            "ov-wo-int4-g128-sym0"}))
+def test_evaluate_and_footprint_through_the_harness(slug, spec, fake_librispeech, tmp_path):
+    from lib.evaluate import evaluate
+    from lib.footprint import measure_footprint
+
+    spec = {**spec, "calibration": min(spec.get("calibration", 0), 1)}
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=2, batch_size=2, threads=1,
+                       max_new_tokens=8, quant=QuantSpec(**spec))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "ok", summary.get("error")
+    assert summary["metrics"]["test-clean"]["utterances"] == 2 and summary["size"]["stored_bytes"] > 0
+    assert -1.0 <= summary["encoder_cosine_jfk"] <= 1.0
+    assert summary["environment"]["packages"].get(PACKAGE[spec["library"]])
+    fp = measure_footprint(QuantSpec(**spec), model="test:tiny", results_dir=tmp_path / "fp", repeats=3,
+                           threads=1, data=str(fake_librispeech))
+    assert fp["status"] == "ok", fp.get("error")
+    assert fp["latency"]["sequence_length"] == 36 and fp["latency_ratio"] > 0
+    assert fp["size"]["stored_bytes"] < fp["size"]["fp32_stored_bytes"] * (1.2 if "fp32" in slug else 1.0)
+
+
+@needs("ctranslate2")
+def test_compute_type_the_cpu_lacks_is_a_failed_row(fake_librispeech, tmp_path, monkeypatch):
+    import ctranslate2
+
+    from lib.evaluate import evaluate
+
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32", "int8"})
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=1, threads=1, max_new_tokens=4,
+                       quant=QuantSpec(library="ctranslate2", scheme="dynamic", weights="int16", activations="int16"))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
+    assert "no int16 compute type" in summary["error"]
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("slug,spec", rows(REFERENCE))
+def test_runtime_fp32_transcribes_jfk_as_pytorch_fp32(slug, spec):
+    from lib.data import jfk_path, load_audio
+    from lib.models import load_model
+    from lib.quantize import quantize
+    from lib.transcribe import features, generate
+
+    base = load_model("embedded:whisper-base")
+    feats = features(base.processor, [load_audio(jfk_path())])
+    decode = base.processor.tokenizer.batch_decode
+    expected = decode(generate(base.model, feats), skip_special_tokens=True)
+    model, _ = quantize(base.model, QuantSpec(**spec), processor=base.processor, measure_error=False)
+    assert decode(generate(model, feats), skip_special_tokens=True) == expected
+
+
+#: grid rows that fail on this CPU by design, with the reason their failed row records
+EXPECTED_FAILURES = {"ct2-bfloat16": "no bfloat16 compute type", "ct2-dyn-int8-aint8-floatbfloat16": "no int8_bfloat16",
+                     "ggml-fp32": "cannot run an f32 ggml file"}
+
+
+@needs("whisper_cpp")
+@pytest.mark.parametrize("spec,message", [
+    (dict(library="whisper_cpp", weights="fp32"), "cannot run an f32 ggml file"),
+    (dict(library="whisper_cpp", weights="float16"), "ffn_dim = 4 x d_model"),  # test:tiny has 2 x d_model
+])
+def test_whisper_cpp_failures_are_failed_rows(spec, message, fake_librispeech, tmp_path):
+    from lib.evaluate import evaluate
+
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=1, threads=1, max_new_tokens=4,
+                       quant=QuantSpec(**spec))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "failed" and summary["failed_stage"] == "quantize" and message in summary["error"]
+
+
+def test_grid_rows_are_all_tested():
+    from conftest import REPO
+    from lib.runner import expand_grid
+
+    grid = {j.config.quant.slug for j in expand_grid(REPO / "experiments" / "runtimes.yml")}
+    assert grid == set(ROWS) | set(EXPECTED_FAILURES)
+    assert all(j.footprint for j in expand_grid(REPO / "experiments" / "runtimes.yml"))
