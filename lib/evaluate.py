@@ -104,7 +104,7 @@ def new_summary(config: RunConfig, data_info: dict[str, Any], env: dict[str, Any
     """The head of a run's summary: what ran, on which data, where (``env``: this machine unless given)."""
     return {"slug": config.slug, "config": config.to_dict(),
             "decoding": decoding_recipe(config.batch_size, config.threads, config.max_new_tokens),
-            "data": data_info, "environment": env or environment(config.threads),
+            "data": data_info, "environment": environment(config.threads) if env is None else env,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
