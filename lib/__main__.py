@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                            overrides=overrides or None,
                            pause_file=a.pause_file, after_job=commit_results if a.commit else None,
                            during_job=commit_checkpoints if a.commit else None, fidelity_only=a.fidelity_only)
+            if (a.threads_per_task or a.batches_per_shard != 8) and not a.cluster:
+                raise ConfigError("--threads-per-task and --batches-per-shard apply to --cluster runs only")
             if a.cluster:
                 from .cluster import sweep_on_cluster
 
