@@ -168,3 +168,11 @@ def test_skip_if_done_holds_across_cluster_and_in_process_sweeps(ray_cluster, de
     again = run_grids([grid], **kw)  # in-process again: both done
     assert sorted(again.skipped) == sorted(first.ran + on_cluster.ran) and not again.ran
     json.dumps(summary)  # plain JSON
+
+
+@pytest.mark.parametrize("argv", [["--threads-per-task", "2"], ["--batches-per-shard", "2"]])
+def test_cluster_options_without_a_cluster_are_refused(argv, tmp_path, capsys):
+    from lib.__main__ import main
+
+    assert main(["sweep", "experiments/scheme.yml", *argv]) == 2
+    assert "--cluster runs only" in capsys.readouterr().err
