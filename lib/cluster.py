@@ -127,6 +127,21 @@ def worker_utterances(split: str, ids: list[str], sha256: list[str | None], data
     return [by_id[i] for i in ids]
 
 
+def ensure_model(spec: str) -> None:
+    """Build the embedded whisper-base into this worker's cache if it is missing, one task at a time per node
+    (concurrent tasks wait on a file lock instead of building it side by side); other specs load as usual."""
+    from .models import cache_dir, embedded_whisper_base, parse_model_spec
+
+    if parse_model_spec(spec)[0] != "embedded":
+        return
+    import fcntl
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        embedded_whisper_base()
+
+
 def decode_shard(config: dict[str, Any], split: str | None, ids: list[str], sha256: list[str | None],
                  first_batch: int, data: str | None, manifest_sha256: str | None) -> dict[str, Any]:
     """Decode one shard on a worker: ``{"records", "facts", "environment", "host", "peak_rss_mb"}``.
@@ -147,6 +162,7 @@ def decode_shard(config: dict[str, Any], split: str | None, ids: list[str], sha2
 
         torch.set_num_threads(run.threads)
         stage.name = "load"
+        ensure_model(run.model)
         model, processor = load_quantized(run, data, facts, stage)
         stage.name = "transcribe"
         batches = RecordedBatches()
@@ -284,6 +300,7 @@ def accept(run: ClusterRun, shard: Shard | None, result: dict[str, Any], store, 
         log.warning("cluster: %s: %s", run.job.slug, run.failures[-1])
         return
     if shard is None:  # the facts task: the checkpoint key is now known
+        log.info("cluster: %s: model loaded and quantized on %s", run.job.slug, result["host"])
         run.summary["environment"] = result["environment"]
         run.summary.update(result["facts"])
         c = run.config
