@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .grids import Job
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def require_ray():
     try:
         import ray
     except ImportError:
-        raise ImportError("the cluster sweep needs Ray: pip install -r requirements.txt (pins ray[client])") from None
+        raise ConfigError("the cluster sweep needs Ray: pip install -r requirements.txt (it pins ray[client])") from None
     return ray
 
 
