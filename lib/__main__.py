@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|build-model``.
+"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|cost|build-model``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m lib run --library hqq --scheme weight_only --weights int4 --group-size 64
     python -m lib footprint --library torch_ao --scheme dynamic --weights int8 --activations int8
     python -m lib sweep experiments/bitwidth.yml --only hqq --force
+    python -m lib sweep experiments/scheme.yml --cluster auto --limit 4
     python -m lib chapter bitwidth -p limit 5 -p run_missing true
     python -m lib diagnose static-activations
 """
@@ -108,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--last", action="append", default=[], metavar="SUBSTR", help="run matching slugs last")
     sw.add_argument("--pause-file", default=None, metavar="PATH",
                     help="while this file exists, wait before starting the next configuration")
+    sw.add_argument("--model", default=None, help="override the grids' model, e.g. openai/whisper-small")
+    sw.add_argument("--limit", type=int, default=None, help="first N utterances of each split")
+    sw.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR) or 'hub'")
+    sw.add_argument("--cluster", default=None, metavar="ADDRESS",
+                    help="decode on Ray: 'auto' (ray.init(): $RAY_ADDRESS, else a local cluster) or "
+                         "ray://HOST:PORT; WER only (footprint timing stays single-machine)")
+    sw.add_argument("--threads-per-task", type=int, default=None, metavar="N",
+                    help="with --cluster: torch threads per task (Ray reserves N CPUs for it)")
+    sw.add_argument("--batches-per-shard", type=int, default=8, metavar="K",
+                    help="with --cluster: a task decodes K consecutive batches of one configuration")
     sw.add_argument("--commit", action="store_true",
                     help="git-commit results/ and book/runs/ after each configuration (only those paths), "
                          "and a running configuration's finished batches (results/.partial) every 10 min")
@@ -127,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     dg.add_argument("--calibration", type=int, default=4, help="calibration utterances (also the scored ones)")
     dg.add_argument("--threads", type=int, default=2)
     dg.add_argument("--force", action="store_true", help="re-run even if a result exists")
+
+    co = sub.add_parser("cost", help="projected CPU-hours of the paper's full setting (whisper-small, full test "
+                                     "sets, every grid) from this machine's measured results")
+    co.add_argument("--target", default="whisper-small", help="architecture to project to")
 
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -154,12 +169,25 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "sweep":
             from .runner import commit_checkpoints, commit_results, run_grids
 
-            report = run_grids(a.grids, only=a.only, force=a.force, retry_failed=a.retry_failed,
-                               refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks,
-                               dry_run=a.dry_run, first=a.first, last=a.last,
-                               pause_file=a.pause_file, after_job=commit_results if a.commit else None,
-                               during_job=commit_checkpoints if a.commit else None,
-                               fidelity_only=a.fidelity_only, reverse=a.reverse)
+            overrides = {k: v for k, v in (("model", a.model), ("limit", a.limit)) if v is not None}
+            options = dict(only=a.only, force=a.force, retry_failed=a.retry_failed,
+                           refresh_outdated=a.refresh_outdated, use_notebooks=not a.no_notebooks,
+                           dry_run=a.dry_run, first=a.first, last=a.last, data=a.data,
+                           overrides=overrides or None,
+                           pause_file=a.pause_file, after_job=commit_results if a.commit else None,
+                           during_job=commit_checkpoints if a.commit else None, fidelity_only=a.fidelity_only,
+                           reverse=a.reverse)
+            if (a.threads_per_task or a.batches_per_shard != 8) and not a.cluster:
+                raise ConfigError("--threads-per-task and --batches-per-shard apply to --cluster runs only")
+            if a.cluster:
+                from .cluster import sweep_on_cluster
+
+                print("cluster sweep: WER only; footprint timing is a single-machine measurement "
+                      "(run the sweep without --cluster for it)")
+                report = sweep_on_cluster(a.grids, a.cluster, threads_per_task=a.threads_per_task,
+                                          batches_per_shard=a.batches_per_shard, **options)
+            else:
+                report = run_grids(a.grids, **options)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
         if a.command == "chapter":
@@ -190,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             if summary.get("status") != "ok":
                 print(f"FAILED: {summary.get('error')}", file=sys.stderr)
             return 0 if summary.get("status") == "ok" else 1
+        if a.command == "cost":
+            from .cost import cost_text, projected_full_setting
+
+            print(cost_text(projected_full_setting(target=a.target)))
+            return 0
         if a.command == "build-model":
             from .models import embedded_whisper_base
 

@@ -12,6 +12,7 @@ import logging
 import resource
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from .checks import check_run
@@ -55,6 +56,139 @@ def checkpoint_key(config: RunConfig, split: str, utterances, summary: dict[str,
             "decoding": summary["decoding"]}
 
 
+@dataclass
+class Plan:
+    """What a run of ``config`` has to do today (the driver's half of :func:`evaluate`, shared with
+    :mod:`lib.cluster`): the data's identity, today's utterances, the stored lines still valid (``kept``) and the
+    utterances left to decode (``todo``, per split in id order). ``reuse`` is a stored result returned as it is
+    (failed or outdated, not retried or refreshed)."""
+
+    config: RunConfig
+    data_info: dict[str, Any]
+    utterances: dict[str, list]
+    today: dict[str, dict[str, str | None]]
+    stored: dict[str, Any] | None
+    kept: dict[tuple[str, str], str]
+    todo: dict[str, list]
+    reuse: dict[str, Any] | None = None
+
+    @property
+    def decodes(self) -> bool:
+        """Whether anything is decoded: no usable stored result, or utterances it does not cover."""
+        return self.reuse is None and (self.stored is None or any(self.todo.values()))
+
+
+def plan_run(config: RunConfig, data: str | None, store: ResultStore, force: bool = False,
+             retry_failed: bool = False, refresh_outdated: bool = False) -> Plan:
+    """Read and check the data first, then the stored result; say what is left to decode (see :class:`Plan`)."""
+    check_run(config)  # backend support and model source: a bad spec fails before any data or model work
+    data_info = describe_data(data)  # a bad data path fails here, before any cache lookup or model work
+    utterances = {s: load_split(s, config.limit, data) for s in config.split}
+    today = coverage(utterances)
+    if force:
+        store.discard_checkpoints(config.slug)
+    stored = None if force else store.load_or_none(config.slug)
+    kept: dict[tuple[str, str], str] = {}  # (split, id) -> the stored JSONL line, kept byte for byte
+    reuse = None
+    if stored is not None:
+        state = store.state(config.slug)
+        if (state == "failed" and not retry_failed) or (state == "outdated" and not refresh_outdated):
+            reuse = stored
+        elif state == "ok":
+            kept = store.valid_lines(config.slug, stored, today, None if data == "hub" else resolve_data_dir(data))
+    todo = {s: [u for u in utts if (s, u.id) not in kept] for s, utts in utterances.items()}
+    return Plan(config, data_info, utterances, today, stored, kept, todo, reuse)
+
+
+def new_summary(config: RunConfig, data_info: dict[str, Any], env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The head of a run's summary: what ran, on which data, where (``env``: this machine unless given)."""
+    return {"slug": config.slug, "config": config.to_dict(),
+            "decoding": decoding_recipe(config.batch_size, config.threads, config.max_new_tokens),
+            "data": data_info, "environment": environment(config.threads) if env is None else env,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def prior_sessions(plan: Plan) -> list[dict[str, Any]]:
+    """The decoding sessions of the stored rows this run keeps (none when it starts afresh)."""
+    return list(plan.stored.get("sessions") or [session_record(plan.stored)]) if plan.kept and plan.stored else []
+
+
+@dataclass
+class Stage:
+    """How far a run got (``load``, ``quantize``, ``transcribe``): a failure records it."""
+
+    name: str = "load"
+
+
+def load_quantized(config: RunConfig, data: str | None, facts: dict[str, Any], stage: Stage):
+    """Load and quantize ``config``'s model; returns ``(model, processor)`` and fills ``facts`` as it goes with
+    ``model`` (its source), ``quantization``, ``size`` and ``encoder_cosine_jfk`` (when the JFK clip exists)."""
+    from .models import load_model
+    from .quantize import quantize
+
+    loaded = load_model(config.model)
+    facts["model"] = loaded.source
+    fp32_bytes = stored_bytes(loaded.model)
+    jfk = jfk_path()
+    jfk_audio = load_audio(jfk) if jfk else None
+    reference_encoding = encoder_output(loaded.model, loaded.processor, jfk_audio) if jfk else None
+    stage.name = "quantize"
+    calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
+    model, meta = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor)
+    facts["quantization"] = meta
+    size = stored_bytes(model)
+    facts["size"] = {"stored_bytes": size, "fp32_stored_bytes": fp32_bytes,
+                     "compression_pct": 100.0 * (1 - size / fp32_bytes), "serialized": serialized_bytes(model)}
+    if reference_encoding is not None and getattr(model.get_encoder(), "exposes_output", True):
+        facts["encoder_cosine_jfk"] = cosine(reference_encoding, encoder_output(model, loaded.processor, jfk_audio))
+    return model, loaded.processor
+
+
+def complete_summary(summary: dict[str, Any], plan: Plan, sessions: list[dict[str, Any]],
+                     new_rows: list[dict[str, Any]], timings: dict[str, dict[str, Any]],
+                     session_extra: dict[str, Any] | None = None) -> list[str]:
+    """Record this session, merge its rows with the kept lines and score them all; returns the JSONL lines.
+
+    ``summary`` is completed in place (``metrics``, ``harness``, ``sessions``, ``coverage``, ``status: ok``).
+    """
+    harness = {"total_seconds": 0.0, "model_seconds": 0.0}
+    for timing in timings.values():
+        for k in harness:
+            harness[k] += timing[k]
+    sessions.append({"started": summary["started"], "environment": summary["environment"],
+                     "decoded": {s: len(u) for s, u in plan.todo.items()}, "timing": timings,
+                     "harness": {**harness, "overhead_share": 1 - harness["model_seconds"] / harness["total_seconds"]
+                                 if harness["total_seconds"] else None}, **(session_extra or {})})
+    lines = merged_lines(plan.utterances, plan.kept, new_rows)
+    rows_all = [json.loads(line) for line in lines]
+    summary["metrics"] = metrics_by_split(rows_all, plan.config.split)
+    for split, timing in timings.items():  # this session's timing of the split it decoded
+        summary["metrics"][split]["timing"] = timing
+    summary["harness"] = sessions[-1]["harness"]
+    summary["sessions"] = sessions
+    summary["coverage"] = plan.today
+    return lines
+
+
+def record_failure(summary: dict[str, Any], stage: str, exc: BaseException | None = None,
+                   error: str | None = None, trace: str | None = None) -> None:
+    """Mark ``summary`` failed at ``stage`` with its error (from ``exc``, or ``error``/``trace`` as given)."""
+    summary.update(status="failed", failed_stage=stage,
+                   error=portable(error or f"{type(exc).__name__}: {exc}")[:2000],
+                   traceback=portable(trace or traceback.format_exc())[-4000:])
+
+
+def save_result(store: ResultStore, summary: dict[str, Any], lines: list[str] | None, keeps_rows: bool) -> bool:
+    """Save a finished run; a failure is not saved over finished rows (``keeps_rows``). Returns whether saved."""
+    summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if summary["status"] == "failed" and keeps_rows:  # a failure never replaces finished rows
+        return False
+    store.save_lines(summary["slug"], summary, lines)
+    if summary["status"] == "ok":
+        store.discard_checkpoints(summary["slug"])
+    return True
+
+
 def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_DIR, force: bool = False,
              progress: bool = True, store: ResultStore | None = None, retry_failed: bool = False,
              refresh_outdated: bool = False, fidelity: bool = True) -> dict[str, Any]:
@@ -66,26 +200,15 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
     everything again with ``force``, with ``retry_failed`` if it failed, and with ``refresh_outdated`` if it
     was decoded with an older recipe. With ``fidelity``, the teacher-forced fidelity pass
     (:mod:`lib.fidelity`) runs after decoding on the same quantized model, where the fp32 reference exists.
+    The cluster executor (:mod:`lib.cluster`) shares its pieces: :func:`plan_run`, :func:`load_quantized`,
+    :func:`complete_summary`, :func:`save_result`.
     """
     store = store or ResultStore(results_dir)
-    check_run(config)  # backend support and model source: a bad spec fails before any data or model work
-    data_info = describe_data(data)  # a bad data path fails here, before any cache lookup or model work
-    utterances = {s: load_split(s, config.limit, data) for s in config.split}
-    today = coverage(utterances)
-    if force:
-        store.discard_checkpoints(config.slug)
-    stored = None if force else store.load_or_none(config.slug)
-    kept: dict[tuple[str, str], str] = {}  # (split, id) -> the stored JSONL line, kept byte for byte
-    if stored is not None:
-        state = store.state(config.slug)
-        if state == "failed" and not retry_failed:
-            return stored
-        if state == "outdated" and not refresh_outdated:
-            return stored
-        if state == "ok":
-            kept = store.valid_lines(config.slug, stored, today, None if data == "hub" else resolve_data_dir(data))
-    todo = {s: [u for u in utts if (s, u.id) not in kept] for s, utts in utterances.items()}
-    if stored is not None and not any(todo.values()):
+    plan = plan_run(config, data, store, force, retry_failed, refresh_outdated)
+    if plan.reuse is not None:
+        return plan.reuse
+    stored, kept, today, todo = plan.stored, plan.kept, plan.today, plan.todo
+    if not plan.decodes:
         if fidelity and stored.get("status") == "ok":
             update_fidelity(config, store, data, progress=progress)
         if stored_matches(stored, today):
@@ -97,77 +220,37 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
             return stored
         return restricted_summary(stored, store, config, kept, today)
     refreshing = refresh_outdated and store.archive_outdated(config.slug) is not None
-    summary: dict[str, Any] = {"slug": config.slug, "config": config.to_dict(),
-                               "decoding": decoding_recipe(config.batch_size, config.threads, config.max_new_tokens),
-                               "data": data_info, "environment": environment(config.threads),
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    sessions = (list(stored.get("sessions") or [session_record(stored)]) if kept and stored else [])
-    stage = "load"
+    summary = new_summary(config, plan.data_info)
+    sessions = prior_sessions(plan)
+    stage = Stage()
     try:
         import torch
 
-        from .models import load_model
-        from .quantize import quantize
-
         torch.set_num_threads(config.threads)
-        loaded = load_model(config.model)
-        summary["model"] = loaded.source
-        fp32_bytes = stored_bytes(loaded.model)
-        jfk = jfk_path()
-        jfk_audio = load_audio(jfk) if jfk else None
-        reference_encoding = encoder_output(loaded.model, loaded.processor, jfk_audio) if jfk else None
-        stage = "quantize"
-        calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
-        model, meta = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor)
-        summary["quantization"] = meta
-        size = stored_bytes(model)
-        summary["size"] = {"stored_bytes": size, "fp32_stored_bytes": fp32_bytes,
-                           "compression_pct": 100.0 * (1 - size / fp32_bytes), "serialized": serialized_bytes(model)}
-        if reference_encoding is not None and getattr(model.get_encoder(), "exposes_output", True):
-            summary["encoder_cosine_jfk"] = cosine(reference_encoding,
-                                                   encoder_output(model, loaded.processor, jfk_audio))
-        stage = "transcribe"
+        model, processor = load_quantized(config, data, summary, stage)
+        stage.name = "transcribe"
         new_rows, timings = [], {}
-        harness = {"total_seconds": 0.0, "model_seconds": 0.0}
         for split, utts in todo.items():
             if not utts:
                 continue
             checkpoint = store.checkpoint(config.slug, split, checkpoint_key(config, split, utts, summary))
-            rows, timing = transcribe(model, loaded.processor, utts, config.batch_size, config.threads,
+            rows, timing = transcribe(model, processor, utts, config.batch_size, config.threads,
                                       progress=progress, desc=f"{config.quant.slug} {split}",
                                       max_new_tokens=config.max_new_tokens, checkpoint=checkpoint)
             new_rows += [{**r, "session": len(sessions)} for r in rows]
             timings[split] = timing
-            for k in harness:
-                harness[k] += timing[k]
-        sessions.append({"started": summary["started"], "environment": summary["environment"],
-                         "decoded": {s: len(u) for s, u in todo.items()}, "timing": timings,
-                         "harness": {**harness, "overhead_share": 1 - harness["model_seconds"] / harness["total_seconds"]
-                                     if harness["total_seconds"] else None}})
-        lines = merged_lines(utterances, kept, new_rows)
-        rows_all = [json.loads(line) for line in lines]
-        summary["metrics"] = metrics_by_split(rows_all, config.split)
-        for split, timing in timings.items():  # this session's timing of the split it decoded
-            summary["metrics"][split]["timing"] = timing
-        summary["harness"] = sessions[-1]["harness"]
-        summary["sessions"] = sessions
-        summary["coverage"] = today
+        lines = complete_summary(summary, plan, sessions, new_rows, timings)
         summary["peak_rss_mb"] = peak_rss_mb()
         summary["status"] = "ok"
     except (ConfigError, DataError):
         raise  # bad input: fail fast with its one-line fix, record nothing
     except Exception as exc:
-        summary.update(status="failed", failed_stage=stage, error=portable(f"{type(exc).__name__}: {exc}")[:2000],
-                       traceback=portable(traceback.format_exc())[-4000:])
+        record_failure(summary, stage.name, exc)
         lines = None
-    summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if summary["status"] == "failed" and (refreshing or kept):  # a failure never replaces finished rows
+    if not save_result(store, summary, lines, keeps_rows=refreshing or bool(kept)):
         return summary
-    store.save_lines(config.slug, summary, lines)
-    if summary["status"] == "ok":
-        store.discard_checkpoints(config.slug)
-        if fidelity:
-            update_fidelity(config, store, data, model=model, processor=loaded.processor, progress=progress)
+    if summary["status"] == "ok" and fidelity:
+        update_fidelity(config, store, data, model=model, processor=processor, progress=progress)
     return summary
 
 

@@ -142,7 +142,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
               last: Iterable[str] = (), footprint: bool = True, pause_file: Path | str | None = None,
               pause_poll_s: float = 10.0, after_job: Callable[[Job], Any] | None = None,
               during_job: Callable[[Job], Any] | None = None, during_job_every_s: float = 600.0,
-              fidelity_only: bool = False, reverse: bool = False) -> SweepReport:
+              fidelity_only: bool = False, reverse: bool = False,
+              decode_pending: Callable[[list[Job]], dict[str, str]] | None = None) -> SweepReport:
     """Run every job of the grids; returns what ran, what was skipped and what failed.
 
     ``footprint=False`` skips the whisper-small size/latency runs (WER only).
@@ -156,6 +157,10 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     ``refresh_outdated`` also re-runs results decoded with an older recipe, after every pending job.
     A finished job whose data grew decodes only the new utterances; ``fidelity_only`` runs just the
     teacher-forced fidelity pass for every job with a WER result (no decoding, no footprint).
+    ``decode_pending`` is called once with the jobs that are not done, before any runs, and returns
+    ``{slug: error}`` of those it failed without saving (:func:`lib.cluster.sweep_on_cluster` decodes them on
+    Ray); each job is then run as usual, without ``force``/``retry_failed``/``refresh_outdated``, so its
+    notebook reads the merged result instead of decoding again.
     """
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
@@ -173,6 +178,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
         jobs.reverse()
     report = SweepReport()
     today = DataToday(data)
+    states = []
     for job in jobs:
         wer_todo, fidelity_todo = today.todo(store, job)
         if wer_todo is None:  # no data here: the run itself will say so
@@ -183,6 +189,15 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
             done = (not force and is_done(store, job.slug, retry_failed, refresh_outdated, wer_todo or 0)
                     and (not job.footprint or footprint_done(fstore, job.footprint_slug, retry_failed,
                                                              refresh_outdated)))
+        states.append((job, wer_todo, fidelity_todo, done))
+    predecoded: dict[str, str] | None = None
+    if decode_pending is not None and not dry_run and not fidelity_only:
+        predecoded = decode_pending([job for job, *_, done in states if not done])
+        force = retry_failed = refresh_outdated = False  # decoded already: the runs below read the results
+    for job, wer_todo, fidelity_todo, done in states:
+        if predecoded and job.slug in predecoded:  # failed on the cluster, finished rows kept: nothing to show
+            report.failed[job.slug] = predecoded[job.slug]
+            continue
         if done or dry_run:
             (report.skipped if done else report.ran).append(job.slug)
             if dry_run and progress:
