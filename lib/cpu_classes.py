@@ -70,5 +70,6 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     facts = {"cpu_classes_compared": " and ".join(labels),
              "cpu_fp32_seconds": ", ".join(f"{median(fp32_seconds[k]):.1f} s on {k}" for k in labels),
              "cpu_faster": "; ".join(f"on {k}: {v}" for k, v in faster.items()),
-             "cpu_spread": ", ".join(f"{median([spreads[k][c] for c in table.index]):.0f}% on {k}" for k in labels)}
+             "cpu_spread": ", ".join(f"{median([spreads[k][c] for c in table.index if c in spreads[k]]):.0f}% on {k}"
+                                 for k in labels)}
     return table.rename_axis(None), facts
