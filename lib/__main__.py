@@ -61,11 +61,12 @@ def log_to_stdout(level: int = logging.INFO) -> None:
     """Show ``lib``'s log records (one logger per module, all under ``lib``) on stdout with a timestamp,
     so ``nohup ... > logs/sweep.log`` keeps them; other libraries' loggers are left as they are."""
     root = logging.getLogger("lib")
-    if not any(getattr(h, "_lib_cli", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
-        handler._lib_cli = True
-        root.addHandler(handler)
+    for old in [h for h in root.handlers if getattr(h, "_lib_cli", False)]:  # one handler, on today's stdout
+        root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+    handler._lib_cli = True
+    root.addHandler(handler)
     root.setLevel(level)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 MAX_NEW_TOKENS = 440  # Whisper's 448-position decoder window less the prompt
 END_OF_TEXT = 50257  # token ids >= this are special (end of text, prompt, timestamps)
+PROMPT = (50258, 50259, 50359, 50363)  # <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
 RUN_FIELDS = ("max_new_tokens", "batch_size", "threads")  # set by a run's config, not by the recipe
 
 

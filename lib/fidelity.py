@@ -33,12 +33,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decoding import END_OF_TEXT
+from .decoding import END_OF_TEXT, PROMPT
 from .paths import portable
 from .results import RESULTS_DIR, ResultStore, atomic_write_text, environment
 
 FIDELITY_SUBDIR = "fidelity"
-PROMPT = (50258, 50259, 50359, 50363)  # <|startoftranscript|><|en|><|transcribe|><|notimestamps|>
 CACHE_VERSION = 2  # bump when what the cache holds changes
 PER_SPEAKER = 1  # utterances per speaker and split in the fidelity subset (see fidelity_subset)
 log = logging.getLogger(__name__)

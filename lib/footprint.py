@@ -86,7 +86,7 @@ def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, m
         return time.perf_counter() - wall0, time.process_time() - cpu0, timed["encoder_samples"][0]
 
     time_forced_generate(reference, input_features, repeats=1)  # warm-ups
-    time_forced_generate(candidate, input_features, repeats=1)
+    generated = time_forced_generate(candidate, input_features, repeats=1)["sequence_length"]
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     runs: dict[str, list] = {"reference": [], "candidate": []}
     rounds = 0
@@ -105,7 +105,7 @@ def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, m
     def summary(samples):
         wall = [x[0] for x in samples]
         return {"samples": wall, "cpu_samples": [x[1] for x in samples], "encoder_samples": [x[2] for x in samples],
-                **summarize_samples(wall)}
+                "sequence_length": generated, **summarize_samples(wall)}
 
     return {"method": "interleaved pairs", "pairs": len(ratios), "ratios": ratios, "ratio": interval["median"],
             "ratio_low": interval["low"], "ratio_high": interval["high"], "relative_width": width,

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Sequence
 
-from .decoding import END_OF_TEXT, MAX_NEW_TOKENS, RECIPE
+from .decoding import END_OF_TEXT, MAX_NEW_TOKENS, PROMPT, RECIPE
 
 # single_generate_call: transformers 5 runs even a 30 s input through its long-form seek loop. When a
 # degraded model emits a timestamp pair, that loop decodes the rest of the window again; when the pair
@@ -64,8 +64,21 @@ def generate(model, input_features, max_new_tokens: int = MAX_NEW_TOKENS, durati
     import torch
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if durations is not None and not isinstance(model, torch.nn.Module):  # a deployment runtime (lib.runtimes)
+        return _budgeted_by_truncation(model, input_features.to(dtype), max_new_tokens, durations, **extra)
     with torch.no_grad():  # not inference_mode: quanto's int4 kernels refuse inference tensors
         return model.generate(input_features.to(dtype), **RECIPE.generate_kwargs(max_new_tokens, durations), **extra)
+
+
+def _budgeted_by_truncation(model, input_features, max_new_tokens: int, durations: Sequence[float], **extra):
+    """The token budget for a runtime that takes no stopping criteria: decode to the batch's largest budget,
+    then cut each row at its own. Greedy rows decode independently, so this is exactly what a per-row stop
+    gives."""
+    budgets = [RECIPE.budget(d, max_new_tokens) for d in durations]
+    ids = model.generate(input_features, **RECIPE.generate_kwargs(max(budgets)), **extra).clone()
+    for row, budget in enumerate(budgets):  # a runtime returns the prompt, then the generated tokens
+        ids[row, len(PROMPT) + budget:] = END_OF_TEXT
+    return ids
 
 
 def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, threads: int = 2,
