@@ -414,6 +414,7 @@ def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_faile
     finally:
         source.unlink(missing_ok=True)
         if partial.exists() and (succeeded or keep_failed):
+            partial.write_text(portable(partial.read_text()))  # library stderr can name this machine's paths
             os.replace(partial, output)
 
 
