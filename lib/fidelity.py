@@ -232,10 +232,13 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
         raise FidelityUnavailable(f"no fp32 result {base_slug} to compare with; run fp32 first")
     utterances = fidelity_subset([u for s in config.split for u in load_split(s, config.limit, data)])
     stored = None if force else fstore.load_or_none(config.slug)
-    lines = {} if stored is None or stored.get("status") != "ok" else {
-        (r["split"], r["id"]): line for line, r in ((ln, json.loads(ln)) for ln in fstore.load_lines(config.slug))}
-    valid = {k: v for k, v in lines.items() if json.loads(v).get("audio_sha256") in
-             {u.sha256 for u in utterances if (u.split, u.id) == k}}
+    audio = {(u.split, u.id): u.sha256 for u in utterances}
+    stored_lines = fstore.load_lines(config.slug) if stored is not None and stored.get("status") == "ok" else []
+    valid = {}  # (split, id) -> stored line, for the utterances whose audio is today's
+    for line in stored_lines:
+        row = json.loads(line)
+        if audio.get((row["split"], row["id"])) == row.get("audio_sha256"):
+            valid[(row["split"], row["id"])] = line
     todo = [u for u in utterances if (u.split, u.id) not in valid and (u.split, u.id) in base]
     if stored is not None and stored.get("status") == "failed" and not force:
         return stored
