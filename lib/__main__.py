@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --cluster: torch threads per task (Ray reserves N CPUs for it)")
     sw.add_argument("--batches-per-shard", type=int, default=8, metavar="K",
                     help="with --cluster: a task decodes K consecutive batches of one configuration")
+    sw.add_argument("--no-footprint", action="store_true",
+                    help="WER (and fidelity) only: time the whisper-small footprints later, on a quiet machine")
     sw.add_argument("--commit", action="store_true",
                     help="git-commit results/ and book/runs/ after each configuration (only those paths), "
                          "and a running configuration's finished batches (results/.partial) every 10 min")
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                            overrides=overrides or None,
                            pause_file=a.pause_file, after_job=commit_results if a.commit else None,
                            during_job=commit_checkpoints if a.commit else None, fidelity_only=a.fidelity_only,
-                           reverse=a.reverse)
+                           reverse=a.reverse, footprint=not a.no_footprint)
             if (a.threads_per_task or a.batches_per_shard != 8) and not a.cluster:
                 raise ConfigError("--threads-per-task and --batches-per-shard apply to --cluster runs only")
             if a.cluster:

@@ -387,4 +387,5 @@ def sweep_on_cluster(paths: Iterable[Path | str], address: str = "auto", *, thre
         log.info("cluster: decoding took %.0f s", time.time() - started)
         return failed
 
+    options.pop("footprint", None)  # never timed on a cluster
     return run_grids(paths, overrides=overrides or None, footprint=False, decode_pending=decode_pending, **options)
