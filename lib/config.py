@@ -26,9 +26,13 @@ DEFAULT_MODEL = "embedded:whisper-base"
 
 #: Library keys in the book's order (tables, legends, palettes) with their readable names.
 LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
-                 "bnb": "bitsandbytes", "torch_cast": "torch half", "ctranslate2": "CTranslate2",
+                 "bnb": "bitsandbytes", "torch_cast": "PyTorch cast", "ctranslate2": "CTranslate2",
                  "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "whisper_cpp": "whisper.cpp"}
 
+#: Deployment runtimes' own names for a weights value (whisper.cpp's ggml types, CTranslate2's compute types).
+_RUNTIME_FORMATS = {"whisper_cpp": {"fp32": "f32", "float16": "f16", "int8": "Q8_0", "int5": "Q5_0", "int4": "Q4_0"},
+                    "ctranslate2": {"fp32": "float32"}, "onnxruntime": {}, "openvino": {},
+                    "torch_cast": {}}
 _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": "wo"}
 _LIBRARY_TAG = {"torch_ao": "pt",  # torch.ao.quantization; "torchao" is the separate library
                 "ctranslate2": "ct2", "onnxruntime": "ort", "openvino": "ov", "whisper_cpp": "ggml"}
@@ -128,6 +132,8 @@ class QuantSpec:
         """
         if self.is_baseline:
             return "fp32"
+        if self.library in _RUNTIME_FORMATS:
+            return self._runtime_label()
         parts = [LIBRARY_NAMES[self.library], self.scheme.replace("_", "-"), self.weights]
         if self.activations != "none":
             parts[-1] = f"w-{self.weights} a-{self.activations}"
@@ -144,6 +150,32 @@ class QuantSpec:
         if self.options:
             parts.append(", ".join(f"{k}={v}" for k, v in self.options))
         return " ".join(parts)
+
+    def _runtime_label(self) -> str:
+        """A deployment runtime's row named by the runtime's own format names.
+
+        >>> QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int5", activations="int8", group_size=32).label
+        'whisper.cpp Q5_0'
+        >>> QuantSpec(library="ctranslate2", scheme="dynamic", weights="int8", activations="int8",
+        ...           options={"float": "float32"}).label
+        'CTranslate2 int8_float32'
+        """
+        fmt = _RUNTIME_FORMATS[self.library].get(self.weights, self.weights)
+        opts = self.option_dict
+        if self.library == "ctranslate2" and opts.get("float"):
+            fmt = f"{fmt}_{opts['float']}"
+        parts = [LIBRARY_NAMES[self.library], fmt]
+        if self.library == "onnxruntime" and self.scheme != "none":
+            parts += [self.scheme, (self.granularity or "").replace("_", "-")]
+        if self.library == "openvino" and self.scheme == "weight_only":
+            parts += ["weights", "sym" if opts.get("sym", True) else "asym"]
+        if self.library == "openvino" and self.scheme == "static":
+            parts += ["static (nncf.quantize)"]
+        if self.group_size and self.library == "openvino":
+            parts.append(f"group {self.group_size}")
+        if self.calibration:
+            parts.append(f"({self.calibration} calibration utterances)")
+        return " ".join(p for p in parts if p)
 
     @property
     def slug(self) -> str:

@@ -78,6 +78,19 @@ def teacher_forced_logprobs(model, input_features, tokens: Sequence[int], encode
     return torch.log_softmax(logits, dim=-1)
 
 
+def runtime_logprobs(runtime, input_features, tokens: Sequence[int]):
+    """:func:`teacher_forced_logprobs` for a deployment runtime (:class:`lib.runtimes.RuntimeModel`), from its
+    ``teacher_forced_logits`` on prompt + tokens; a runtime that exposes no logits raises ``NotImplementedError``
+    with the reason, which the fidelity summary records."""
+    import torch
+
+    if getattr(runtime, "logits_note", None):
+        raise NotImplementedError(f"{runtime.runtime} exposes no teacher-forced logits: {runtime.logits_note}")
+    ids = torch.tensor([list(PROMPT) + list(tokens)])
+    logits = runtime.teacher_forced_logits(input_features, ids)[0, len(PROMPT) - 1:-1].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
 def nll_sum(logprobs, targets: Sequence[int]) -> float:
     """Σ −log p(target) over positions (``targets`` includes the final end of text)."""
     import torch
@@ -143,11 +156,15 @@ def utterance_fidelity(model, processor, utterance, fp32_row: dict[str, Any], ca
     feats = features(processor, [utterance.audio])
     reference = cache.get(utterance, tokens, ref_tokens, feats)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    with torch.no_grad():
-        hidden = model.get_encoder()(feats.to(dtype)).last_hidden_state
-    logq = teacher_forced_logprobs(model, None, tokens + [END_OF_TEXT], hidden)
-    logr = teacher_forced_logprobs(model, None, ref_tokens + [END_OF_TEXT], hidden)
+    if hasattr(model, "teacher_forced_logits"):  # a deployment runtime (lib.runtimes): its own decoder graph
+        logq = runtime_logprobs(model, feats, tokens + [END_OF_TEXT])
+        logr = runtime_logprobs(model, feats, ref_tokens + [END_OF_TEXT])
+    else:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        with torch.no_grad():
+            hidden = model.get_encoder()(feats.to(dtype)).last_hidden_state
+        logq = teacher_forced_logprobs(model, None, tokens + [END_OF_TEXT], hidden)
+        logr = teacher_forced_logprobs(model, None, ref_tokens + [END_OF_TEXT], hidden)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     logp = torch.from_numpy(reference["logprobs"])
     kld = torch.nn.functional.kl_div(logq, logp, log_target=True, reduction="none").double().sum(-1).clamp_min(0)

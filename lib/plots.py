@@ -5,6 +5,8 @@ Figures take the tables of :mod:`lib.tables` (plain column names) and label thei
 """
 from __future__ import annotations
 
+import itertools
+
 from .analysis import PROXIES, proxy_frame
 from .claims import COMPRESSION_CLAIMS
 from .config import LIBRARY_NAMES
@@ -20,7 +22,7 @@ def palette() -> dict[str, tuple]:
     colors = sns.color_palette("colorblind", 10)
     dark = sns.color_palette("dark", 10)
     # fp32 grey, torch.ao blue, torchao sky, quanto green, HQQ vermillion, bitsandbytes purple; then the runtimes:
-    # torch half yellow, CTranslate2 orange, ONNX Runtime brown, OpenVINO pink, whisper.cpp dark green
+    # PyTorch cast yellow, CTranslate2 orange, ONNX Runtime brown, OpenVINO pink, whisper.cpp dark green
     return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4, 8, 1, 5, 6)] + [dark[2]]))
 
 
@@ -259,5 +261,39 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     ax.set_xlabel(f"mean KL divergence to fp32, test-{split} (nats per token, log)")
     ax.set_ylabel(f"{label(f'delta_wer_{split}')} (points; symlog beyond ±5)")
     ax.legend(title=None, fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None):
+    """WER on test-other (whisper-base weights) against the latency ratio to PyTorch fp32 on ``cpu_class``
+    (whisper-small architecture), one marker shape and colour per runtime, every point named.
+
+    Points right of 1 are slower than PyTorch fp32; the dotted line is PyTorch fp32's WER.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from .ship import class_column
+
+    _style()
+    col = class_column(cpu_class)
+    data = _ok(df, col, "wer_other") if col in df else df.iloc[0:0]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if len(data):
+        order = _libraries_in(data)
+        markers = dict(zip(order, "osDP^vXp*h"))
+        sns.scatterplot(data, x=col, y="wer_other", hue="library", hue_order=order, style="library",
+                        style_order=order, markers=markers, palette=palette(), s=80, ax=ax)
+        for (_, row), dy in zip(data.sort_values(["wer_other", col]).iterrows(), itertools.cycle((4, -10))):
+            name = row["configuration"].replace(row["library"], "").strip() or row["configuration"]
+            ax.annotate(name, (row[col], row["wer_other"]), textcoords="offset points", xytext=(6, dy),
+                        fontsize="x-small")
+        ax.axvline(1.0, color="grey", lw=1, ls="--")
+        if reference_wer is not None:
+            ax.axhline(reference_wer, color="grey", lw=1, ls=":", label="PyTorch fp32 WER")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    ax.set_xlabel(f"latency ratio to PyTorch fp32 on {cpu_class} (whisper-small architecture; < 1 is faster)")
+    ax.set_ylabel("WER test-other (%) on whisper-base weights")
     fig.tight_layout()
     return fig

@@ -108,3 +108,25 @@ def test_rescoring_a_changed_hypothesis_changes_the_wer_without_a_model(tmp_path
 ])
 def test_reference_text_is_sentence_case(reference, text):
     assert reference_text(reference) == text
+
+
+@pytest.mark.parametrize("library,weights,expect_logits", [("onnxruntime", "fp32", True),
+                                                           ("openvino", "fp32", True),
+                                                           ("ctranslate2", "fp32", False)])
+def test_a_runtime_scores_through_its_own_logits_or_says_why_not(library, weights, expect_logits, tiny, clips,
+                                                                  cache):
+    import importlib.util
+
+    from lib.config import QuantSpec
+    from lib.quantize import quantize
+
+    if importlib.util.find_spec(library) is None:
+        pytest.skip(f"{library} is not installed")
+    runtime, _ = quantize(copy.deepcopy(tiny.model), QuantSpec(library=library, weights=weights),
+                          processor=tiny.processor, measure_error=False)
+    if not expect_logits:
+        with pytest.raises(NotImplementedError, match="no teacher-forced logits"):
+            mean_kld(runtime, tiny, clips, cache)
+        return
+    stats, _ = mean_kld(runtime, tiny, clips, cache)
+    assert stats["kld_mean"] < 1e-6 and stats["agreement"] == 100.0 and abs(stats["delta_nll"]) < 1e-3

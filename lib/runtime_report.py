@@ -1,0 +1,211 @@
+"""The deployment-runtimes chapter's comparisons: each runtime against PyTorch fp32 *and* against its own fp32.
+
+A runtime's own fp32 row comes first: before any of its quantized rows is read, its fp32 must agree with
+PyTorch fp32 (same WER on both splits, and how many normalized transcripts are identical). Each quantized row
+then gets two ΔWERs, with 95% paired intervals resampling speakers: against PyTorch fp32 (what a deployer
+compares with) and against the runtime's own fp32 (what the quantization alone costs inside that runtime).
+
+The runtime's reference is its ``weights: fp32`` row; whisper.cpp's f32 cannot run in pywhispercpp (a failed
+row, :mod:`lib.runtimes.whisper_cpp`), so its f16 row is its reference, and the PyTorch casts compare with
+PyTorch fp32 itself.
+
+>>> own_reference_spec(QuantSpec(library="ctranslate2", scheme="dynamic", weights="int8", activations="int8")).slug
+'ct2-fp32'
+>>> own_reference_spec(QuantSpec(library="whisper_cpp", weights="float16")).slug
+'ggml-float16'
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import QuantSpec
+from .grids import expand_grid, grid_path
+from .metrics import normalize
+from .results import RESULTS_DIR, ResultStore
+from .scoring import common_rows, compare_wer
+from .tables import split_tag
+
+GRID = "runtimes"
+#: The row each runtime's quantized rows are compared with inside the runtime (see the module docstring).
+OWN_REFERENCE = {"ctranslate2": {"weights": "fp32"}, "onnxruntime": {"weights": "fp32"},
+                 "openvino": {"weights": "fp32"}, "whisper_cpp": {"weights": "float16"}, "torch_cast": None}
+
+
+def own_reference_spec(spec: QuantSpec) -> QuantSpec:
+    """The runtime's own reference configuration (PyTorch fp32 for the plain casts)."""
+    fields = OWN_REFERENCE.get(spec.library)
+    return QuantSpec(library=spec.library, **fields) if fields else QuantSpec()
+
+
+def identical_transcripts(base_rows, other_rows, split: str) -> tuple[int, int]:
+    """``(identical, common)``: utterances of ``split`` whose normalized transcripts are the same in both."""
+    b, o = common_rows(base_rows, other_rows, split)
+    return sum(normalize(x["hypothesis"]) == normalize(y["hypothesis"]) for x, y in zip(b, o)), len(b)
+
+
+def runtime_comparisons(grid: str = GRID, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
+    """One row per configuration of ``grid``: ``reference`` (its own reference's label), ``identical_<t>``
+    and ``common_pt_<t>`` (identical normalized transcripts vs PyTorch fp32), ``delta_own_<t>`` with
+    ``_low``/``_high`` (against the runtime's own reference, speakers resampled), keyed by ``slug``."""
+    store = ResultStore(results_dir)
+    out = []
+    for job in expand_grid(grid_path(grid)):
+        spec = job.config.quant
+        ref = dataclasses.replace(job.config, quant=own_reference_spec(spec))
+        row: dict[str, Any] = {"slug": job.slug, "reference": ref.quant.label, "reference_slug": ref.slug}
+        summary = store.get(job.slug)
+        if summary and summary.get("status") == "ok":
+            rows = store.load_rows(job.slug)
+            pt = store.load_rows(dataclasses.replace(job.config, quant=QuantSpec()).slug)
+            own = store.load_rows(ref.slug) if ref.slug != job.slug else []
+            for split in job.config.split:
+                tag = split_tag(split)
+                row[f"identical_{tag}"], row[f"common_pt_{tag}"] = identical_transcripts(pt, rows, split)
+                d = compare_wer(own, rows, split) if own else None
+                if d:
+                    row.update({f"delta_own_{tag}": d["delta"], f"delta_own_{tag}_low": d["low_spk"],
+                                f"delta_own_{tag}_high": d["high_spk"]})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def runtime_table(limit: int | None = None, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
+    """The chapter's table: :func:`lib.tables.chapter_table` of the runtimes grid joined with
+    :func:`runtime_comparisons`."""
+    from .tables import chapter_table
+
+    df = chapter_table(GRID, limit=limit)
+    return df.merge(runtime_comparisons(results_dir=results_dir), on="slug", how="left")
+
+
+def winners(df: pd.DataFrame, cpu_class: str) -> dict[str, Any]:
+    """Per goal, the runtime row that wins on ``cpu_class``, by the Summary's own rules (:mod:`lib.ship`):
+    ``speed`` (fastest within the accuracy budget, faster than fp32), ``no_loss`` (smallest with no measurable
+    loss), ``size`` (smallest that still works), and ``accuracy`` (lowest WER on test-other among the quantized
+    rows, with its ΔWER interval)."""
+    from .ship import ship_box
+
+    box = ship_box(df, cpu_class)
+    ok = df[(df["status"] == "ok") & (df["slug"] != df["reference_slug"])]
+    ok = ok[ok["wer_other"].notna()] if "wer_other" in ok else ok.iloc[0:0]
+    best = ok.sort_values(["wer_other", "configuration"]).iloc[0] if len(ok) else None
+    accuracy = ({"configuration": best["configuration"], "slug": best["slug"], "row": best,
+                 "reason": "lowest WER on test-other among the quantized runtime rows"} if best is not None
+                else {"configuration": None, "reason": "no quantized runtime row has a result"})
+    return {"speed": box["fastest"], "no_loss": box["smallest_no_loss"], "size": box["max_compression"],
+            "accuracy": accuracy}
+
+
+def _interval(d, lo, hi) -> str:
+    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if d == d and lo == lo else ""
+
+
+def fp32_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Each runtime's own reference row against PyTorch fp32: WER on both splits beside fp32's, identical
+    normalized transcripts, ΔWER with its interval, and teacher-forced agreement where the runtime exposes
+    logits."""
+    refs = df[df["slug"] == df["reference_slug"]]
+    rows = []
+    for _, r in refs.iterrows():
+        out = {"runtime reference": r["configuration"], "status": r["status"]}
+        for tag, name in (("clean", "test-clean"), ("other", "test-other")):
+            out[f"WER {name}"] = r.get(f"wer_{tag}")
+            out[f"PyTorch fp32 WER {name}"] = r.get(f"fp32_wer_{tag}")
+            ident, common = r.get(f"identical_{tag}"), r.get(f"common_pt_{tag}")
+            out[f"identical transcripts {name}"] = f"{int(ident)} of {int(common)}" if common == common and common else ""
+            out[f"ΔWER {name} [95% CI]"] = _interval(r.get(f"delta_wer_{tag}", float("nan")),
+                                                      r.get(f"delta_wer_{tag}_low", float("nan")),
+                                                      r.get(f"delta_wer_{tag}_high", float("nan")))
+        agree = r.get("agree_other")
+        out["top-1 agreement other %"] = (f"{agree:.2f}" if agree == agree and agree is not None else
+                                          "no logits" if r["status"] == "ok" else "")
+        out["error"] = r.get("error") or ""
+        rows.append(out)
+    view = pd.DataFrame(rows).set_index("runtime reference").rename_axis(None)
+    if not view["error"].astype(bool).any():
+        view = view.drop(columns="error")
+    return view.round(2).fillna("")
+
+
+def runtime_view(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """The chapter's main table: size, latency ratio per CPU class, WER, both ΔWERs with intervals, agreement,
+    RTFx of the WER run, and the failure reason of failed rows."""
+    from .ship import class_column
+
+    rows = []
+    for _, r in df.iterrows():
+        out = {"configuration": r["configuration"], "MB on disk (whisper-small)": r.get("small_mb")}
+        for c in classes:
+            col = class_column(c)
+            v = r.get(col)
+            out[f"latency ratio {c}"] = (f"{v:.2f} [{r.get(col + '_low'):.2f}, {r.get(col + '_high'):.2f}]"
+                                         if v == v and v is not None else "")
+        out["WER clean"], out["WER other"] = r.get("wer_clean"), r.get("wer_other")
+        out["ΔWER other vs PyTorch fp32"] = _interval(r.get("delta_wer_other", float("nan")),
+                                                      r.get("delta_wer_other_low", float("nan")),
+                                                      r.get("delta_wer_other_high", float("nan")))
+        out["ΔWER other vs own reference"] = _interval(r.get("delta_own_other", float("nan")),
+                                                       r.get("delta_own_other_low", float("nan")),
+                                                       r.get("delta_own_other_high", float("nan")))
+        agree = r.get("agree_other")
+        out["top-1 agree other %"] = f"{agree:.2f}" if agree == agree and agree is not None else ""
+        out["RTFx other"] = r.get("rtfx_other")
+        out["why it failed"] = (str(r.get("error") or "").strip().splitlines() or [""])[-1][:160] \
+            if r.get("status") == "failed" else ""
+        rows.append(out)
+    view = pd.DataFrame(rows).set_index("configuration").rename_axis(None)
+    view = view.drop(columns=[c for c in view.columns if (view[c].fillna("") == "").all()])
+    return view.round(2).fillna("")
+
+
+def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    """Glue values of the chapter: counts, the fp32 agreement headline and, per CPU class, the winners."""
+    refs = df[(df["slug"] == df["reference_slug"]) & (df["status"] == "ok")]
+    facts: dict[str, Any] = {
+        "rt_rows": len(df), "rt_ok": int((df["status"] == "ok").sum()),
+        "rt_failed": int((df["status"] == "failed").sum()),
+        "rt_not_run": int((~df["status"].isin(["ok", "failed"])).sum()),
+        "rt_failed_list": "; ".join(f"{r['configuration']}: {(str(r['error'] or '').strip().splitlines() or [''])[-1][:120]}"
+                                    for _, r in df[df["status"] == "failed"].iterrows()) or "none",
+    }
+    worst = None
+    for _, r in refs.iterrows():
+        for tag in ("clean", "other"):
+            ident, common = r.get(f"identical_{tag}"), r.get(f"common_pt_{tag}")
+            if common == common and common:
+                share = ident / common
+                if worst is None or share < worst[0]:
+                    worst = (share, r["configuration"], tag, int(ident), int(common))
+    facts["rt_fp32_worst"] = (f"{worst[1]} ({worst[3]} of {worst[4]} test-{worst[2]} transcripts identical to "
+                              f"PyTorch fp32)" if worst else "no runtime reference has a result")
+    lines = []
+    for c in classes:
+        w = winners(df, c)
+        parts = []
+        for goal, name in (("speed", "speed"), ("size", "size"), ("accuracy", "accuracy")):
+            pick = w[goal]
+            parts.append(f"**{name}**: {pick['configuration']}" + _pick_numbers(pick, c) if pick["configuration"]
+                         else f"**{name}**: none ({pick['reason']})")
+        lines.append(f"On **{c}**: " + "; ".join(parts) + ".")
+    facts["rt_winners"] = " ".join(lines) or "No runtime row has a latency measurement yet."
+    return facts
+
+
+def _pick_numbers(pick: dict[str, Any], cpu_class: str) -> str:
+    from .ship import class_column
+
+    r = pick["row"]
+    col = class_column(cpu_class)
+    bits = []
+    if r.get(col) == r.get(col):
+        bits.append(f"×{r[col]:.2f} [{r[col + '_low']:.2f}, {r[col + '_high']:.2f}] fp32 latency")
+    if r.get("small_mb") == r.get("small_mb"):
+        bits.append(f"{r['small_mb']:.0f} MB")
+    if r.get("delta_wer_other") == r.get("delta_wer_other"):
+        bits.append(f"ΔWER other {r['delta_wer_other']:+.2f} [{r['delta_wer_other_low']:+.2f}, "
+                    f"{r['delta_wer_other_high']:+.2f}]")
+    return f" ({', '.join(bits)})" if bits else ""
