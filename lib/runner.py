@@ -436,7 +436,7 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"
 CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "footprint",
-            "summary", "runlog")
+            "summary", "reproduce", "runlog")
 BOOK_DIR = REPO_ROOT / "book"
 
 
