@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lib.footprint import FOOTPRINT_DIR, measure_footprint
+from lib.footprint import FOOTPRINT_DIR, by_cpu_dir, measure_footprint
 from lib.grids import expand_grid, grid_path
 from lib.results import ResultStore, cpu_description, cpu_label, reference_cpu
 
@@ -29,13 +29,12 @@ from lib.results import ResultStore, cpu_description, cpu_label, reference_cpu
 HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8", "torchao-wo-int8",
             "bnb-dyn-int8-aint8-threshold6", "bnb-wo-nf4__", "quanto-wo-int8", "hqq-wo-int4-g64__",
             "torchao-wo-int4-g64-computebf16", "pt-static-int8-aint8-pc-enconly-cal4-methodpt2e",
-            "quanto-dyn-int8-aint8"]
-GRIDS = ["scheme", "granularity", "bitwidth", "scope"]
-
-
-def by_cpu_dir(label: str, root: Path = FOOTPRINT_DIR) -> Path:
-    """Where footprints timed on CPU class ``label`` live, e.g. ``'AVX-512 VNNI'`` -> ``by-cpu/avx-512-vnni``."""
-    return Path(root) / "by-cpu" / label.lower().replace(" ", "-")
+            "quanto-dyn-int8-aint8",
+            # deployment runtimes: the plain bf16 cast, each runtime's own reference and its int8 / 4-5-bit rows
+            "torch_cast-bfloat16", "ct2-fp32", "ct2-dyn-int8-aint8__", "ort-fp32", "ort-dyn-int8-aint8-pc",
+            "ov-fp32", "ov-wo-int8-pc-sym1", "ov-wo-int4-g128-sym1", "ggml-float16", "ggml-dyn-int8-aint8-g32",
+            "ggml-dyn-int5-aint8-g32"]
+GRIDS = ["scheme", "granularity", "bitwidth", "scope", "runtimes"]
 
 
 def headline_jobs(only: str | None = None):

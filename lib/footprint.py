@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from .checks import check_quant
@@ -133,6 +134,8 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     stored = store.reusable(slug, force, retry_failed)
     if stored is not None and not (refresh_outdated and measured_elsewhere(stored, store)):
         return stored
+    if stored is not None:  # re-timed on the study's class: the other class's timing stays in its own folder
+        keep_by_class(slug, stored, store)
 
     calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None
     summary: dict[str, Any] = {"slug": slug, "kind": "footprint", "model_spec": model, "quant": spec.to_dict(),
@@ -180,6 +183,20 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     summary["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     store.save(slug, summary)
     return summary
+
+
+def by_cpu_dir(cpu_class: str, root: Path | str = FOOTPRINT_DIR) -> Path:
+    """Where footprints timed on ``cpu_class`` are kept beside the study's, e.g. ``'AVX-512 VNNI'`` ->
+    ``<root>/by-cpu/avx-512-vnni``."""
+    return Path(root) / "by-cpu" / cpu_class.lower().replace(" ", "-")
+
+
+def keep_by_class(slug: str, summary: dict[str, Any], store: ResultStore) -> None:
+    """Copy a finished footprint into its CPU class's folder (:func:`by_cpu_dir`) unless one is there, so that
+    re-timing it on another class never loses a class's measurement."""
+    target = ResultStore(by_cpu_dir(result_cpu(summary), store.root))
+    if summary.get("status") == "ok" and target.get(slug) is None:
+        target.save(slug, summary)
 
 
 def measured_elsewhere(summary: dict[str, Any], store: ResultStore) -> bool:

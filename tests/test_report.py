@@ -202,3 +202,24 @@ def test_a_corrupt_summary_reads_as_pending_in_the_tables(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum(f"{hqq}.json, line 1: not valid JSON" in m for m in messages) == 1
     assert sum("x__footprint.json, line 1: not valid JSON" in m for m in messages) == 1
+
+
+def test_re_timing_on_the_study_class_keeps_the_other_class_timing(tmp_path, monkeypatch):
+    import lib.results
+    from lib.config import QuantSpec
+    from lib.footprint import measure_footprint
+    from lib.tables import class_stores, latency_by_class
+
+    store = ResultStore(tmp_path)
+    for name in ("a", "b"):
+        _footprint(store, name, AVX2)
+    slug = "whisper-small__torch_cast-bfloat16__footprint"
+    store.save(slug, {**store.load("whisper-small__a__footprint"), "slug": slug, "latency_ratio": 0.5,
+                      "environment": AVX512, "quant": {"library": "torch_cast", "weights": "bfloat16"}})
+    monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX2["cpu"])
+    monkeypatch.setattr("lib.footprint.load_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("re-timed")))
+    redone = measure_footprint(QuantSpec(library="torch_cast", weights="bfloat16"), results_dir=tmp_path,
+                               refresh_outdated=True)
+    assert redone["status"] == "failed"  # the stand-in measurement; what matters is what was kept
+    kept = latency_by_class(slug, class_stores(tmp_path))
+    assert kept["latency_ratio_avx_512_vnni"] == 0.5
