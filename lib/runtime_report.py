@@ -151,6 +151,9 @@ def runtime_view(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         out["ΔWER other vs own reference"] = _interval(r.get("delta_own_other", float("nan")),
                                                        r.get("delta_own_other_low", float("nan")),
                                                        r.get("delta_own_other_high", float("nan")))
+        ident, common = r.get("identical_other"), r.get("common_pt_other")
+        out["transcripts unlike PyTorch fp32 (other)"] = (f"{int(common - ident)} of {int(common)}"
+                                                          if common == common and common else "")
         agree = r.get("agree_other")
         out["top-1 agree other %"] = f"{agree:.2f}" if agree == agree and agree is not None else ""
         out["RTFx other"] = r.get("rtfx_other")
