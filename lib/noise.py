@@ -181,10 +181,29 @@ def _mix(speech, recipe: NoiseRecipe, utterance_id: str, pool) -> tuple[np.ndarr
     return (speech.astype(np.float64) + scale * noise).astype(np.float32), sources
 
 
+def level_measure() -> str:
+    """How the SNR's two levels are measured, in words (recorded in every noisy result)."""
+    return (f"active-speech RMS ({FRAME_MS} ms frames within {ACTIVE_WITHIN_DB:g} dB of the "
+            f"{LOUD_PERCENTILE}th-percentile frame level) / noise RMS over the utterance")
+
+
+def describe_kind(recipe: NoiseRecipe, data: str | os.PathLike | None = None) -> str:
+    """What a recipe's noise is made of, e.g. ``'6 talkers from 1272-128104-0001, ..., jfk (calibration set)'``."""
+    if recipe.kind == "white":
+        return "Gaussian samples, flat spectrum"
+    if recipe.kind == "pink":
+        return "Gaussian samples shaped to 1/f power (numpy real FFT)"
+    try:
+        ids = [u.id for u in babble_pool(data)]
+    except DataError as exc:
+        return f"{recipe.talkers} talkers from the calibration set ({exc})"
+    return (f"{recipe.talkers} talker streams, each at its own random offset, drawn from {len(ids)} calibration "
+            f"utterances ({', '.join(ids)}); never a scored utterance")
+
+
 def noise_record(recipe: NoiseRecipe, pool: Sequence[Utterance] = ()) -> dict[str, Any]:
     """What a result records of its noise: the recipe, how levels were measured, and the babble pool."""
-    return {**recipe.to_dict(), "measure": f"active-speech RMS ({FRAME_MS} ms frames within {ACTIVE_WITHIN_DB:g} dB "
-                                           f"of the {LOUD_PERCENTILE}th-percentile frame level) / noise RMS",
+    return {**recipe.to_dict(), "measure": level_measure(),
             "rng": "numpy default_rng([seed, sha256(utterance id)[:8]])",
             "pool": [{"id": u.id, "split": u.split, "sha256": u.sha256} for u in pool]}
 
