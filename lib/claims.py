@@ -216,8 +216,9 @@ def claim_sentences(df: pd.DataFrame, claims: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
-    """The paper's claims with a verdict, a sentence and the evidence from this study's result files."""
+def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise: bool = True) -> pd.DataFrame:
+    """The paper's claims with a verdict, a sentence and the evidence from this study's result files; with
+    ``noise``, the last row is the noise verdict (:func:`noise_claim`, the noise grid's results in ``results_dir``)."""
     store = ResultStore(results_dir)
     rows = [("Dynamic int8 (Quanto) improves on the fp32 WER", *_dynamic_int8(df)),
             ("Static quantization is worse than dynamic", *_static_vs_dynamic(df, store)),
@@ -225,6 +226,11 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> pd.
     rows += [(claim.claim, *_compression(df, claim)) for claim in COMPRESSION_CLAIMS]
     table = pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
     table["sentence"] = pd.Series(claim_sentences(df, table))
+    if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.robustness)
+        from .robustness import noise_table
+
+        found = noise_claim(noise_table(results_dir=results_dir, clean=False), results_dir)
+        table.loc[NOISE_CLAIM] = [found["verdict"], found["evidence"], found["sentence"]]
     return table
 
 

@@ -20,7 +20,8 @@ import pandas as pd
 from .config import LIBRARY_NAMES, RunConfig
 from .grids import expand_grid, grid_path
 from .results import RESULTS_DIR, ResultStore
-from .scoring import compare_wer, metrics_by_split
+from .metrics import corpus_wer
+from .scoring import compare_wer, score_rows
 from .tables import baseline_config
 
 GRID = "noise"
@@ -33,6 +34,13 @@ COLUMNS = ["configuration", "library", "bits", "noise", "snr_db", "condition", "
 
 def condition_label(kind: str, snr_db: float) -> str:
     return "clean" if kind == "clean" else f"{kind} {snr_db:g} dB"
+
+
+def condition_order(df: pd.DataFrame) -> list[str]:
+    """Conditions for a table's columns: clean, then each kind (in grid order) from high SNR to low."""
+    kinds = list(dict.fromkeys(df["noise"]))
+    ranked = df.assign(_k=df["noise"].map(kinds.index), _c=df["noise"] != "clean", _s=-df["snr_db"].fillna(0))
+    return list(dict.fromkeys(ranked.sort_values(["_c", "_k", "_s"], kind="stable")["condition"]))
 
 
 def clean_config(config: RunConfig) -> RunConfig:
@@ -51,8 +59,8 @@ def _row(store: ResultStore, config: RunConfig, kind: str, snr: float) -> dict[s
     if not summary or summary["status"] != "ok":
         return row
     rows = store.load_rows(config.slug)
-    m = metrics_by_split(rows, (SPLIT,))[SPLIT]
-    row.update(wer=m["wer"], n=m["utterances"])
+    scored = [r for r in score_rows(rows) if r["split"] == SPLIT]
+    row.update(wer=corpus_wer(scored), n=len(scored))
     if q.is_baseline:
         return row
     d = compare_wer(store.load_rows(row["fp32_slug"]), rows, SPLIT)
@@ -112,18 +120,40 @@ def delta_pivot(df: pd.DataFrame) -> pd.DataFrame:
         return f"{r['delta_wer']:+.2f} {r['delta_wer_ci']}" if pd.notna(r["delta_wer"]) else "no fp32 result"
 
     cells = quantized.assign(cell=quantized.apply(cell, axis=1) if len(quantized) else [])
-    conditions = list(dict.fromkeys(cells["condition"]))
+    conditions = condition_order(cells)
     configurations = list(dict.fromkeys(cells["configuration"]))
     return cells.pivot(index="configuration", columns="condition", values="cell").reindex(
         index=configurations, columns=conditions).rename_axis(None, axis=1)
 
 
 def wer_pivot(df: pd.DataFrame) -> pd.DataFrame:
-    """WER (%) per configuration and condition, fp32 included; blank where there is no result."""
-    conditions = list(dict.fromkeys(df["condition"]))
-    configurations = list(dict.fromkeys(df["configuration"]))
-    return df.pivot(index="configuration", columns="condition", values="wer").reindex(
-        index=configurations, columns=conditions).rename_axis(None, axis=1).round(2)
+    """WER (%) per configuration and noisy condition over the configuration's own rows (``n`` of them), fp32
+    included; a condition without a result reads ``not run`` (or ``failed``). The clean WERs are left out:
+    the study's clean runs need not cover the same utterances as fp32 (their ΔWER in :func:`delta_pivot` does)."""
+    noisy = df[df["noise"] != "clean"]
+    cells = noisy.assign(cell=[f"{w:.2f}" if s == "ok" else s for w, s in zip(noisy["wer"], noisy["status"])])
+    conditions = condition_order(cells)
+    configurations = list(dict.fromkeys(cells["configuration"]))
+    return cells.pivot(index="configuration", columns="condition", values="cell").reindex(
+        index=configurations, columns=conditions).rename_axis(None, axis=1)
+
+
+def recipe_facts(grid: str | Path = GRID, data: str | None = None) -> dict[str, Any]:
+    """Glue-ready facts of the grid's design: ``snrs`` (``'20, 10, 5 and 0'``), ``conditions``, ``talkers``,
+    ``pool`` (babble source utterances), ``utterances`` (test-clean utterances in today's data)."""
+    from .data import DataError, list_split, resolve_data_dir
+    from .noise import babble_pool
+
+    recipes = [j.config.noise for j in expand_grid(grid_path(grid)) if j.config.noise is not None]
+    snrs = [f"{s:g}" for s in sorted({r.snr_db for r in recipes}, reverse=True)]
+    try:
+        utterances, pool = len(list_split(resolve_data_dir(data), SPLIT)), len(babble_pool(data))
+    except DataError:
+        utterances, pool = "no", "no"
+    return {"snrs": ", ".join(snrs[:-1]) + " and " + snrs[-1] if len(snrs) > 1 else "".join(snrs),
+            "conditions": len({(r.kind, r.snr_db, r.seed) for r in recipes}),
+            "talkers": max((r.talkers for r in recipes if r.kind == "babble"), default=0),
+            "pool": pool, "utterances": utterances}
 
 
 def recipe_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFrame:
@@ -142,3 +172,35 @@ def recipe_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFra
                      "seed": ", ".join(str(s) for s in sorted({n.seed for n in found})),
                      "made of": describe_kind(found[0], data), "level": level_measure()})
     return pd.DataFrame(rows, columns=["noise", "SNR (dB)", "seed", "made of", "level"]).set_index("noise")
+
+
+def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
+    """One sentence for the chapter: fp32's WER at 0 dB and the nearest and furthest configuration from it there
+    (ΔWER with its interval), per noise kind, then the verdict; or which runs are missing.
+
+    >>> takeaway(pd.DataFrame(columns=COLUMNS))
+    'No noisy run of experiments/noise.yml has a result: the tables above list each configuration with the conditions it lacks.'
+    """
+    noisy = df[(df["noise"] != "clean") & (df["status"] == "ok")]
+    if noisy.empty:
+        return ("No noisy run of experiments/noise.yml has a result: the tables above list each configuration with "
+                "the conditions it lacks.")
+    parts = []
+    for kind in dict.fromkeys(noisy["noise"]):
+        low = noisy[(noisy["noise"] == kind) & (noisy["snr_db"] == noisy.loc[noisy["noise"] == kind, "snr_db"].min())]
+        snr = low["snr_db"].iloc[0]
+        fp32 = low[low["configuration"] == "fp32"]
+        quantized = low.dropna(subset=["delta_wer"])
+        text = f"in {kind} noise at {snr:g} dB, fp32's WER is " + (f"{fp32['wer'].iloc[0]:.2f}%" if len(fp32)
+                                                                  else "not measured")
+        if len(quantized):
+            near = quantized.loc[quantized["delta_wer"].abs().idxmin()]
+            far = quantized.loc[quantized["delta_wer"].abs().idxmax()]
+            text += (f"; nearest to it: {near['configuration']} ({near['delta_wer']:+.2f} {near['delta_wer_ci']}), "
+                     f"furthest: {far['configuration']} ({far['delta_wer']:+.2f} {far['delta_wer_ci']})")
+        parts.append(text)
+    measured = f"{len(noisy)} of {int((df['noise'] != 'clean').sum())} noisy runs have a result"
+    sentence = measured + "; " + "; ".join(parts) + "."
+    if claim is not None:
+        sentence += f" Does the gap to fp32 grow as SNR falls? {claim['verdict'].capitalize()}."
+    return sentence[0].upper() + sentence[1:]

@@ -196,3 +196,70 @@ def test_a_noisy_run_decodes_noisy_audio_keeps_clean_hashes_and_grows_incrementa
     seen.clear()
     summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
     assert list(seen) == ["61-70968-0002"] and summary["metrics"]["test-clean"]["utterances"] == 4
+
+
+GRID = """defaults: {model: 'embedded:whisper-base', split: [test-clean]}
+footprint: false
+expand:
+  - {library: none, noise: {snr_db: [20, 0], kind: babble}}
+  - {library: hqq, scheme: weight_only, weights: int3, group_size: 64, noise: {snr_db: [20, 0], kind: babble}}
+"""
+
+
+def save_noisy(store, quant_slug, snr, errors):
+    """Rows of 20 one-utterance speakers; ``errors(i)`` wrong words out of 10 in utterance i."""
+    words = "a b c d e f g h i j".split()
+    rows = [{"id": f"{i}-1-0", "split": "test-clean", "reference": " ".join(words),
+             "hypothesis": " ".join(["x"] * errors(i) + words[errors(i):])} for i in range(20)]
+    store.save(f"whisper-base__{quant_slug}__test-clean__noise-babble-snr{snr}-s0", {"status": "ok"}, rows)
+
+
+@pytest.mark.parametrize("int3_at_0db, verdict", [
+    (lambda i: 1 + 1 + i % 4, "supported"),         # the gap grows from 0 to 2.5 points on average
+    (lambda i: 1, "not resolvable at this sample size"),  # the same gap at both ends
+    (lambda i: i % 2, "contradicted"),              # at 0 dB int3 is better than fp32 on average
+])
+def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3_at_0db, verdict):
+    from lib.claims import noise_claim
+    from lib.results import ResultStore
+    from lib.robustness import delta_pivot, missing_runs, noise_table, takeaway
+
+    grid = tmp_path / "noise.yml"
+    grid.write_text(GRID)
+    store = ResultStore(tmp_path / "results")
+    save_noisy(store, "fp32", 20, lambda i: 1)
+    save_noisy(store, "hqq-wo-int3-g64", 20, lambda i: 1)
+    save_noisy(store, "fp32", 0, lambda i: 1)
+    save_noisy(store, "hqq-wo-int3-g64", 0, int3_at_0db)
+    table = noise_table(grid, results_dir=store.root)
+    claim = noise_claim(table, store.root)
+    assert claim["verdict"] == verdict and "pending" not in claim["sentence"]
+    assert "change" in claim["evidence"] and "over 20 utterances" in claim["evidence"]
+    assert missing_runs(table).loc["fp32"].tolist() == [2, 0, 0]
+    assert delta_pivot(table).loc["HQQ weight-only int3 g64", "babble 20 dB"].startswith("+0.00")
+    assert "fp32's WER is 10.00%" in takeaway(table, claim)
+
+
+def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
+    from lib import plots
+    from lib.claims import noise_claim
+    from lib.robustness import missing_runs, noise_table, takeaway
+
+    grid = tmp_path / "noise.yml"
+    grid.write_text(GRID)
+    table = noise_table(grid, results_dir=tmp_path)
+    claim = noise_claim(table, tmp_path)
+    assert claim["verdict"] == "not yet measured" and "none of the 4 runs it needs has a result" in claim["sentence"]
+    assert "pending" not in claim["sentence"] + takeaway(table, claim)
+    assert missing_runs(table)["not run"].tolist() == [2, 2]
+    plots.noise_delta_wer(table)  # draws its empty panels
+
+
+def test_the_claims_table_carries_the_noise_verdict(tmp_path):
+    import pandas as pd
+
+    from lib.claims import NOISE_CLAIM, claims_table
+
+    claims = claims_table(pd.DataFrame({"slug": pd.Series([], dtype=str), "status": []}), results_dir=tmp_path)
+    assert claims.index[-1] == NOISE_CLAIM and claims.loc[NOISE_CLAIM, "verdict"] == "not yet measured"
+    assert claims.loc[NOISE_CLAIM, "sentence"].startswith("Not yet measured: the verdict compares fp32")
