@@ -263,3 +263,21 @@ def test_the_claims_table_carries_the_noise_verdict(tmp_path):
     claims = claims_table(pd.DataFrame({"slug": pd.Series([], dtype=str), "status": []}), results_dir=tmp_path)
     assert claims.index[-1] == NOISE_CLAIM and claims.loc[NOISE_CLAIM, "verdict"] == "not yet measured"
     assert claims.loc[NOISE_CLAIM, "sentence"].startswith("Not yet measured: the verdict compares fp32")
+
+
+def test_a_cluster_worker_mixes_the_same_noise_as_the_driver(fake_librispeech, tmp_path):
+    from lib.cluster import decode_shard
+    from lib.data import describe_data
+    from lib.evaluate import evaluate
+    from lib.results import ResultStore
+
+    data = str(fake_librispeech)
+    config = RunConfig(model="test:tiny", split=("test-clean",), batch_size=2, threads=1, max_new_tokens=6,
+                       noise={"kind": "pink", "snr_db": 5, "seed": 2})
+    evaluate(config, data=data, results_dir=tmp_path, progress=False)
+    local = ResultStore(tmp_path).load_rows(config.slug)
+    shard = decode_shard(config.to_dict(), "test-clean", [r["id"] for r in local], [r["audio_sha256"] for r in local],
+                         0, data, describe_data(data)["manifest_sha256"])
+    remote = [row for record in shard["records"] for row in record["rows"]]
+    keep = ("id", "hypothesis", "tokens", "audio_sha256", "noise")
+    assert [{k: r[k] for k in keep} for r in remote] == [{k: r[k] for k in keep} for r in local]
