@@ -18,7 +18,7 @@ import logging
 import sys
 
 from .checks import check_run
-from .config import ConfigError, QuantSpec, RunConfig
+from .config import NOISE_KINDS, ConfigError, NoiseRecipe, QuantSpec, RunConfig
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR) or 'hub'")
     run.add_argument("--results", default=None, help="results folder (default results/)")
     run.add_argument("--force", action="store_true", help="re-run even if the result exists")
+    run.add_argument("--noise", default=None, choices=NOISE_KINDS, help="mix this noise into the audio (with --snr)")
+    run.add_argument("--snr", type=float, default=None, help="with --noise: active-speech SNR in dB")
+    run.add_argument("--noise-seed", type=int, default=0, help="with --noise: seed of the noise audio")
     _quant_args(run)
 
     fp = sub.add_parser("footprint", help="size and forced-length latency on the whisper-small architecture")
@@ -156,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import evaluate
             from .results import RESULTS_DIR
 
+            if (a.noise is None) != (a.snr is None):
+                raise ConfigError("--noise and --snr go together, e.g. --noise babble --snr 10")
+            noise = NoiseRecipe(kind=a.noise, snr_db=a.snr, seed=a.noise_seed) if a.noise else None
             config = RunConfig(model=a.model, split=tuple(a.split or ("test-clean", "test-other")), limit=a.limit,
-                               quant=_spec(a), batch_size=a.batch_size, threads=a.threads)
+                               quant=_spec(a), batch_size=a.batch_size, threads=a.threads, noise=noise)
             check_run(config)
             summary = evaluate(config, data=a.data, results_dir=a.results or RESULTS_DIR, force=a.force)
             print(_one_line(summary))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .results import RESULTS_DIR, ResultStore
-from .scoring import compare_wer
+from .scoring import compare_gap_change, compare_wer
 from .tables import find_row
 
 NOT_RESOLVABLE = "not resolvable at this sample size"
@@ -216,8 +216,9 @@ def claim_sentences(df: pd.DataFrame, claims: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
-    """The paper's claims with a verdict, a sentence and the evidence from this study's result files."""
+def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise: bool = True) -> pd.DataFrame:
+    """The paper's claims with a verdict, a sentence and the evidence from this study's result files; with
+    ``noise``, the last row is the noise verdict (:func:`noise_claim`, the noise grid's results in ``results_dir``)."""
     store = ResultStore(results_dir)
     rows = [("Dynamic int8 (Quanto) improves on the fp32 WER", *_dynamic_int8(df)),
             ("Static quantization is worse than dynamic", *_static_vs_dynamic(df, store)),
@@ -225,4 +226,79 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> pd.
     rows += [(claim.claim, *_compression(df, claim)) for claim in COMPRESSION_CLAIMS]
     table = pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
     table["sentence"] = pd.Series(claim_sentences(df, table))
+    if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.robustness)
+        from .robustness import noise_table
+
+        found = noise_claim(noise_table(results_dir=results_dir, clean=False), results_dir)
+        table.loc[NOISE_CLAIM] = [found["verdict"], found["evidence"], found["sentence"]]
     return table
+
+
+# --------------------------------------------------------------------------- noise (experiments/noise.yml)
+
+NOISE_CLAIM = "Aggressive formats lose more to fp32 as SNR falls"
+#: The aggressive formats whose gap to fp32 the noise verdict follows (the low-bit rows of the third claim).
+NOISE_AGGRESSIVE_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__")
+#: The two ends of the SNR range the verdict compares (dB).
+NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
+NOT_MEASURED = "not yet measured"
+
+
+def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> list[dict]:
+    """For each aggressive row and noise kind with all four runs (fp32 and the row, at 20 and at 0 dB): the
+    change of its ΔWER against fp32 from 20 to 0 dB (:func:`lib.scoring.compare_gap_change`), with a 95%
+    interval resampling speakers, and its verdict (gap grows: ``supported``)."""
+    from .robustness import SPLIT
+
+    store = ResultStore(results_dir)
+    out = []
+    ok = df[df["status"] == "ok"]
+    for part in NOISE_AGGRESSIVE_ROWS:
+        for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
+            def pick(snr, fp32=False):
+                rows = ok[(ok["noise"] == kind) & (ok["snr_db"] == snr)]
+                rows = rows[rows["configuration"] == "fp32"] if fp32 else rows[rows["slug"].str.contains(part, regex=False)]
+                return rows.iloc[0] if len(rows) else None
+
+            found = [pick(NOISE_HIGH_SNR, True), pick(NOISE_HIGH_SNR), pick(NOISE_LOW_SNR, True), pick(NOISE_LOW_SNR)]
+            if any(r is None for r in found):
+                continue
+            d = compare_gap_change(*(store.load_rows(r["slug"]) for r in found), SPLIT)
+            if d is None:
+                continue
+            out.append({"configuration": found[1]["configuration"], "noise": kind, **d,
+                        "verdict": ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False)})
+    return out
+
+
+def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict[str, str]:
+    """The noise verdict (``verdict``, ``evidence``, ``sentence``) from :func:`lib.robustness.noise_table`'s ``df``:
+    does the gap between the aggressive formats and fp32 grow from 20 dB to 0 dB SNR? Each reading is the
+    difference of two ΔWERs on the same utterances (0 dB minus 20 dB), with its 95% interval resampling
+    speakers; an interval above 0 supports the claim, below 0 contradicts it. Without the runs it needs,
+    the verdict reads ``not yet measured`` and the sentence names the missing runs."""
+    readings = noise_gap_readings(df, results_dir)
+    if not readings:
+        wanted = df[(df["noise"] != "clean") & df["snr_db"].isin([NOISE_HIGH_SNR, NOISE_LOW_SNR])
+                    & ((df["configuration"] == "fp32")
+                       | df["slug"].str.contains("|".join(NOISE_AGGRESSIVE_ROWS), regex=True))]
+        missing = wanted[wanted["status"] != "ok"]
+        per = missing.groupby("configuration", sort=False)["condition"].agg(lambda c: ", ".join(c))
+        have = "none" if len(missing) == len(wanted) else f"{len(wanted) - len(missing)}"
+        evidence = (f"{have} of the {len(wanted)} runs it needs {'has' if have == 'none' else 'have'} a result; "
+                    "without one: " + "; ".join(f"{name} ({conditions})" for name, conditions in per.items())
+                    ) if len(missing) else "the runs it needs share no utterance"
+        return {"verdict": NOT_MEASURED, "evidence": evidence,
+                "sentence": f"Not yet measured: the verdict compares fp32, bitsandbytes nf4 and HQQ int3 g64 at "
+                            f"{NOISE_HIGH_SNR:g} and {NOISE_LOW_SNR:g} dB SNR, and {evidence}."}
+    verdict = merge_verdicts([r["verdict"] for r in readings])
+    words = {"supported": "grows", "contradicted": "shrinks", NOT_RESOLVABLE: "changes by an amount this sample "
+             "cannot resolve"}
+    parts = [f"{r['configuration']} in {r['noise']} noise: ΔWER {r['delta_a']:+.2f} at {NOISE_HIGH_SNR:g} dB, "
+             f"{r['delta_b']:+.2f} at {NOISE_LOW_SNR:g} dB, change {r['delta']:+.2f} "
+             f"[{r['low_spk']:+.2f}, {r['high_spk']:+.2f}] over {r['utterances']} utterances "
+             f"({words[r['verdict']]})" for r in readings]
+    evidence = "; ".join(parts)
+    return {"verdict": verdict, "evidence": evidence,
+            "sentence": _capital(verdict) + ": " + evidence + " (test-clean with noise, whisper-base, points of "
+                        "WER; positive change = the gap to fp32 is wider at 0 dB)."}

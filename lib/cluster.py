@@ -158,6 +158,10 @@ def decode_shard(config: dict[str, Any], split: str | None, ids: list[str], sha2
     stage, facts = Stage("data"), {}
     try:
         utterances = worker_utterances(split, ids, sha256, data, manifest_sha256) if ids else []
+        if utterances and run.noise is not None:  # the same mix as the driver's plan (seeded per utterance id)
+            from .noise import noisy_utterances
+
+            utterances = noisy_utterances({split: utterances}, run.noise, data)[0][split]
         import torch
 
         torch.set_num_threads(run.threads)
@@ -263,7 +267,7 @@ def decode_on_cluster(jobs: Iterable[Job], *, results_dir: Path | str, data: str
         if not plan.decodes:
             continue  # nothing to decode: the in-process step returns or completes the stored result
         keeps_rows = (refresh_outdated and store.archive_outdated(job.slug) is not None) or bool(plan.kept)
-        run = ClusterRun(job, plan, new_summary(job.config, plan.data_info, env={}), keeps_rows,
+        run = ClusterRun(job, plan, new_summary(job.config, plan.data_info, env={}, noise=plan.noise), keeps_rows,
                          prior_sessions(plan))
         runs.append(run)
         submit(run, None)

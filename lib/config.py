@@ -10,6 +10,8 @@ supports a spec and whether a model exists is checked where input arrives
 'hqq-wo-int4-g64'
 >>> RunConfig(split=("test-clean",), limit=20).slug
 'whisper-base__fp32__test-clean__n20'
+>>> RunConfig(split=("test-clean",), noise=NoiseRecipe(kind="babble", snr_db=10)).slug
+'whisper-base__fp32__test-clean__noise-babble-snr10-s0'
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ SPLITS = ("test-clean", "test-other", "dev-clean")
 SCHEMES = ("none", "dynamic", "static", "weight_only")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 SCOPES = ("all", "encoder", "decoder")
+SCORED_SPLITS = ("test-clean", "test-other")  # dev-clean (and the jfk clip) calibrate and make babble
+NOISE_KINDS = ("babble", "white", "pink")
+NOISE_LEVELS = ("active_rms",)  # how the speech level is measured: see lib.noise.active_rms
+BABBLE_TALKERS = 6
 DEFAULT_MODEL = "embedded:whisper-base"
 
 #: Library keys in the book's order (tables, legends, palettes) with their readable names.
@@ -213,6 +219,79 @@ class QuantSpec:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class NoiseRecipe:
+    """Noise mixed into every utterance of a run before feature extraction (:func:`lib.noise.mix`).
+
+    ``kind``: ``babble`` (``talkers`` streams of calibration-set speech summed, never a scored utterance),
+    ``white`` or ``pink`` (seeded Gaussian, pink shaped to 1/f power). ``snr_db``: active-speech RMS over
+    noise RMS, in dB (``level`` names that measure). ``seed``: with the utterance id, it fixes the noise
+    audio, so the same recipe gives the same noisy audio on every machine.
+
+    >>> NoiseRecipe(kind="white", snr_db=-5, seed=1).slug
+    'noise-white-snrm5-s1'
+    >>> NoiseRecipe(kind="babble", snr_db=2.5).slug, NoiseRecipe(kind="babble", snr_db=0).talkers
+    ('noise-babble-snr2.5-s0', 6)
+    """
+
+    kind: str
+    snr_db: float
+    seed: int = 0
+    level: str = "active_rms"
+    talkers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in NOISE_KINDS:
+            raise ConfigError(f"unknown noise kind {self.kind!r}; use one of {', '.join(NOISE_KINDS)}")
+        if isinstance(self.snr_db, bool) or not isinstance(self.snr_db, (int, float)) or not -20 <= self.snr_db <= 60:
+            raise ConfigError(f"noise snr_db must be a number of dB in -20..60, got {self.snr_db!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"noise seed must be a non-negative integer, got {self.seed!r}")
+        if self.level not in NOISE_LEVELS:
+            raise ConfigError(f"unknown noise level measure {self.level!r}; use one of {', '.join(NOISE_LEVELS)}")
+        if self.kind != "babble" and self.talkers is not None:
+            raise ConfigError(f"talkers applies to babble noise only; drop it from the {self.kind} recipe")
+        if self.kind == "babble":
+            talkers = BABBLE_TALKERS if self.talkers is None else self.talkers
+            if isinstance(talkers, bool) or not isinstance(talkers, int) or not 1 <= talkers <= 32:
+                raise ConfigError(f"babble talkers must be an integer in 1..32, got {self.talkers!r}")
+            object.__setattr__(self, "talkers", talkers)
+        object.__setattr__(self, "snr_db", float(self.snr_db))
+
+    @property
+    def slug(self) -> str:
+        snr = _slug_value(abs(self.snr_db))
+        parts = ["noise", self.kind, f"snr{'m' if self.snr_db < 0 else ''}{snr}", f"s{self.seed}"]
+        if self.kind == "babble" and self.talkers != BABBLE_TALKERS:
+            parts.append(f"t{self.talkers}")
+        if self.level != NOISE_LEVELS[0]:
+            parts.append(self.level.replace("_", ""))
+        return "-".join(parts)
+
+    @property
+    def label(self) -> str:
+        """``'babble, 10 dB SNR'``."""
+        return f"{self.kind}, {self.snr_db:g} dB SNR"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: "Mapping[str, Any] | NoiseRecipe | None") -> "NoiseRecipe | None":
+        """A recipe from a stored/YAML mapping (None stays None); unknown fields are one line naming the allowed."""
+        if data is None or isinstance(data, NoiseRecipe):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"noise must be a mapping such as {{kind: babble, snr_db: 10}}, got {data!r}")
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ConfigError(f"unknown noise field(s) {sorted(unknown)}; allowed: {fields}")
+        if "kind" not in data or "snr_db" not in data:
+            raise ConfigError("a noise recipe needs kind and snr_db, e.g. {kind: babble, snr_db: 10}")
+        return cls(**data)
+
+
 def model_tag(model: str) -> str:
     """``'embedded:whisper-base'`` -> ``'whisper-base'``; ``'openai/whisper-small'`` -> ``'openai-whisper-small'``."""
     name = model.split(":", 1)[1] if ":" in model and not model.startswith("/") else model
@@ -233,7 +312,8 @@ class RunConfig:
 
     ``limit`` keeps the first N utterances of each split (``None`` = all);
     ``batch_size`` and ``threads`` fix how decoding runs and is timed;
-    ``max_new_tokens`` caps each transcript (440 = Whisper's full window).
+    ``max_new_tokens`` caps each transcript (440 = Whisper's full window);
+    ``noise`` mixes a :class:`NoiseRecipe` into the audio (``None``: clean audio, and no slug change).
     """
 
     model: str = DEFAULT_MODEL
@@ -243,8 +323,10 @@ class RunConfig:
     batch_size: int = 8
     threads: int = 2
     max_new_tokens: int = 440
+    noise: NoiseRecipe | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "noise", NoiseRecipe.from_dict(self.noise))
         splits = (self.split,) if isinstance(self.split, str) else tuple(self.split)
         object.__setattr__(self, "split", splits)
         if isinstance(self.quant, Mapping):
@@ -260,10 +342,15 @@ class RunConfig:
             raise ConfigError("batch_size and threads must be positive integers, max_new_tokens in 1..440")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("empty model spec; use e.g. embedded:whisper-base or openai/whisper-small")
+        if self.noise is not None and set(splits) - set(SCORED_SPLITS):
+            raise ConfigError(f"noise applies to the scored splits {', '.join(SCORED_SPLITS)} only: dev-clean "
+                              "is the calibration and babble source; drop dev-clean from split")
 
     @property
     def slug(self) -> str:
         parts = [model_tag(self.model), self.quant.slug, "+".join(self.split)]
+        if self.noise is not None:
+            parts.append(self.noise.slug)
         if self.limit:
             parts.append(f"n{self.limit}")
         if self.max_new_tokens != 440:
@@ -271,9 +358,13 @@ class RunConfig:
         return "__".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "split": list(self.split), "limit": self.limit,
-                "quant": self.quant.to_dict(), "batch_size": self.batch_size, "threads": self.threads,
-                "max_new_tokens": self.max_new_tokens}
+        """The stored form; ``noise`` appears only when set, so a clean run's record is what it always was."""
+        out = {"model": self.model, "split": list(self.split), "limit": self.limit,
+               "quant": self.quant.to_dict(), "batch_size": self.batch_size, "threads": self.threads,
+               "max_new_tokens": self.max_new_tokens}
+        if self.noise is not None:
+            out["noise"] = self.noise.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":

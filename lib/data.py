@@ -40,6 +40,7 @@ class Utterance:
     audio: np.ndarray
     path: str = ""
     sha256: str | None = None  # of the audio file's bytes (``pcm:<hex>`` for hub audio: of its float32 samples)
+    noise: dict | None = None  # the noise mixed into ``audio`` (lib.noise); ``sha256`` stays the clean file's
 
     @property
     def duration(self) -> float:
@@ -202,18 +203,23 @@ def coverage(utterances_by_split: dict[str, list[Utterance]]) -> dict[str, dict[
     return {split: {u.id: u.sha256 for u in utts} for split, utts in utterances_by_split.items()}
 
 
-def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[Utterance]:
-    """Unscored utterances for static calibration: dev-clean, then ``extra/jfk.flac``.
-
-    These never appear in a scored split.
-    """
+def calibration_pool(data: str | os.PathLike | None = None) -> list[Utterance]:
+    """Every unscored utterance: dev-clean, then ``extra/jfk.flac`` (static calibration and babble noise draw
+    on these; they never appear in a scored split)."""
     root = resolve_data_dir(data) if data != "hub" else None
     pool: list[Utterance] = []
     if root is not None and (root / "dev-clean").is_dir():
         pool += list(iter_directory(root, "dev-clean"))
     jfk = jfk_path(root)
     if jfk is not None:
-        pool.append(Utterance("jfk", "extra", JFK_TEXT, load_audio(jfk), portable_path(jfk)))
+        pool.append(Utterance("jfk", "extra", JFK_TEXT, load_audio(jfk), portable_path(jfk),
+                              hashlib.sha256(jfk.read_bytes()).hexdigest()))
+    return pool
+
+
+def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[Utterance]:
+    """The first ``count`` unscored utterances (:func:`calibration_pool`), for static calibration."""
+    pool = calibration_pool(data)
     if count > len(pool):
         raise DataError(f"asked for {count} calibration utterances but only {len(pool)} exist "
                         "(dev-clean + jfk.flac); lower calibration or add dev-clean audio")

@@ -20,6 +20,7 @@ from .config import ConfigError, RunConfig
 from .data import (DataError, calibration_set, coverage, describe_data, jfk_path, load_audio, load_split,
                    resolve_data_dir)
 from .metrics import serialized_bytes, stored_bytes
+from .noise import noisy_utterances
 from .paths import portable
 from .results import RESULTS_DIR, ResultStore, environment
 from .scoring import metrics_by_split
@@ -61,7 +62,9 @@ class Plan:
     """What a run of ``config`` has to do today (the driver's half of :func:`evaluate`, shared with
     :mod:`lib.cluster`): the data's identity, today's utterances, the stored lines still valid (``kept``) and the
     utterances left to decode (``todo``, per split in id order). ``reuse`` is a stored result returned as it is
-    (failed or outdated, not retried or refreshed)."""
+    (failed or outdated, not retried or refreshed). For a run with ``config.noise``, the utterances hold the
+    noisy audio (mixed here, the one place a run's audio is loaded) and keep the clean files' hashes, so
+    stored rows are matched as for clean runs."""
 
     config: RunConfig
     data_info: dict[str, Any]
@@ -71,6 +74,7 @@ class Plan:
     kept: dict[tuple[str, str], str]
     todo: dict[str, list]
     reuse: dict[str, Any] | None = None
+    noise: dict[str, Any] | None = None  # lib.noise.noise_record of a noisy run (its utterances hold noisy audio)
 
     @property
     def decodes(self) -> bool:
@@ -83,7 +87,8 @@ def plan_run(config: RunConfig, data: str | None, store: ResultStore, force: boo
     """Read and check the data first, then the stored result; say what is left to decode (see :class:`Plan`)."""
     check_run(config)  # backend support and model source: a bad spec fails before any data or model work
     data_info = describe_data(data)  # a bad data path fails here, before any cache lookup or model work
-    utterances = {s: load_split(s, config.limit, data) for s in config.split}
+    utterances, noise = noisy_utterances({s: load_split(s, config.limit, data) for s in config.split},
+                                         config.noise, data)
     today = coverage(utterances)
     if force:
         store.discard_checkpoints(config.slug)
@@ -97,14 +102,17 @@ def plan_run(config: RunConfig, data: str | None, store: ResultStore, force: boo
         elif state == "ok":
             kept = store.valid_lines(config.slug, stored, today, None if data == "hub" else resolve_data_dir(data))
     todo = {s: [u for u in utts if (s, u.id) not in kept] for s, utts in utterances.items()}
-    return Plan(config, data_info, utterances, today, stored, kept, todo, reuse)
+    return Plan(config, data_info, utterances, today, stored, kept, todo, reuse, noise)
 
 
-def new_summary(config: RunConfig, data_info: dict[str, Any], env: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The head of a run's summary: what ran, on which data, where (``env``: this machine unless given)."""
+def new_summary(config: RunConfig, data_info: dict[str, Any], env: dict[str, Any] | None = None,
+                noise: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The head of a run's summary: what ran, on which data, where (``env``: this machine unless given), and
+    the noise mixed in (``noise``, :func:`lib.noise.noise_record`; only for a noisy run)."""
     return {"slug": config.slug, "config": config.to_dict(),
             "decoding": decoding_recipe(config.batch_size, config.threads, config.max_new_tokens),
-            "data": data_info, "environment": environment(config.threads) if env is None else env,
+            "data": data_info, **({"noise": noise} if noise else {}),
+            "environment": environment(config.threads) if env is None else env,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -220,7 +228,7 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
             return stored
         return restricted_summary(stored, store, config, kept, today)
     refreshing = refresh_outdated and store.archive_outdated(config.slug) is not None
-    summary = new_summary(config, plan.data_info)
+    summary = new_summary(config, plan.data_info, noise=plan.noise)
     sessions = prior_sessions(plan)
     stage = Stage()
     try:
@@ -282,8 +290,14 @@ def restricted_summary(stored: dict[str, Any], store: ResultStore, config: RunCo
 
 
 def update_fidelity(config: RunConfig, store: ResultStore, data: str | None, **kwargs: Any) -> None:
-    """Run the fidelity pass where it is missing; a failure there is recorded by it and never fails the run."""
+    """Run the fidelity pass where it is missing; a failure there is recorded by it and never fails the run.
+
+    A noisy run has none: the pass forces fp32's transcript of the clean audio, which is not its reference."""
     from .fidelity import FidelityUnavailable, ensure_fidelity
+
+    if config.noise is not None:
+        log.info("fidelity skipped for %s: noisy audio (the fidelity reference is fp32 on clean audio)", config.slug)
+        return
 
     try:
         ensure_fidelity(config, results_dir=store.root, data=data, **kwargs)

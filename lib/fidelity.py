@@ -242,6 +242,9 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
     from .config import QuantSpec
     from .data import calibration_set, load_split
 
+    if getattr(config, "noise", None) is not None:
+        raise FidelityUnavailable(f"{config.slug} mixes noise into the audio; the fidelity reference is fp32 on "
+                                  "clean audio, so a noisy run has no fidelity pass")
     store, fstore = ResultStore(results_dir), fidelity_store(results_dir)
     base_slug = dataclasses.replace(config, quant=QuantSpec()).slug
     base = {(r["split"], r["id"]): r for r in store.load_rows(base_slug)}

@@ -9,9 +9,16 @@ A grid file declares the configurations of one chapter::
       - {library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}
     expand:                    # list values are crossed: 2 x 3 = 6 configurations
       - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
+      # noise (a lib.config.NoiseRecipe): the list values inside it are crossed too, 2 x 2 = 4 conditions
+      - {library: none, noise: {kind: [babble, white], snr_db: [10, 0]}}
+
+``noise`` may also be set in ``defaults`` or a ``runs`` entry (one recipe), or be a list of recipes; ``noise:
+null`` in an entry is the clean audio.
 
 >>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
 ['int432', 'int464', 'int332', 'int364']
+>>> [(s["noise"]["kind"], s["noise"]["snr_db"]) for s in cross({"noise": {"kind": ["babble", "white"], "snr_db": [10, 0]}})]
+[('babble', 10), ('babble', 0), ('white', 10), ('white', 0)]
 """
 from __future__ import annotations
 
@@ -27,15 +34,34 @@ from .paths import REPO_ROOT
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 #: The chapters' grids in the book's order (the study is their union, first grid wins).
 GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes")
-RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
+RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens", "noise"}
 GRID_KEYS = {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
 
 
 def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Cartesian product over the list-valued fields of one ``expand`` entry."""
+    """Cartesian product over the list-valued fields of one ``expand`` entry (``noise``: see
+    :func:`noise_conditions`)."""
     keys = list(entry)
-    values = [v if isinstance(v, list) and k != "split" else [v] for k, v in entry.items()]
+    values = [noise_conditions(v) if k == "noise" else v if isinstance(v, list) and k != "split" else [v]
+              for k, v in entry.items()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def noise_conditions(value: Any) -> list[dict[str, Any] | None]:
+    """The noise recipes an ``expand`` entry's ``noise`` stands for: a mapping with list values is crossed, a
+    list of mappings is each of them, ``None`` is clean audio.
+
+    >>> noise_conditions({"kind": "white", "snr_db": [20, 5]})
+    [{'kind': 'white', 'snr_db': 20}, {'kind': 'white', 'snr_db': 5}]
+    """
+    if value is None:
+        return [None]
+    if isinstance(value, list):
+        return [c for v in value for c in noise_conditions(v)]
+    if isinstance(value, dict):
+        return cross(value)
+    raise ConfigError(f"noise must be a mapping such as {{kind: babble, snr_db: [20, 10]}}, a list of them or "
+                      f"null, got {value!r}")
 
 
 @dataclass(frozen=True)

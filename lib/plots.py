@@ -297,3 +297,56 @@ def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None):
     ax.set_ylabel("WER test-other (%) on whisper-base weights")
     fig.tight_layout()
     return fig
+
+
+def noise_delta_wer(df, clean_x: float = 25.0):
+    """ΔWER against fp32 at the same SNR and noise kind, per configuration (lines, coloured by library; bars:
+    95% paired interval, speakers resampled), one panel per noise kind; the study's clean test-clean ΔWER is
+    drawn at the right, marked ``clean``. The y axis is linear within ±5 points, logarithmic beyond.
+
+    Read it as: a line that rises to the left loses more to fp32 as the noise gets louder. With no noisy
+    result, the panels say so.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    _style()
+    kinds = [k for k in dict.fromkeys(df["noise"]) if k != "clean"] if len(df) else []
+    kinds = kinds or ["babble", "white"]
+    data = _ok(df[df["configuration"] != "fp32"] if len(df) else df, "delta_wer", "delta_wer_low", "delta_wer_high")
+    colors, markers = palette(), "osD^vP*Xh<>"
+    configurations = list(dict.fromkeys(data["configuration"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        part = data[data["noise"].isin([kind, "clean"])]
+        for i, name in enumerate(configurations):
+            rows = part[part["configuration"] == name].copy()
+            if rows.empty or not (rows["noise"] == kind).any():
+                continue
+            rows["x"] = rows["snr_db"].where(rows["noise"] != "clean", clean_x) + 0.25 * (i - len(configurations) / 2)
+            rows = rows.sort_values("x")
+            color = colors[rows["library"].iloc[0]]
+            ax.errorbar(rows["x"], rows["delta_wer"], yerr=[rows["delta_wer"] - rows["delta_wer_low"],
+                                                            rows["delta_wer_high"] - rows["delta_wer"]],
+                        color=color, marker=markers[i % len(markers)], ms=5, lw=1.2, capsize=2, label=name)
+        ax.axhline(0, color="black", lw=1)
+        ax.set_yscale("symlog", linthresh=5.0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.set_xlim(-1.5, clean_x + 1.5)
+        ax.set_xticks([0, 5, 10, 20, clean_x], labels=["0", "5", "10", "20", "clean"])
+        ax.set_xlabel("SNR (dB, active speech RMS / noise RMS)")
+        ax.set_title(f"{kind} noise, test-clean")
+        if not (part["noise"] == kind).any():
+            ax.text(0.5, 0.5, "no result with this noise", transform=ax.transAxes, ha="center", va="center",
+                    color="0.4")
+    axes[0][0].set_ylabel("ΔWER vs fp32 at the same SNR (points)")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    for ax in axes[0][:-1]:
+        h, n = ax.get_legend_handles_labels()
+        handles += [x for x, m in zip(h, n) if m not in names]
+        names += [m for m in n if m not in names]
+    if handles:
+        axes[0][-1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                           frameon=False)
+    fig.tight_layout()
+    return fig

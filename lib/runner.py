@@ -105,6 +105,8 @@ class DataToday:
             return n, n
         root = None if self.data == "hub" else resolve_data_dir(self.data)
         wer = n - len(store.valid_lines(job.slug, summary, today, root))
+        if c.noise is not None:  # a noisy run has no fidelity pass (lib.fidelity.ensure_fidelity)
+            return wer, 0
         done = {(r["split"], r["id"]): r.get("audio_sha256") for r in fidelity_store(store.root).load_rows(job.slug)}
         subset = fidelity_subset([u for s in c.split for u in self.utterances(s, c.limit)])
         fidelity = sum(1 for u in subset if done.get((u.split, u.id)) != u.sha256)
@@ -353,14 +355,16 @@ def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force:
             "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
             "footprint": job.footprint, "footprint_model": job.footprint_model,
             "results_dir": relative_to_repo(results_dir), "footprint_dir": relative_to_repo(footprint_dir),
-            "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data}
+            "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data,
+            **({"noise": c.noise.to_dict()} if c.noise is not None else {})}  # clean runs: as before
 
 
 def run_title(job: Job) -> str:
     """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, first 2)'``."""
     c = job.config
     scope = f"first {c.limit}" if c.limit else "all utterances"
-    return f"Run: {c.quant.label} ({model_tag(c.model)}, {scope})"
+    noise = f", {c.noise.label}" if c.noise is not None else ""
+    return f"Run: {c.quant.label} ({model_tag(c.model)}, {scope}{noise})"
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
@@ -435,8 +439,8 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"
-CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "footprint",
-            "summary", "reproduce", "runlog")
+CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "noise",
+            "footprint", "summary", "reproduce", "runlog")
 BOOK_DIR = REPO_ROOT / "book"
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from .metrics import corpus_wer, paired_bootstrap_delta, rtfx, scorer_version, speaker, summarize_samples, utterance_errors
+import numpy as np
+
+from .metrics import (corpus_wer, paired_bootstrap_delta, ratio_interval, rtfx, scorer_version, speaker,
+                      summarize_samples, utterance_errors)
 
 ERROR_FIELDS = ("hits", "substitutions", "deletions", "insertions", "ref_words")
 
@@ -73,3 +76,41 @@ def compare_wer(base: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]],
     return {"delta": utt["delta"], "low": utt["ci_low"], "high": utt["ci_high"], "low_spk": spk["ci_low"],
             "high_spk": spk["ci_high"], "utterances": len(b), "speakers": len(set(speakers)),
             "ref_words": sum(r["ref_words"] for r in b), "wer_base": corpus_wer(b), "wer": corpus_wer(o)}
+
+
+def compare_gap_change(base_a: Sequence[dict[str, Any]], other_a: Sequence[dict[str, Any]],
+                       base_b: Sequence[dict[str, Any]], other_b: Sequence[dict[str, Any]], split: str
+                       ) -> dict[str, Any] | None:
+    """How much ``other``'s ΔWER against ``base`` changes from condition a to condition b (e.g. 20 dB to 0 dB
+    SNR): ``ΔWER_b − ΔWER_a`` in points, over the utterances all four cover, with two 95% intervals that
+    resample utterances and speakers (``_spk``), each utterance's four transcripts staying together.
+
+    Positive: the gap to ``base`` is wider in condition b. None when the four share no utterance.
+
+    >>> row = lambda i, hyp: {"id": f"1-1-{i}", "split": "s", "reference": "a b c d", "hypothesis": hyp}
+    >>> right, wrong = [row(i, "a b c d") for i in range(4)], [row(i, "a b c x") for i in range(4)]
+    >>> compare_gap_change(right, right, right, wrong, "s")["delta"]  # gap 0 points at a, 25 at b
+    25.0
+    """
+    def keyed(rows):
+        return {(r["split"], r["id"]): r for r in score_rows(rows) if r["split"] == split}
+
+    sets = [keyed(rows) for rows in (base_a, other_a, base_b, other_b)]
+    keys = [k for k in sets[0] if all(k in s for s in sets[1:])
+            and all(same_audio(sets[0][k], s[k]) for s in sets[1:])]
+    if not keys:
+        return None
+    b_a, o_a, b_b, o_b = ([s[k] for k in keys] for s in sets)
+
+    def errors(rows):
+        return np.array([r["substitutions"] + r["deletions"] + r["insertions"] for r in rows], dtype=float)
+
+    words = [r["ref_words"] for r in b_a]
+    # ΔWER_b − ΔWER_a = [(o_b + b_a) − (b_b + o_a)] / words: one paired ratio of sums (lib.metrics.ratio_interval)
+    num, base = errors(o_b) + errors(b_a), errors(b_b) + errors(o_a)
+    speakers = [speaker(k[1]) for k in keys]
+    utt = ratio_interval(num, words, baseline=base, scale=100.0)
+    spk = ratio_interval(num, words, baseline=base, clusters=speakers, scale=100.0)
+    return {"delta": utt["delta"], "low": utt["low"], "high": utt["high"], "low_spk": spk["low"],
+            "high_spk": spk["high"], "utterances": len(keys), "speakers": len(set(speakers)),
+            "delta_a": corpus_wer(o_a) - corpus_wer(b_a), "delta_b": corpus_wer(o_b) - corpus_wer(b_b)}

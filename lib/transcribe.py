@@ -129,7 +129,8 @@ def transcribe(model, processor, utterances: Sequence, batch_size: int = 8, thre
                      "batch_wall_seconds": wall, "encoder_passes": enc["calls"] - calls_before,
                      "text_tokens": int((ids[i] < END_OF_TEXT).sum()),
                      "tokens": [int(t) for t in ids[i] if t < END_OF_TEXT],
-                     "audio_sha256": getattr(u, "sha256", None)}
+                     "audio_sha256": getattr(u, "sha256", None),
+                     **({"noise": u.noise} if getattr(u, "noise", None) else {})}  # noisy audio: its recipe
                     for i, (u, text) in enumerate(zip(batch, texts))]
             record = {"batch": b, "rows": rows,
                       "seconds": {"loop": time.perf_counter() - loop0, "model": wall, "encoder": encoder}}

@@ -22,8 +22,8 @@ def built(tmp_path_factory):
 
 
 def test_every_chapter_is_rendered(built):
-    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "footprint", "summary",
-                 "reproduce", "runlog"):
+    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "noise", "footprint",
+                 "summary", "reproduce", "runlog"):
         assert (built / f"{page}.html").exists(), page
 
 
