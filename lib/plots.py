@@ -111,9 +111,22 @@ def _label_points(ax, points, fontsize: float = 8, obstacles=()) -> None:
         placed.append(best[2])
 
 
-def _names(data):
-    """Readable configuration names (:func:`lib.display.readable`) of ``data``'s rows."""
-    return [readable(n) for n in data["configuration"]]
+def _box_points(box, n: int = 6) -> list[tuple[float, float]]:
+    """A grid of points covering ``box`` (data coordinates), for :func:`_label_points` to keep labels off it."""
+    import numpy as np
+
+    xs = np.linspace(box.x0, box.x1, n) if box.x1 > box.x0 else [box.x0]
+    ys = (np.geomspace(box.y0, box.y1, n) if box.y0 > 0 and box.y1 > box.y0 else np.linspace(box.y0, box.y1, n))
+    return [(float(x), float(y)) for x in xs for y in ys]
+
+
+def _names(data, width: int | None = None):
+    """Readable configuration names (:func:`lib.display.readable`) of ``data``'s rows, wrapped at ``width``
+    characters when given (for axis tick labels)."""
+    import textwrap
+
+    names = [readable(n) for n in data["configuration"]]
+    return [textwrap.fill(n, width) for n in names] if width else names
 
 
 def wer_vs_bits(df):
@@ -195,7 +208,7 @@ def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
 
     _style()
     data = _ok(df, x, y)
-    fig, ax = plt.subplots(figsize=(10, 5.5))
+    fig, ax = plt.subplots(figsize=(8.5, 6))
     colors = palette()
     if len(data):
         order = _libraries_in(data)
@@ -221,11 +234,14 @@ def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
             handles.append(Line2D([], [], marker="^", color="0.4", markeredgecolor="black", ls="", markersize=8))
             span = (f"{off[y].min():.0f} to {off[y].max():.0f}" if len(off) > 1 else f"{off[y].iloc[0]:.0f}")
             labels.append(f"off scale: {len(off)} above {clip:.0f}%\n(WER {span}%), drawn\non the top edge")
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        legend = ax.legend(handles, labels, loc="upper right", fontsize="small", framealpha=0.95, ncols=2)
         ax.set_xlabel("stored MB on the whisper-small architecture")
         ax.set_ylabel(f"{label(y)} (%) on whisper-base weights")
         fig.tight_layout()
-        _label_points(ax, list(zip(front[x], front[y], _names(front))), obstacles=list(zip(on[x], on[y])))
+        fig.canvas.draw()
+        box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
+        _label_points(ax, list(zip(front[x], front[y], _names(front))),
+                      obstacles=list(zip(on[x], on[y])) + _box_points(box))
     else:
         ax.set_xlabel("stored MB on the whisper-small architecture")
         ax.set_ylabel(f"{label(y)} (%) on whisper-base weights")
@@ -242,7 +258,7 @@ def latency_vs_size(df):
 
     _style()
     data = _ok(df, "small_mb", "latency_ratio")
-    fig, ax = plt.subplots(figsize=(10, 5.5))
+    fig, ax = plt.subplots(figsize=(8.5, 6))
     if len(data):
         sns.scatterplot(data, x="small_mb", y="latency_ratio", hue="library",
                         hue_order=_libraries_in(data), palette=palette(), s=60, ax=ax)
@@ -252,15 +268,17 @@ def latency_vs_size(df):
         ax.set_yscale("log", base=2)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        legend = ax.legend(loc="upper right", fontsize="small", framealpha=0.95, ncols=2)
         ax.set_xlabel("stored MB on the whisper-small architecture")
         ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
         fig.tight_layout()
+        fig.canvas.draw()
+        box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
         front = _front(data[data["configuration"] != "fp32"], "small_mb", "latency_ratio")
         slowest = data.nlargest(1, "latency_ratio")
         named = pd.concat([front, slowest[~slowest.index.isin(front.index)]])
         _label_points(ax, list(zip(named["small_mb"], named["latency_ratio"], _names(named))),
-                      obstacles=list(zip(data["small_mb"], data["latency_ratio"])))
+                      obstacles=list(zip(data["small_mb"], data["latency_ratio"])) + _box_points(box))
     else:
         ax.set_xlabel("stored MB on the whisper-small architecture")
         ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
@@ -276,14 +294,14 @@ def compression_bars(df):
     _style()
     data = _ok(df, "compression_pct").sort_values("compression_pct")
     data = data[data["configuration"] != "fp32"]
-    fig, ax = plt.subplots(figsize=(11, max(3, 0.26 * len(data) + 1.2)))
+    fig, ax = plt.subplots(figsize=(8.5, max(3, 0.3 * len(data) + 1.2)))
     colors = palette()
     if len(data):
         y = list(range(len(data)))
         ax.barh(y, data["compression_pct"], color=[colors[lib] for lib in data["library"]], height=0.75)
         for i, value in zip(y, data["compression_pct"]):
             ax.text(value + 0.6, i, f"{value:.0f}", va="center", fontsize=7.5)
-        ax.set_yticks(y, labels=_names(data), fontsize=8)
+        ax.set_yticks(y, labels=_names(data, 48), fontsize=8.5)
         ax.set_ylim(-0.7, len(data) - 0.3)
         for (name, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
             ax.axvline(value, color="black", ls=style, lw=1.2)
@@ -316,7 +334,7 @@ def delta_wer(df, split: str = "other", collapse: float = 10.0):
     col = f"delta_wer_{split}"
     low, high = f"{col}_low", f"{col}_high"
     data = _ok(df, col, low, high).sort_values(col)
-    fig, ax = plt.subplots(figsize=(11, max(3.0, 0.34 * len(data) + 1.2)))
+    fig, ax = plt.subplots(figsize=(8.5, max(3.0, 0.42 * len(data) + 1.2)))
     colors = palette()
     if len(data):
         y = list(range(len(data)))
@@ -339,7 +357,7 @@ def delta_wer(df, split: str = "other", collapse: float = 10.0):
             elif hi > right:
                 ax.text(right, i, "▸", ha="right", va="center", fontsize="small", color="black")
         ax.set_xlim(left, right)
-        ax.set_yticks(y, labels=_names(data))
+        ax.set_yticks(y, labels=_names(data, 44), fontsize=9)
         ax.axvline(0, color="black", lw=1)
         present = _libraries_in(data)
         ax.legend([plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in present], present, fontsize="small",
