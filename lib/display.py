@@ -188,8 +188,10 @@ def run_log_html(rows: pd.DataFrame) -> str:
     for _, r in rows.iterrows():
         reason = f'{r["failed_run"]}, {r["failed_stage"]}: {shorten(r["error"].strip().splitlines()[-1], 120)}' if r[
             "error"] else ""
-        cells = [run_link(r["slug"], readable(r["configuration"])), r["grid"], r["wer"], wer(r["wer_clean"]),
-                 wer(r["wer_other"]), r["footprint"], cpu(r), html.escape(reason)]
+        state = {"pending": "not run"}
+        cells = [run_link(r["slug"], readable(r["configuration"])), r["grid"], state.get(r["wer"], r["wer"]),
+                 wer(r["wer_clean"]), wer(r["wer_other"]), state.get(r["footprint"], r["footprint"]), cpu(r),
+                 html.escape(reason)]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ('<table class="table runlog">\n<thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
@@ -215,7 +217,7 @@ def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     """
     view = df[[c for c in COMPACT_COLUMNS if c in df.columns]].copy()
     if "configuration" in view:
-        view["configuration"] = marked_names(df)
+        view["configuration"] = marked_names(df, df["configuration"].map(readable))
     if "error" in df:
         view["reason"] = df["error"].fillna("").map(lambda e: shorten(e.strip().splitlines()[-1]) if e.strip() else "")
     return labelled(view.round(2))
