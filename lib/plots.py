@@ -189,10 +189,10 @@ def wer_vs_bits(df):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h), labels.append(lab)
-    if labels:
-        fig.legend(handles, labels, title="library (best per bit-width)", loc="upper left",
-                   bbox_to_anchor=(1.0, 0.95), fontsize="small", frameon=False)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if labels:  # one legend under the four panels, so that they get the page's whole width
+        fig.legend(handles, labels, title=None, loc="lower center", ncols=len(labels), fontsize="small",
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
