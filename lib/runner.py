@@ -422,8 +422,10 @@ def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_faile
 
 def cleaned_notebook(text: str) -> str:
     """An executed notebook (its JSON text) as the book shows it: without stderr outputs (library warnings,
-    torchao's ``.so`` load failures, tqdm bars, which the live log under ``logs/runs`` keeps) and with this
-    machine's paths made portable (:func:`lib.paths.portable`). Errors and printed results stay.
+    torchao's ``.so`` load failures, tqdm bars, which the live log under ``logs/runs`` keeps), with papermill's
+    injected parameters folded (``hide-input``: one click shows what ran), the default parameters they
+    replace removed (``remove-cell``), and this machine's paths made portable (:func:`lib.paths.portable`).
+    Errors and printed results stay.
 
     >>> nb = '{"cells": [{"cell_type": "code", "id": "a", "source": "", "metadata": {}, "execution_count": 1, "outputs": ['
     >>> nb += '{"output_type": "stream", "name": "stderr", "text": "50%|#####"}, '
@@ -435,6 +437,11 @@ def cleaned_notebook(text: str) -> str:
 
     notebook = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
     for cell in notebook.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:  # the record of what ran, folded away
+            cell.metadata["tags"] = [*tags, "hide-input"]
+        if "parameters" in tags and "remove-cell" not in tags:  # defaults that papermill overrode: misleading
+            cell.metadata["tags"] = [*tags, "remove-cell"]
         if cell.get("outputs"):
             cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     return portable(nbformat.writes(notebook))
