@@ -106,7 +106,7 @@ def _dynamic_int8(df):
     readings = [r for s in DYNAMIC_INT8_ROWS
                 if (r := find_row(df, s)) is not None and r["status"] == "ok" and "delta_wer_other_low" in df]
     if not readings:
-        return "pending", "no quanto or torch.ao dynamic int8 WER result yet"
+        return "not measured", "no quanto or torch.ao dynamic int8 WER result"
     verdicts, parts = [], []
     for r in readings:
         verdicts.append(merge_verdicts([ci_verdict(r[f"delta_wer_{s}_low"], r[f"delta_wer_{s}_high"])
@@ -119,7 +119,7 @@ def _static_vs_dynamic(df, store):
     dyn = find_row(df, DYNAMIC_REFERENCE_ROW)
     statics = [(recipe, r) for recipe, s in STATIC_ROWS if (r := find_row(df, s)) is not None and r["status"] == "ok"]
     if dyn is None or dyn["status"] != "ok" or not statics:
-        return "pending", "torch.ao static or dynamic int8 has no WER result yet"
+        return "not measured", "torch.ao static or dynamic int8 has no WER result"
     parts, verdicts = [], []
     for recipe, static in statics:
         split_verdicts, split_parts = [], []
@@ -135,7 +135,7 @@ def _static_vs_dynamic(df, store):
 def _low_bits_on_other(df):
     low = [r for s in LOW_BIT_ROWS if (r := find_row(df, s)) is not None and r["status"] == "ok"]
     if not low:
-        return "pending", "no nf4/int3 WER result yet"
+        return "not measured", "no nf4/int3 WER result"
     verdicts = []
     for r in low:
         other_loss = r["delta_wer_other_low"] > 0
@@ -156,9 +156,9 @@ def _compression(df, claim: CompressionClaim):
         verdict = "supported" if abs(best["compression_pct"] - claim.target_pct) <= COMPRESSION_TOLERANCE_PCT \
             else "contradicted"
     else:
-        verdict = "pending"
+        verdict = "not measured"
     evidence = "; ".join(f"{r['configuration']}: {r['compression_pct']:.1f}% ({r['small_mb']:.1f} MB)"
-                         for r in found + extra) or "no footprint result yet"
+                         for r in found + extra) or "no footprint result"
     return verdict, evidence + (" on the whisper-small architecture" if found + extra else "")
 
 

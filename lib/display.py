@@ -4,19 +4,26 @@ Marks on a configuration's name: ``‡`` decoded with the older recipe, ``§`` l
 class than the study's (not comparable).
 
 >>> label("delta_wer_other_low"), label("small_mb"), label("wer_dev_clean"), label("status")
-('ΔWER other low', 'small MB', 'WER dev-clean', 'status')
+('ΔWER other low', 'MB (whisper-small architecture)', 'WER dev-clean', 'status')
+>>> readable("torch.ao static w-int8 a-int8 per-channel cal 4 method=pt2e")
+'torch.ao static w-int8 a-int8 per-channel, 4 calibration utterances, PT2E'
 """
 from __future__ import annotations
 
+import functools
+import html
 import re
 from typing import Iterable
 
 import pandas as pd
 
+from .paths import RUNS_DIR
+
 OLDER_DECODING_MARK = " ‡"
 OTHER_CPU_MARK = " §"
 
-LABELS = {"small_mb": "small MB", "base_mb": "base MB", "serialized_mb": "serialized MB",
+LABELS = {"small_mb": "MB (whisper-small architecture)", "base_mb": "MB (whisper-base)",
+          "serialized_mb": "serialized MB (whisper-small architecture)",
           "compression_pct": "compression %", "latency_s": "latency s", "latency_min_s": "latency min s",
           "fp32_latency_s": "fp32 latency s", "latency_ratio": "latency ratio", "latency_cpu": "latency CPU",
           "other_cpu": "other CPU", "cpu": "CPU", "encoder_s": "encoder s", "decoder_s": "decoder s",
@@ -31,11 +38,27 @@ _CLASS_COLUMN = re.compile(r"latency_ratio_([a-z0-9_]+?)(_low|_high)?")
 CPU_CLASS_NAMES = {"avx2": "AVX2", "avx_512_vnni": "AVX-512 VNNI", "amx": "AMX", "avx_512": "AVX-512",
                    "avx2_vnni": "AVX2 VNNI"}
 
-DISPLAY_COLUMNS = ["configuration", "status", "wer_clean", "delta_wer_clean", "delta_wer_clean_ci", "wer_other",
-                   "delta_wer_other", "delta_wer_other_ci", "common_other", "kld_other", "agree_other", "dnll_other",
-                   "small_mb", "compression_pct", "latency_ratio", "error"]
+ACCURACY_COLUMNS = ["configuration", "status", "wer_clean", "delta_wer_clean", "delta_wer_clean_ci", "wer_other",
+                    "delta_wer_other", "delta_wer_other_ci", "common_other", "error"]
+COST_COLUMNS = ["configuration", "kld_other", "agree_other", "dnll_other", "small_mb", "compression_pct",
+                "latency_ratio"]  # a chapter's second table: fidelity, size and latency (one table is too wide)
+DISPLAY_COLUMNS = ACCURACY_COLUMNS[:-1] + COST_COLUMNS[1:] + ["error"]
 COMPACT_COLUMNS = ["configuration", "status", "small_mb", "compression_pct", "wer_clean", "wer_other",
                    "latency_ratio"]
+
+
+_NAME_WORDS = [(re.compile(r" cal (\d+)"), r", \1 calibration utterances"), (re.compile(r" method=(\w+)"),
+                lambda m: ", " + m.group(1).upper()), (re.compile(r" double_quant=True"), " double-quantized scales"),
+               (re.compile(r" threshold=([\d.]+)"), r" outlier threshold \1"),
+               (re.compile(r" compute=(\w+)"), r" \1 compute"), (re.compile(r" layout=intx"), " one value per byte")]
+
+
+def readable(name: str) -> str:
+    """A configuration's name in words for tables and figures: ``'... cal 4'`` reads
+    ``'..., 4 calibration utterances'``, ``double_quant=True`` ``'double-quantized scales'``, and so on."""
+    for pattern, words in _NAME_WORDS:
+        name = pattern.sub(words, name)
+    return name
 
 
 def label(column: str) -> str:
@@ -63,9 +86,33 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     return df.rename(columns=label)
 
 
-def marked_names(df: pd.DataFrame) -> pd.Series:
-    """Each row's configuration with its marks, e.g. ``'HQQ weight-only int4 g64 ‡'``."""
-    names = df["configuration"].copy()
+@functools.lru_cache(maxsize=1)
+def _slugs_by_name() -> dict[str, str]:
+    """Each configuration name of the grids (full runs, no utterance limit) and the slug of its WER run."""
+    from .grids import GRIDS, expand_grid, grid_path
+
+    return {job.config.quant.label: job.slug for grid in GRIDS for job in expand_grid(grid_path(grid))}
+
+
+def run_link(slug: str | None, text: str) -> str:
+    """``text`` as an HTML link to the run page of ``slug`` (``runs/<slug>.html``, relative to a chapter),
+    or ``text`` alone when that run has no executed page."""
+    if isinstance(slug, str) and (RUNS_DIR / f"{slug}.ipynb").exists():
+        return f'<a href="runs/{html.escape(slug)}.html">{html.escape(text)}</a>'
+    return html.escape(text)
+
+
+def linked_names(df: pd.DataFrame) -> pd.Series:
+    """Each row's readable configuration name (:func:`readable`), linked to its run page where it has one
+    (the ``slug`` column, else the grids' slug of that name)."""
+    slugs = df["slug"] if "slug" in df else df["configuration"].map(_slugs_by_name())
+    return pd.Series([run_link(slug, readable(name)) for slug, name in zip(slugs, df["configuration"])],
+                     index=df.index)
+
+
+def marked_names(df: pd.DataFrame, names: pd.Series | None = None) -> pd.Series:
+    """Each row's configuration (or ``names``) with its marks, e.g. ``'HQQ weight-only int4 g64 ‡'``."""
+    names = (df["configuration"] if names is None else names).copy()
     for flag, mark in (("older_decoding", OLDER_DECODING_MARK), ("other_cpu", OTHER_CPU_MARK)):
         if flag in df:
             names = names + df[flag].map({True: mark}).fillna("")
@@ -96,7 +143,7 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
         if c.startswith(("common_", "n_", "fid_n_", "words_")):
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     if "configuration" in view:
-        view["configuration"] = marked_names(df)
+        view["configuration"] = marked_names(df, linked_names(df))
     for c in view.columns:
         if view[c].dtype.kind == "f":
             view[c] = view[c].round(2)
@@ -106,9 +153,12 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
             view = view.drop(columns="error")
     view = labelled(view.fillna("").set_index("configuration").rename_axis(None))  # one header row
     legend = marks_legend(view.index)
-    if not legend:
+    if not legend and not view.index.astype(str).str.contains("<a href=", regex=False).any():
         return view
-    return view.style.format(precision=2, na_rep="").set_caption(legend).set_table_styles(
+    styled = view.style.format(precision=2, na_rep="")  # a Styler keeps the run-page links as HTML
+    if not legend:
+        return styled
+    return styled.set_caption(legend).set_table_styles(
         [{"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 0.85em;"}])
 
 
@@ -123,28 +173,68 @@ def marks_legend(names) -> str:
     return "; ".join(used)
 
 
+def run_log_html(rows: pd.DataFrame) -> str:
+    """The run log as one HTML table (rows of :func:`lib.runner.sweep_status`): the configuration's readable
+    name linked to its run page, its chapter, the WER run's state and WER per split, the footprint's state,
+    the CPU class, and for a failed run the reason (its traceback is in :func:`failure_details_html`)."""
+    def wer(v):
+        return "" if v is None or v != v else f"{v:.2f}"
+
+    def cpu(r):
+        classes = [c for c in dict.fromkeys((r["wer CPU"], r["footprint CPU"])) if c]
+        return " / ".join(classes)
+
+    head = ["configuration", "chapter", "WER run", "WER clean", "WER other", "footprint", "CPU class",
+            "failure reason"]
+    body = []
+    for _, r in rows.iterrows():
+        reason = f'{r["failed_run"]}, {r["failed_stage"]}: {shorten(r["error"].strip().splitlines()[-1], 120)}' if r[
+            "error"] else ""
+        state = {"pending": "not run"}
+        cells = [run_link(r["slug"], readable(r["configuration"])), r["grid"], state.get(r["wer"], r["wer"]),
+                 wer(r["wer_clean"]), wer(r["wer_other"]), state.get(r["footprint"], r["footprint"]), cpu(r),
+                 html.escape(reason)]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ('<table class="table runlog">\n<thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
+
+
+def failure_details_html(rows: pd.DataFrame) -> str:
+    """One collapsed block per failed run (rows of :func:`lib.runner.sweep_status`): the configuration, the
+    run and stage that failed and the reason as its summary, the stored traceback inside (or 'none')."""
+    blocks = []
+    for _, r in rows[rows["error"].astype(bool)].iterrows():
+        title = (f'{run_link(r["slug"], readable(r["configuration"]))}: {html.escape(r["failed_run"])} failed at '
+                 f'{html.escape(r["failed_stage"] or "?")}: {html.escape(r["error"].strip().splitlines()[-1])}')
+        trace = html.escape(r["traceback"] or r["error"])
+        blocks.append(f"<details><summary>{title}</summary>\n<pre>{trace}</pre>\n</details>")
+    return "\n".join(blocks) or "<p>No run failed.</p>"
+
+
 def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     """The study in one small table (for a terminal or a note): size and latency on whisper-small, WER on base.
 
-    Failed rows keep the last line of their error (``reason``); pending rows stay blank. Names carry the
+    Failed rows keep the last line of their error (``reason``); rows not run stay blank. Names carry the
     marks of :func:`display_table`; headers are labels.
     """
     view = df[[c for c in COMPACT_COLUMNS if c in df.columns]].copy()
     if "configuration" in view:
-        view["configuration"] = marked_names(df)
+        view["configuration"] = marked_names(df, df["configuration"].map(readable))
     if "error" in df:
         view["reason"] = df["error"].fillna("").map(lambda e: shorten(e.strip().splitlines()[-1]) if e.strip() else "")
     return labelled(view.round(2))
 
 
 def status_counts(df: pd.DataFrame) -> str:
-    """``'12 ok, 2 failed, 3 pending'`` for a chapter table, or ``'12 ok (5 marked ‡ …), 2 failed, 3 pending'``.
+    """``'12 ok, 2 failed, 3 not run'`` for a chapter table, or ``'12 ok (5 marked ‡ …), 2 failed'``
+    (a count of zero failed or not-run rows is left out).
 
     ``‡`` counts the ok rows still decoded with the older recipe (see :data:`lib.transcribe.DECODING`).
     """
     counts = df["status"].value_counts()
     older = int(df["older_decoding"].sum()) if "older_decoding" in df else 0
-    text = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "pending"))
+    text = ", ".join([f"{counts.get('ok', 0)} ok"] + [f"{counts[k]} {word}" for k, word in
+                                                     (("failed", "failed"), ("pending", "not run")) if counts.get(k)])
     note = f" ok ({older} marked{OLDER_DECODING_MARK}: decoded with an older recipe, see Setup)"
     return text.replace(" ok", note, 1) if older else text
 

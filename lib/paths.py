@@ -11,6 +11,7 @@ import sysconfig
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNS_DIR = REPO_ROOT / "book" / "runs"  # the executed per-configuration notebooks: the book's run pages
 
 
 def _prefixes() -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ import itertools
 from .analysis import PROXIES, proxy_frame
 from .claims import COMPRESSION_CLAIMS
 from .config import LIBRARY_NAMES
-from .display import label
+from .display import label, readable
 
 LIBRARIES = list(LIBRARY_NAMES.values())  # fp32, torch.ao, torchao, quanto, HQQ, bitsandbytes
 PAPER_COMPRESSION = {claim.figure_label: claim.target_pct for claim in COMPRESSION_CLAIMS}
@@ -55,156 +55,320 @@ def _ok(df, *cols):
     return df.dropna(subset=list(cols))
 
 
-def wer_vs_bits(df):
-    """WER against weight bit-width per library, one panel per split, on a log WER axis.
+def _front(data, x: str, y: str):
+    """The rows no other row beats on both ``x`` and ``y`` (lower is better), smallest ``x`` first.
 
-    Dots are configurations; each library's line joins its lowest WER at each bit-width (bitsandbytes nf4
-    and fp4 are both 4 bits: the line takes the better one, never their mean). The log axis keeps 3 % and
-    a collapsed 700 % on one readable panel.
+    >>> import pandas as pd
+    >>> list(_front(pd.DataFrame({"x": [1, 2, 3, 4], "y": [5.0, 6.0, 4.0, 4.0]}), "x", "y")["x"])
+    [1, 3]
+    """
+    ordered = data.sort_values([x, y])
+    best = ordered[y].cummin().shift(fill_value=float("inf"))
+    return ordered[ordered[y] < best]
+
+
+def _label_points(ax, points, fontsize: float = 8, obstacles=()) -> None:
+    """Name ``points`` (``(x, y, text)`` in data coordinates) without overlaps, deterministically.
+
+    Each label tries a fixed list of offsets (right, left, above, below, then further out with a leader line)
+    and takes the first whose box stays inside the axes and meets no earlier label and no marker of
+    ``obstacles`` (``(x, y)`` pairs), else the one that meets fewest; the figure's layout must be final
+    before this is called.
+    """
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = ax.transData.transform
+    markers = [to_px((mx, my)) for mx, my in obstacles]
+    near = [(7, 0, "left"), (-7, 0, "right"), (0, 9, "center"), (0, -9, "center")]
+    far = [(side * dx, sign * 12 * step, "left" if side > 0 else "right") for step in range(1, 12)
+           for dx in (14, 45) for sign in (1, -1) for side in (1, -1)]
+    placed = []
+    for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
+        own = to_px((x, y))
+        best = None
+        for rank, (dx, dy, ha) in enumerate(near + far):
+            note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va="center",
+                               fontsize=fontsize, zorder=5,
+                               arrowprops=dict(arrowstyle="-", color="0.45", lw=0.6, shrinkA=0, shrinkB=3)
+                               if abs(dy) > 9 else None)
+            note.update_positions(renderer)
+            box = Text.get_window_extent(note, renderer).expanded(1.04, 1.2)  # the text alone, not its leader
+            outside = not (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1)
+            markers_hit = sum(box.x0 - 3 <= mx <= box.x1 + 3 and box.y0 - 3 <= my <= box.y1 + 3
+                              for mx, my in markers if abs(mx - own[0]) + abs(my - own[1]) > 1)
+            # a marker under the text costs less than a long leader line
+            cost = 100 * outside + 10 * sum(box.overlaps(other) for other in placed) + markers_hit + rank / 12
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, note, box)
+            else:
+                note.remove()
+            if cost < 1:
+                break
+        placed.append(best[2])
+
+
+def _box_points(box, n: int = 6) -> list[tuple[float, float]]:
+    """A grid of points covering ``box`` (data coordinates), for :func:`_label_points` to keep labels off it."""
+    import numpy as np
+
+    xs = np.linspace(box.x0, box.x1, n) if box.x1 > box.x0 else [box.x0]
+    ys = (np.geomspace(box.y0, box.y1, n) if box.y0 > 0 and box.y1 > box.y0 else np.linspace(box.y0, box.y1, n))
+    return [(float(x), float(y)) for x in xs for y in ys]
+
+
+def _names(data, width: int | None = None):
+    """Readable configuration names (:func:`lib.display.readable`) of ``data``'s rows, wrapped at ``width``
+    characters when given (for axis tick labels)."""
+    import textwrap
+
+    names = [readable(n) for n in data["configuration"]]
+    return [textwrap.fill(n, width) for n in names] if width else names
+
+
+def wer_vs_bits(df):
+    """WER against weight bit-width per library: 4 and 8 bits on a linear axis (top), 1 to 4 on a log axis
+    (bottom), test-clean left and test-other right.
+
+    Dots are configurations, dodged sideways by library so that equal bit-widths stay apart; each library's
+    line joins its lowest WER at each bit-width (bitsandbytes nf4 and fp4 are both 4 bits: the line takes
+    the better one, never their mean). The dashed line is fp32. Claim 3 is decided at 4 and 8 bits, where
+    every WER lies within a few points of fp32, so the top row zooms there; the collapse below 4 bits
+    (up to several hundred %) has its own log panel.
     """
     import matplotlib.pyplot as plt
     import pandas as pd
-    import seaborn as sns
+
     _style()
     parts = [_ok(df, col).assign(split=split, wer=lambda d, c=col: d[c])
              for split, col in (("test-clean", "wer_clean"), ("test-other", "wer_other")) if col in df.columns]
     long = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["split", "wer", "bits", "library"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-    for ax, split in zip(axes, ("test-clean", "test-other")):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), height_ratios=[3, 2])
+    colors = palette()
+    order = _libraries_in(long) if len(long) else []
+    dodge = {lib: 0.09 * (i - (len(order) - 1) / 2) for i, lib in enumerate(order)}
+    for column, split in enumerate(("test-clean", "test-other")):
         part = long[long["split"] == split]
-        if len(part):
-            order = _libraries_in(part)
-            best = part.groupby(["library", "bits"], as_index=False)["wer"].min()
-            sns.scatterplot(part, x="bits", y="wer", hue="library", hue_order=order, palette=palette(), s=40,
-                            alpha=0.5, ax=ax, legend=False)
-            sns.lineplot(best, x="bits", y="wer", hue="library", hue_order=order, palette=palette(), marker="o",
-                         ax=ax, errorbar=None)
-            col = split.replace("test-", "wer_")
-            # every ΔWER is against the same fp32 run, so WER − ΔWER is fp32's WER
-            fp32 = (df[col] - df[f"delta_{col}"]).dropna() if f"delta_{col}" in df else []
+        col = split.replace("test-", "wer_")
+        fp32 = (df[col] - df[f"delta_{col}"]).dropna() if f"delta_{col}" in df else []
+        for row, (low, high) in enumerate(((4, 8), (1, 4))):
+            ax = axes[row, column]
+            window = part[(part["bits"] >= low) & (part["bits"] <= high)]
+            for lib in _libraries_in(window) if len(window) else []:
+                mine = window[window["library"] == lib]
+                # dodge: a fixed sideways step per library, in bits above and in log2(bits) below
+                shift = (lambda b, d=dodge[lib]: b + 2 * d) if row == 0 else (lambda b, d=dodge[lib]: b * 2 ** d)
+                ax.scatter(shift(mine["bits"]), mine["wer"], color=colors[lib], alpha=0.45, s=30)
+                best = mine.groupby("bits", as_index=False)["wer"].min()
+                ax.plot(shift(best["bits"]), best["wer"], color=colors[lib], marker="o", lw=1.6, label=lib)
             if len(fp32):
-                ax.axhline(fp32.iloc[0], color=palette()["fp32"], linestyle="--", linewidth=1, label="fp32")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted(part["bits"].unique()), labels=[str(b) for b in sorted(part["bits"].unique())])
-            _log_wer_axis(ax)
-            ax.legend(title="library (best per bit-width)", fontsize="small")
-        ax.set_title(f"{split} (LibriSpeech sample)")
-        ax.set_xlabel("weight bits")
-        ax.set_ylabel("WER (%, log scale)")
-    fig.tight_layout()
+                ax.axhline(fp32.iloc[0], color=colors["fp32"], linestyle="--", linewidth=1, label="fp32")
+            ticks = [b for b in sorted(part["bits"].unique()) if low <= b <= high] if len(part) else []
+            if row == 0:
+                ax.set_xlim(low - 0.6, high + 0.6)
+                if len(window):
+                    top = window["wer"].max()
+                    bottom = min(window["wer"].min(), fp32.iloc[0] if len(fp32) else top)
+                    pad = 0.08 * (top - bottom) + 0.2
+                    ax.set_ylim(bottom - pad, top + pad)
+                ax.set_ylabel("WER (%)")
+                ax.set_title(f"{split} (LibriSpeech sample): 4 and 8 bits")
+            else:
+                ax.set_xscale("log", base=2)
+                ax.set_xlim(low / 1.25, high * 1.25)
+                _log_wer_axis(ax)
+                ax.set_ylabel("WER (%, log scale)")
+                ax.set_title(f"{split}: 1 to 4 bits (log scale)", fontsize="medium")
+            ax.set_xticks(ticks, labels=[str(b) for b in ticks])
+            ax.set_xlabel("weight bits")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.flat[1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h), labels.append(lab)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if labels:  # one legend under the four panels, so that they get the page's whole width
+        fig.legend(handles, labels, title=None, loc="lower center", ncols=len(labels), fontsize="small",
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
 def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
     """WER (real whisper-base weights) against stored size on the whisper-small architecture.
 
-    WER above ``clip`` is drawn as a triangle on the top edge, labelled with its value,
-    so that a collapsed configuration does not squash the rest.
+    The points on the Pareto front (among configurations below ``clip`` % WER) are named; configurations
+    above ``clip`` sit on the top edge as upward triangles, and the legend says how many there are and
+    their range, so that a collapsed configuration does not squash the rest.
     """
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    from matplotlib.lines import Line2D
 
     _style()
     data = _ok(df, x, y)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8.5, 6))
+    colors = palette()
     if len(data):
         order = _libraries_in(data)
-        shown = data.assign(**{y: data[y].clip(upper=clip)})
-        sns.scatterplot(shown, x=x, y=y, hue="library", hue_order=order, palette=palette(), s=70, ax=ax,
-                        style=(data[y] > clip).map({True: "off scale", False: "on scale"}),
-                        markers={"on scale": "o", "off scale": "^"})
-        level, previous = 0, None
-        for _, row in data[data[y] > clip].sort_values(x).iterrows():
-            # neighbours on the top edge would print over each other: step each close one's label down a line
-            level = level + 1 if previous is not None and row[x] - previous < 0.06 * (data[x].max() - data[x].min()) else 0
-            previous = row[x]
-            ax.annotate(f"{row[y]:.0f}", (row[x], clip), textcoords="offset points", xytext=(6, -4 - 11 * level),
-                        fontsize="small")
-        front = data.sort_values(x)
-        best = front[y].cummin()
-        ax.step(front[x], best.clip(upper=clip), where="post", color="grey", lw=1, ls="--", label="Pareto front")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    ax.set_xlabel("stored MB on the whisper-small architecture")
-    ax.set_ylabel(f"{label(y)} (%) on whisper-base weights")
-    fig.tight_layout()
+        on, off = data[data[y] <= clip], data[data[y] > clip]
+        top = min(clip, on[y].max() + 0.25 * (on[y].max() - on[y].min()) + 1) if len(on) else clip
+        for lib in order:
+            mine = on[on["library"] == lib]
+            ax.scatter(mine[x], mine[y], color=colors[lib], s=55, edgecolor="white", lw=0.6, zorder=3, label=lib)
+            above = off[off["library"] == lib]
+            ax.scatter(above[x], [top] * len(above), color=colors[lib], marker="^", s=70, edgecolor="black",
+                       lw=0.6, zorder=3, clip_on=False)
+        front = _front(on, x, y)
+        step_x = list(front[x]) + [data[x].max()]
+        ax.step(step_x, list(front[y]) + [front[y].iloc[-1]] if len(front) else [], where="post", color="grey",
+                lw=1, ls="--", zorder=2)
+        ax.set_ylim(min(on[y].min() - 1.5, 0.9 * on[y].min()) if len(on) else 0, top)
+        span = data[x].max() - data[x].min()
+        ax.set_xlim(data[x].min() - 0.04 * span, data[x].max() + 0.04 * span)
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="grey", ls="--", lw=1))
+        labels.append(f"Pareto front (WER ≤ {clip:.0f}%)")
+        if len(off):
+            handles.append(Line2D([], [], marker="^", color="0.4", markeredgecolor="black", ls="", markersize=8))
+            span = (f"{off[y].min():.0f} to {off[y].max():.0f}" if len(off) > 1 else f"{off[y].iloc[0]:.0f}")
+            labels.append(f"off scale: {len(off)} above {clip:.0f}%\n(WER {span}%), drawn\non the top edge")
+        legend = ax.legend(handles, labels, loc="upper right", fontsize="small", framealpha=0.95, ncols=2)
+        ax.set_xlabel("stored MB on the whisper-small architecture")
+        ax.set_ylabel(f"{label(y)} (%) on whisper-base weights")
+        fig.tight_layout()
+        fig.canvas.draw()
+        box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
+        _label_points(ax, list(zip(front[x], front[y], _names(front))),
+                      obstacles=list(zip(on[x], on[y])) + _box_points(box))
+    else:
+        ax.set_xlabel("stored MB on the whisper-small architecture")
+        ax.set_ylabel(f"{label(y)} (%) on whisper-base weights")
+        fig.tight_layout()
     return fig
 
 
 def latency_vs_size(df):
-    """Latency ratio to fp32 (forced 32 tokens, whisper-small architecture) against stored size."""
+    """Latency ratio to fp32 (forced 32 tokens, whisper-small architecture) against stored size; the
+    configurations on the size/latency front (none smaller and faster at once) are named."""
     import matplotlib.pyplot as plt
+    import pandas as pd
     import seaborn as sns
 
     _style()
     data = _ok(df, "small_mb", "latency_ratio")
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8.5, 6))
     if len(data):
         sns.scatterplot(data, x="small_mb", y="latency_ratio", hue="library",
-                        hue_order=_libraries_in(data), palette=palette(), s=70, ax=ax)
+                        hue_order=_libraries_in(data), palette=palette(), s=60, ax=ax)
         from matplotlib.ticker import FuncFormatter
 
         ax.axhline(1.0, color="black", lw=1, ls=":")
         ax.set_yscale("log", base=2)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    ax.set_xlabel("stored MB on the whisper-small architecture")
-    ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
-    fig.tight_layout()
+        legend = ax.legend(loc="upper right", fontsize="small", framealpha=0.95, ncols=2)
+        ax.set_xlabel("stored MB on the whisper-small architecture")
+        ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
+        fig.tight_layout()
+        fig.canvas.draw()
+        box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
+        front = _front(data[data["configuration"] != "fp32"], "small_mb", "latency_ratio")
+        slowest = data.nlargest(1, "latency_ratio")
+        named = pd.concat([front, slowest[~slowest.index.isin(front.index)]])
+        _label_points(ax, list(zip(named["small_mb"], named["latency_ratio"], _names(named))),
+                      obstacles=list(zip(data["small_mb"], data["latency_ratio"])) + _box_points(box))
+    else:
+        ax.set_xlabel("stored MB on the whisper-small architecture")
+        ax.set_ylabel("latency / fp32 latency (log scale; < 1 is faster)")
+        fig.tight_layout()
     return fig
 
 
 def compression_bars(df):
-    """Compression % against fp32 per configuration, with the paper's −57% and −71% marked."""
+    """Compression % against fp32 per configuration (horizontal bars named by configuration, the value at
+    each bar's end), with the paper's −57% and −71% marked."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     _style()
     data = _ok(df, "compression_pct").sort_values("compression_pct")
-    fig, ax = plt.subplots(figsize=(10, max(3, 0.28 * len(data) + 1)))
+    data = data[data["configuration"] != "fp32"]
+    fig, ax = plt.subplots(figsize=(8.5, max(3, 0.3 * len(data) + 1.2)))
+    colors = palette()
     if len(data):
-        sns.barplot(data, y="configuration", x="compression_pct", hue="library",
-                    hue_order=_libraries_in(data), palette=palette(), dodge=False,
-                    ax=ax)
-        for (label, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
-            ax.axvline(value, color="black", ls=style, lw=1, label=label)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        y = list(range(len(data)))
+        ax.barh(y, data["compression_pct"], color=[colors[lib] for lib in data["library"]], height=0.75)
+        for i, value in zip(y, data["compression_pct"]):
+            ax.text(value + 0.6, i, f"{value:.0f}", va="center", fontsize=7.5)
+        ax.set_yticks(y, labels=_names(data, 48), fontsize=8.5)
+        ax.set_ylim(-0.7, len(data) - 0.3)
+        for (name, value), style in zip(PAPER_COMPRESSION.items(), ("--", ":")):
+            ax.axvline(value, color="black", ls=style, lw=1.2)
+        present = _libraries_in(data)
+        from matplotlib.lines import Line2D
+
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in present]
+        handles += [Line2D([], [], color="black", ls=style, lw=1.2) for style in ("--", ":")][:len(PAPER_COMPRESSION)]
+        ax.legend(handles, present + list(PAPER_COMPRESSION), loc="lower right", fontsize="small", framealpha=0.95)
+        ax.set_xlim(0, max(85.0, data["compression_pct"].max() + 6))
+        ax.set_xticks(range(0, int(ax.get_xlim()[1]) + 1, 10))
     ax.set_xlabel("size reduction vs fp32 (%), whisper-small architecture")
     ax.set_ylabel("")
     fig.tight_layout()
     return fig
 
 
-def delta_wer(df, split: str = "other", clip: float = 30.0):
+def delta_wer(df, split: str = "other", collapse: float = 10.0):
     """ΔWER against fp32 with 95% paired-bootstrap intervals, one bar per configuration.
 
-    The axis stops at ``clip`` points so that a collapsed configuration does not
-    flatten the others; bars beyond it are cut and labelled with their value.
+    The axis is zoomed on the working rows (ΔWER at most ``collapse`` points): it ends just past their
+    intervals, or 30% past their largest point estimate when one interval reaches beyond 2.5 times that, so
+    their differences stay visible. Anything beyond the edge (a bar or
+    an interval's end) is cut there and marked: the bar's value is printed at the edge with an arrow, an
+    interval that runs off the edge ends in ``▸``.
     """
     import matplotlib.pyplot as plt
 
     _style()
     col = f"delta_wer_{split}"
-    data = _ok(df, col, f"{col}_low", f"{col}_high").sort_values(col)
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(data) + 1)))
+    low, high = f"{col}_low", f"{col}_high"
+    data = _ok(df, col, low, high).sort_values(col)
+    fig, ax = plt.subplots(figsize=(8.5, max(3.0, 0.42 * len(data) + 1.2)))
     colors = palette()
     if len(data):
-        y = range(len(data))
-        ax.barh(list(y), data[col], color=[colors[lib] for lib in data["library"]])
-        ax.errorbar(data[col], list(y), xerr=[data[col] - data[f"{col}_low"], data[f"{col}_high"] - data[col]],
+        y = list(range(len(data)))
+        working = data[data[col] <= collapse]
+        point = max(working[col].max(), 0.5) if len(working) else collapse
+        reach = working[high].max() if len(working) else collapse
+        # the working rows' intervals, unless one wide interval would squash the rest: then 30% past the points
+        right = max(1.5, 1.05 * reach if reach <= 2.5 * point else 1.3 * point)
+        left = min(-1.0, 1.15 * working[low].min()) if len(working) else -1.0
+        left = max(left, -right)
+        ax.barh(y, data[col].clip(lower=left, upper=right), color=[colors[lib] for lib in data["library"]])
+        center = data[col].clip(left, right)
+        ax.errorbar(center, y, xerr=[(center - data[low].clip(left, right)).clip(lower=0),
+                                     (data[high].clip(left, right) - center).clip(lower=0)],
                     fmt="none", ecolor="black", lw=1, capsize=3)
-        ax.set_yticks(list(y), labels=list(data["configuration"]))
+        for i, (value, hi) in enumerate(zip(data[col], data[high])):
+            if value > right:
+                ax.text(right * 0.985, i, f"{value:+.0f} →", ha="right", va="center", fontsize="small",
+                        color="white", fontweight="bold")
+            elif hi > right:
+                ax.text(right, i, "▸", ha="right", va="center", fontsize="small", color="black")
+        ax.set_xlim(left, right)
+        ax.set_yticks(y, labels=_names(data, 44), fontsize=9)
         ax.axvline(0, color="black", lw=1)
-        if data[f"{col}_high"].max() > clip:
-            ax.set_xlim(min(-1.0, data[f"{col}_low"].min() - 0.5), clip)
-            for i, value in zip(y, data[col]):
-                if value > clip:
-                    ax.text(clip * 0.98, i, f"{value:+.0f} →", ha="right", va="center", fontsize="small",
-                            color="white", fontweight="bold")
         present = _libraries_in(data)
         ax.legend([plt.Rectangle((0, 0), 1, 1, color=colors[lib]) for lib in present], present, fontsize="small",
-                  loc="best")
-    ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI)")
+                  loc="lower right", framealpha=0.95)
+        cut = int((data[col] > right).sum() + ((data[col] <= right) & (data[high] > right)).sum())
+        note = f"; {cut} cut at the edge (→ value, ▸ interval)" if cut else ""
+        ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI{note})")
+    else:
+        ax.set_xlabel(f"ΔWER vs fp32 on test-{split} (points; bars: 95% CI)")
     fig.tight_layout()
     return fig
 

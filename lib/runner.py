@@ -23,12 +23,11 @@ from typing import Any, Callable, Iterable, Sequence
 from .config import ConfigError, model_tag
 from .footprint import measured_elsewhere
 from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
-from .paths import REPO_ROOT, portable, relative_to_repo
+from .paths import REPO_ROOT, RUNS_DIR, portable, relative_to_repo
 from .results import RESULTS_DIR, ResultStore, result_cpu
 
 log = logging.getLogger(__name__)
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
-RUNS_DIR = REPO_ROOT / "book" / "runs"
 LOG_DIR = REPO_ROOT / "logs" / "runs"  # live stdout/stderr of each per-configuration notebook (not committed)
 
 
@@ -360,11 +359,14 @@ def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force:
 
 
 def run_title(job: Job) -> str:
-    """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, first 2)'``."""
+    """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, all utterances)'``,
+    or for a run with an utterance limit ``'Smoke run, 2 utterances per split: HQQ weight-only int4 g64
+    (whisper-base)'``."""
     c = job.config
-    scope = f"first {c.limit}" if c.limit else "all utterances"
     noise = f", {c.noise.label}" if c.noise is not None else ""
-    return f"Run: {c.quant.label} ({model_tag(c.model)}, {scope}{noise})"
+    if c.limit:
+        return f"Smoke run, {c.limit} utterances per split: {c.quant.label} ({model_tag(c.model)}{noise})"
+    return f"Run: {c.quant.label} ({model_tag(c.model)}, all utterances{noise})"
 
 
 def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
@@ -418,12 +420,41 @@ def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_faile
     finally:
         source.unlink(missing_ok=True)
         if partial.exists() and (succeeded or keep_failed):
-            partial.write_text(portable(partial.read_text()))  # library stderr can name this machine's paths
+            partial.write_text(cleaned_notebook(partial.read_text()))
             os.replace(partial, output)
 
 
+def cleaned_notebook(text: str) -> str:
+    """An executed notebook (its JSON text) as the book shows it: without stderr outputs (library warnings,
+    torchao's ``.so`` load failures, tqdm bars, which the live log under ``logs/runs`` keeps), with papermill's
+    injected parameters folded (``hide-input``: one click shows what ran), the default parameters they
+    replace removed (``remove-cell``), and this machine's paths made portable (:func:`lib.paths.portable`).
+    Errors and printed results stay.
+
+    >>> nb = '{"cells": [{"cell_type": "code", "id": "a", "source": "", "metadata": {}, "execution_count": 1, "outputs": ['
+    >>> nb += '{"output_type": "stream", "name": "stderr", "text": "50%|#####"}, '
+    >>> nb += '{"output_type": "stream", "name": "stdout", "text": "ok"}]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    >>> [o["name"] for o in __import__("json").loads(cleaned_notebook(nb))["cells"][0]["outputs"]]
+    ['stdout']
+    """
+    import nbformat
+
+    notebook = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+    for cell in notebook.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:  # the record of what ran, folded away
+            cell.metadata["tags"] = [*tags, "hide-input"]
+        if "parameters" in tags and "remove-cell" not in tags:  # defaults that papermill overrode: misleading
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+        if cell.get("outputs"):
+            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    return portable(nbformat.writes(notebook))
+
+
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
-    """One row per job: whether its WER and footprint results exist, and the CPU class each ran on (for the run log).
+    """One row per job for the run log: its configuration's readable name, whether its WER and footprint
+    results exist, the WER per split that its summary records, the CPU class each ran on, and for a failed
+    run its stage, reason and traceback (made portable).
 
     A WER result decoded with the older recipe reads ``outdated`` (see :meth:`ResultStore.state`).
     """
@@ -433,9 +464,22 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
         summary = st.get(slug)
         return result_cpu(summary) if summary else ""
 
-    return [{"grid": j.grid, "slug": j.slug, "wer": store.state(j.slug),
-             "footprint": fstore.status(j.footprint_slug) or "pending", "wer CPU": cpu(store, j.slug),
-             "footprint CPU": cpu(fstore, j.footprint_slug)} for p in paths for j in expand_grid(p)]
+    rows = []
+    for job in (j for p in paths for j in expand_grid(p)):
+        summary = store.get(job.slug) or {}
+        footprint = fstore.get(job.footprint_slug) or {}
+        failed = next((s for s in (summary, footprint) if s.get("status") == "failed"), {})
+        metrics = summary.get("metrics") or {}
+        rows.append({"grid": job.grid, "slug": job.slug, "configuration": job.config.quant.label,
+                     "limit": job.config.limit, "wer": store.state(job.slug),
+                     "wer_clean": (metrics.get("test-clean") or {}).get("wer"),
+                     "wer_other": (metrics.get("test-other") or {}).get("wer"),
+                     "footprint": fstore.status(job.footprint_slug) or "pending", "wer CPU": cpu(store, job.slug),
+                     "footprint CPU": cpu(fstore, job.footprint_slug),
+                     "failed_run": ("WER (whisper-base)" if failed is summary else "footprint") if failed else "",
+                     "failed_stage": failed.get("failed_stage") or "", "error": portable(failed.get("error")) or "",
+                     "traceback": portable(failed.get("traceback")) or ""})
+    return rows
 
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"

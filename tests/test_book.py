@@ -1,5 +1,6 @@
 """The committed report builds with warnings as errors, and its pages show real numbers."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,16 +49,41 @@ def test_chapter_sources_are_in_sync_with_executed_notebooks():
         assert have == want, f"book/{source.stem}.ipynb is stale: run python -m lib chapter {source.stem}"
 
 
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/<>-])/(?:work|home|root|tmp|usr|opt|mnt|private|Users|var)/[\w.+-]+")
+LIBRARY_STDERR = ("Failed to load", "_pytree.py", "TqdmWarning", "it/s]", "UserWarning", "FutureWarning")
+
+
+def _visible_text(html: str) -> str:
+    """The page's text outside <script>/<style> and the search index (what a reader can see or copy)."""
+    return re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.S)
+
+
 def test_built_pages_hold_no_machine_path_no_stray_traceback_and_no_unexplained_mark(built):
-    """A reader never sees this machine's paths, a traceback outside the run log, or a ‡/§ the page leaves
-    undefined (a page that uses a mark must say what it means)."""
+    """A reader never sees this machine's paths, a traceback outside the run log, library stderr on any page
+    (run pages included), or a ‡/§ the page leaves undefined (a page that uses a mark must say what it means)."""
     parent = str(REPO.parent)
     legends = {"‡": "older", "§": "CPU class"}
-    for page in sorted(built.glob("*.html")):
-        html = page.read_text()
-        assert parent + "/" not in html, f"{page.name} shows a path under {parent}/"
-        if page.name != "runlog.html":
-            assert "Traceback (most recent call last)" not in html, f"{page.name} shows a traceback"
+    pages = sorted(built.glob("*.html")) + sorted((built / "runs").glob("*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        html = _visible_text(page.read_text())
+        name = page.relative_to(built).as_posix()
+        assert parent + "/" not in html, f"{name} shows a path under {parent}/"
+        hit = ABSOLUTE_PATH.search(html)
+        assert not hit, f"{name} shows an absolute machine path: {hit.group(0)}"
+        if page.name != "runlog.html" and page.parent == built:
+            assert "Traceback (most recent call last)" not in html, f"{name} shows a traceback"
+        for marker in LIBRARY_STDERR:
+            assert marker not in html, f"{name} shows library stderr ({marker!r})"
+        assert "stderr" not in re.findall(r'class="([^"]*output[^"]*)"', html).__str__(), f"{name} renders stderr"
         for mark, words in legends.items():
             if mark in html:
-                assert words in html, f"{page.name} uses {mark} without saying what it means"
+                assert words in html, f"{name} uses {mark} without saying what it means"
+
+
+def test_sidebar_labels_the_smoke_runs(built):
+    """Run pages made with an utterance limit sit under their own labelled section of the sidebar."""
+    html = (built / "intro.html").read_text()
+    assert "Smoke runs" in html
+    smoke = html[html.index("Smoke runs"):]
+    assert "__n2.html" in smoke and "__n2.html" not in html[:html.index("Smoke runs")]

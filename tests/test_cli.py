@@ -31,7 +31,7 @@ def test_table_prints_the_study_as_markdown():
     out = run_cli("table", "--status", "ok")
     assert out.returncode == 0, out.stderr[-2000:]
     header, rule, *rows = out.stdout.strip().splitlines()
-    assert header.split("|")[1].strip() == "configuration" and "small MB" in header and "WER other" in header
+    assert header.split("|")[1].strip() == "configuration" and "MB (whisper-small architecture)" in header and "WER other" in header
     assert rows and all("| ok " in r for r in rows) and any(r.startswith("| fp32 ") for r in rows)
     assert "nan" not in out.stdout
 
@@ -66,12 +66,12 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
         _study_row("pt-dyn-int8-aint8-pc", "torch.ao dynamic", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 61.2),
         _study_row("pt-dyn-int8-aint8-pc-projout", "torch.ao dynamic +proj_out", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 56.9)])
     claims = claims_table(df, results_dir=tmp_path)
-    assert claims.loc["Static quantization is worse than dynamic", "verdict"] == "pending"
+    assert claims.loc["Static quantization is worse than dynamic", "verdict"] == "not measured"
     headline = claims.loc["Dynamic int8 (Quanto) improves on the fp32 WER"]
     assert headline["verdict"] == "mixed: supported / contradicted"  # quanto better, torch.ao worse
     assert "quanto weight-only int8: ΔWER clean -0.50" in headline["evidence"]
     assert claims.loc["Dynamic int8 shrinks the model by 57%", "verdict"] == "supported"  # 56.9 within 2 points
-    assert claims.loc["nf4 / int3 shrink the model by up to 71%", "verdict"] == "pending"
+    assert claims.loc["nf4 / int3 shrink the model by up to 71%", "verdict"] == "not measured"
 
     # per-utterance rows: eager static loses 5 words per utterance against dynamic, PT2E loses none
     from lib.results import ResultStore

@@ -134,14 +134,32 @@ def test_int4_kernel_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
     assert list(table.index) == ["float32 · float", "float32 · int4 opaque", "bfloat16 · float", "bfloat16 · int4 opaque"]
 
 
-def test_rows_from_the_older_decoding_are_marked_and_counted():
+def test_rows_from_the_older_decoding_are_marked_and_counted(tmp_path, monkeypatch):
+    import lib.display
     from lib.display import display_table, status_counts
+
+    monkeypatch.setattr(lib.display, "RUNS_DIR", tmp_path)  # no run pages: names stay plain
 
     df = pd.DataFrame({"configuration": ["fp32", "int8", "int2", "fx"], "status": ["ok", "ok", "ok", "failed"],
                        "older_decoding": [False, True, True, False], "wer_clean": [3.5, 3.6, 90.0, None]})
-    assert status_counts(df) == "3 ok (2 marked ‡: decoded with an older recipe, see Setup), 1 failed, 0 pending"
+    assert status_counts(df) == "3 ok (2 marked ‡: decoded with an older recipe, see Setup), 1 failed"
     assert list(display_table(df).index) == ["fp32", "int8 ‡", "int2 ‡", "fx"]
-    assert status_counts(df.assign(older_decoding=False)) == "3 ok, 1 failed, 0 pending"
+    assert status_counts(df.assign(older_decoding=False)) == "3 ok, 1 failed"
+
+
+def test_configuration_names_link_to_their_run_pages_and_read_as_words(tmp_path, monkeypatch):
+    import lib.display
+    from lib.display import display_table
+
+    monkeypatch.setattr(lib.display, "RUNS_DIR", tmp_path)
+    (tmp_path / "whisper-base__quanto-static-int8-aint8-cal4__x.ipynb").write_text("{}")
+    df = pd.DataFrame({"configuration": ["quanto static w-int8 a-int8 cal 4", "fp32"], "status": "ok",
+                       "slug": ["whisper-base__quanto-static-int8-aint8-cal4__x", "whisper-base__fp32__x"],
+                       "older_decoding": [True, False], "error": None, "wer_clean": [3.6, 3.5]})
+    view = display_table(df)
+    assert list(view.index) == ['<a href="runs/whisper-base__quanto-static-int8-aint8-cal4__x.html">quanto static '
+                                'w-int8 a-int8, 4 calibration utterances</a> ‡', "fp32"]
+    assert "error" not in view.columns and "<a href=" in view.to_html()  # no empty column; links stay HTML
 
 
 def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path):
