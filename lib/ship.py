@@ -84,6 +84,12 @@ def avoid_reason(row, cpu_class: str) -> str | None:
     return None
 
 
+def _name(row) -> str:
+    from .display import readable
+
+    return readable(row["configuration"])
+
+
 def _pick(candidates, key: str, reason: str, cpu_class: str, tie_low: str | None = None,
           tie_high: str | None = None) -> dict[str, Any]:
     rows = [r for r in candidates if not math.isnan(_value(r, key))]
@@ -93,10 +99,10 @@ def _pick(candidates, key: str, reason: str, cpu_class: str, tie_low: str | None
     ties = []
     if tie_low and tie_high:
         hi = _value(best, tie_high)
-        ties = [r["configuration"] for r in rows if r is not best and _value(r, tie_low) <= hi]
+        ties = [_name(r) for r in rows if r is not best and _value(r, tie_low) <= hi]
     elif key == "small_mb":  # the same size within 0.5%: name them, do not pretend one is smaller
-        ties = [r["configuration"] for r in rows if r is not best and _value(r, key) <= 1.005 * _value(best, key)]
-    return {"configuration": best["configuration"], "slug": best["slug"], "row": best, "reason": reason,
+        ties = [_name(r) for r in rows if r is not best and _value(r, key) <= 1.005 * _value(best, key)]
+    return {"configuration": _name(best), "slug": best["slug"], "row": best, "reason": reason,
             "ties": ties, "cpu_class": cpu_class}
 
 
@@ -112,12 +118,12 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
     if fastest["configuration"] is None and budget:
         near = min(budget, key=lambda r: _value(r, class_column(cpu_class)))
         fastest["reason"] = (f"nothing within the budget is faster than fp32 on {cpu_class}: keep fp32 for speed "
-                             f"(the least slow is {near['configuration']}, ×{_value(near, class_column(cpu_class)):.2f})")
+                             f"(the least slow is {_name(near)}, ×{_value(near, class_column(cpu_class)):.2f})")
     smallest = _pick([r for r in rows if no_measurable_loss(r)], "small_mb",
                      "smallest stored size with no measurable loss", cpu_class)
     maximum = _pick([r for r in rows if still_works(r)], "small_mb",
                     "smallest stored size that has not collapsed", cpu_class)
-    avoid = [{"configuration": r["configuration"], "slug": r["slug"], "reason": why}
+    avoid = [{"configuration": _name(r), "slug": r["slug"], "reason": why}
              for _, r in df.iterrows() for why in [avoid_reason(r, cpu_class)] if why]
     order = {"col": 0, "top": 1, "fai": 2}
     avoid.sort(key=lambda a: (order.get(a["reason"][:3], 3), a["configuration"]))
