@@ -183,8 +183,14 @@ def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
                 share = ident / common
                 if worst is None or share < worst[0]:
                     worst = (share, r["configuration"], tag, int(ident), int(common))
-    facts["rt_fp32_worst"] = (f"{worst[1]} ({worst[3]} of {worst[4]} test-{worst[2]} transcripts identical to "
-                              f"PyTorch fp32)" if worst else "no runtime reference has a result")
+    if worst is None:
+        facts["rt_fp32_worst"] = "no runtime reference has a result"
+    elif worst[0] == 1.0:
+        facts["rt_fp32_worst"] = (f"none differs: each of the {len(refs)} runtime references with a result "
+                                  f"decodes every utterance to the same normalized transcript as PyTorch fp32")
+    else:
+        facts["rt_fp32_worst"] = (f"{worst[1]} ({worst[3]} of {worst[4]} test-{worst[2]} transcripts identical to "
+                                  f"PyTorch fp32)")
     lines = []
     for c in classes:
         w = winners(df, c)
