@@ -10,6 +10,11 @@ A grid file declares the configurations of one chapter::
     expand:                    # list values are crossed: 2 x 3 = 6 configurations
       - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
 
+A mixed-precision recipe is an entry with ``layers``/``overrides`` (see :class:`lib.config.QuantSpec`)::
+
+      - {library: hqq, scheme: weight_only, weights: int4, group_size: 64, recipe: enc-fc1-int8,
+         overrides: {"model.encoder.*": {weights: int8}, "model.decoder.layers.*.fc1": {weights: int8}}}
+
 >>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
 ['int432', 'int464', 'int332', 'int364']
 """
@@ -34,7 +39,7 @@ GRID_KEYS = {"title", "description", "defaults", "footprint", "footprint_model",
 def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Cartesian product over the list-valued fields of one ``expand`` entry."""
     keys = list(entry)
-    values = [v if isinstance(v, list) and k != "split" else [v] for k, v in entry.items()]
+    values = [v if isinstance(v, list) and k not in ("split", "layers") else [v] for k, v in entry.items()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
@@ -95,14 +100,17 @@ def expand_grid(path: Path | str, overrides: dict[str, Any] | None = None) -> li
     entries = [dict(e) for e in data.get("runs") or []]
     for entry in data.get("expand") or []:
         entries += cross(entry)
-    jobs, seen = [], set()
+    jobs, seen = [], {}
     for entry in entries:
         run_fields = {k: entry.pop(k) for k in list(entry) if k in RUN_FIELDS}
         config = RunConfig.from_dict({**defaults, **run_fields, "quant": QuantSpec.from_dict(entry)})
         check_run(config)
         if config.slug in seen:
+            if seen[config.slug] != config:
+                raise ConfigError(f"{Path(path).name}: two different configurations share the slug {config.slug}; "
+                                  "give each recipe its own name")
             continue
-        seen.add(config.slug)
+        seen[config.slug] = config
         jobs.append(Job(Path(path).stem, config, bool(data.get("footprint", True)),
                         data.get("footprint_model", "footprint:whisper-small")))
     return jobs
