@@ -261,3 +261,41 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     ax.legend(title=None, fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def sensitivity_heatmap(table):
+    """The sensitivity map: mean KLD to fp32 when one group alone is quantized (HQQ int3 g64), layer index ×
+    component, encoder and decoder side by side, on one log colour scale; each cell is annotated with its KLD.
+
+    The conv stem (fake-quantized) sits in the encoder panel's ``stem`` column, ``proj_out`` in the decoder
+    panel's ``out`` column. ``table`` is :func:`lib.sensitivity.sensitivity_table`.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.colors import LogNorm
+
+    from .sensitivity import COMPONENT_NAMES, DECODER_COMPONENTS, ENCODER_COMPONENTS
+
+    _style()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [7, 7]})
+    kld = table["kld"].astype(float)
+    norm = LogNorm(vmin=max(kld.min(), 1e-6), vmax=max(kld.max(), 2e-6)) if len(table) else None
+    layers = sorted(int(x) for x in table["layer"].dropna().unique()) if len(table) else []
+    panels = (("encoder", ["conv", *ENCODER_COMPONENTS], ["stem", *map(str, layers)]),
+              ("decoder", [*DECODER_COMPONENTS, "proj_out"], [*map(str, layers), "out"]))
+    for ax, (side, rows, columns) in zip(axes, panels):
+        grid = pd.DataFrame(np.nan, index=[COMPONENT_NAMES[c] for c in rows], columns=columns)
+        for r in table[table["side"] == side].itertuples():
+            column = ("stem" if r.component == "conv" else "out") if pd.isna(r.layer) else str(int(r.layer))
+            grid.loc[COMPONENT_NAMES[r.component], column] = r.kld
+        annot = grid.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+        sns.heatmap(grid, ax=ax, norm=norm, cmap="rocket_r", annot=annot, fmt="", cbar=side == "decoder",
+                    cbar_kws={"label": "mean KLD to fp32 (log scale)"}, linewidths=0.5, linecolor="white",
+                    annot_kws={"fontsize": "small"})
+        ax.set_title(side)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return fig

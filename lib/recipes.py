@@ -43,10 +43,11 @@ def group_of(name: str) -> Group:
     return Group(side, int(layer), component)
 
 
-def top_k_spec(ranked: Sequence[str], base: str, high: str = "int8", group_size: int = 64) -> QuantSpec:
+def top_k_spec(ranked: Sequence[str], base: str, high: str = "int8", group_size: int = 64,
+               depth: int = DEPTH) -> QuantSpec:
     """Uniform ``base`` g64 with the groups in ``ranked`` (most sensitive first) kept at ``high``."""
     overrides = {p: {"weights": high} for name in ranked for p in group_of(name).patterns}
-    return QuantSpec(library="hqq", scheme="weight_only", weights=base, group_size=group_size, depth=DEPTH,
+    return QuantSpec(library="hqq", scheme="weight_only", weights=base, group_size=group_size, depth=depth,
                      overrides=overrides, recipe=f"mix-top{len(ranked)}-{high}")
 
 
@@ -117,11 +118,12 @@ class _Shapes:
 
 
 def choose_k(ranked: Sequence[str], base: str, fractions: Sequence[float] = SIZE_FRACTIONS,
-             model: str = FOOTPRINT_MODEL) -> list[tuple[int, int]]:
+             model: str = FOOTPRINT_MODEL, depth: int = DEPTH) -> list[tuple[int, int]]:
     """``(k, stored bytes)`` for each size fraction: the smallest k whose recipe reaches that fraction of the way
     from uniform ``base`` to uniform int8 on ``model``'s architecture."""
     low, high = recipe_stored_bytes(uniform(base), model), recipe_stored_bytes(uniform("int8"), model)
-    sizes = [recipe_stored_bytes(top_k_spec(ranked[:k], base), model) if k else low for k in range(len(ranked) + 1)]
+    sizes = [recipe_stored_bytes(top_k_spec(ranked[:k], base, depth=depth), model) if k else low
+             for k in range(len(ranked) + 1)]
     chosen: list[tuple[int, int]] = []
     for f in fractions:
         k = next(k for k, s in enumerate(sizes) if s >= low + f * (high - low))
@@ -138,7 +140,7 @@ def _entry(spec: QuantSpec) -> dict[str, Any]:
     return {k: d[k] for k in keys if k in d and d[k] != defaults.get(k) and d[k] not in (None, [], {})}
 
 
-def mixed_grid_text(table, model: str = FOOTPRINT_MODEL, source: str = "") -> str:
+def mixed_grid_text(table, model: str = FOOTPRINT_MODEL, source: str = "", depth: int = DEPTH) -> str:
     """The text of ``experiments/mixed.yml`` from a :func:`lib.sensitivity.sensitivity_table`."""
     import yaml
 
@@ -155,19 +157,20 @@ def mixed_grid_text(table, model: str = FOOTPRINT_MODEL, source: str = "") -> st
            "sensitive), recipes keeping the k most sensitive groups at int8, and the community recipe.",
            f"# Written by lib.recipes.write_mixed_grid from {source or 'the sensitivity map'}; edit the map, not this file,",
            "# or copy an entry to write your own recipe (layers/overrides are fnmatch patterns over module names;",
-           "# depth 6: layer indices count whisper-base's layers, mapped by relative depth onto whisper-small's 12).",
+           f"# depth {depth}: layer indices count whisper-base's layers, mapped by relative depth onto whisper-small's 12).",
            'defaults: {model: "embedded:whisper-base", split: [test-clean, test-other]}',
            "footprint: true", "runs:",
            "  # uniform references (the same slugs as in the Bit-width grid: run once)"]
     out += [line(uniform(w), f"uniform {w}") for w in ("int3", "int4", "int8")]
     out.append("  # (a) one group alone at int3 g64: the five most sensitive, then the five least (int3 KLD on the map)")
     for name in alone[:5] + alone[-5:]:
-        spec = group_of(name).spec("int3", 64, DEPTH)
+        spec = group_of(name).spec("int3", 64, depth)
         out.append(line(spec, f"{group_of(name).label}: KLD {kld[name]:.3g}"))
     for base in ("int4", "int3"):
         out.append(f"  # (b) the k most sensitive groups at int8, the rest {base} g64 (k by whisper-small stored size)")
-        for k, size in choose_k(recipe_groups, base, model=model):
-            out.append(line(top_k_spec(recipe_groups[:k], base), f"k={k}: {size / 1e6:.1f} MB on whisper-small"))
+        for k, size in choose_k(recipe_groups, base, model=model, depth=depth):
+            out.append(line(top_k_spec(recipe_groups[:k], base, depth=depth),
+                            f"k={k}: {size / 1e6:.1f} MB on whisper-small"))
     out.append("  # (c) community reference: encoder and every fc1 at 8 bits, the rest HQQ 4-bit g64")
     out.append(line(COMMUNITY, f"{recipe_stored_bytes(COMMUNITY, model) / 1e6:.1f} MB on whisper-small"))
     return "\n".join(out) + "\n"

@@ -435,8 +435,8 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"
-CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "footprint", "summary",
-            "runlog")
+CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "beyond", "footprint",
+            "summary", "runlog")
 BOOK_DIR = REPO_ROOT / "book"
 
 

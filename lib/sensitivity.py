@@ -92,7 +92,8 @@ class Group:
             return None
         return QuantSpec(library="hqq", scheme="weight_only", weights=weights, group_size=group_size,
                          proj_out=self.component == "proj_out", layers=self.patterns,
-                         depth=None if self.layer is None else depth, recipe=f"only-{self.tag}")
+                         depth=None if self.layer is None else depth,
+                         recipe="only" if self.component == "proj_out" else f"only-{self.tag}")  # slug: ...-only-projout
 
 
 def groups(encoder_layers: int, decoder_layers: int) -> list[Group]:
@@ -381,6 +382,7 @@ def map_facts(df) -> dict[str, Any]:
              "top_component": f"{side} {COMPONENT_NAMES[component]}", "top_component_kld": f"{by_component.iloc[0]:.3g}",
              "top5": "; ".join(f"{r.label} ({r.kld:.3g})" for r in ranked.head(5).itertuples()),
              "bottom5": "; ".join(f"{r.label} ({r.kld:.3g})" for r in ranked.tail(5).iloc[::-1].itertuples())}
+    depth_words = []
     for name in ("encoder", "decoder"):
         facts[f"{name}_mean_kld"] = f"{by_side.get(name, float('nan')):.3g}"
         part = indexed[indexed["side"] == name]
@@ -388,4 +390,23 @@ def map_facts(df) -> dict[str, Any]:
             first, last = part[part["layer"] == part["layer"].min()], part[part["layer"] == part["layer"].max()]
             facts[f"{name}_first_kld"] = f"{first['kld'].mean():.3g}"
             facts[f"{name}_last_kld"] = f"{last['kld'].mean():.3g}"
+            ratio = first["kld"].mean() / last["kld"].mean()
+            word = "first" if ratio >= 1 else "last"
+            depth_words.append(f"in the {name}, the {word} layer's groups are {max(ratio, 1 / ratio):.1f}× as "
+                               f"sensitive as the {'last' if word == 'first' else 'first'} layer's on average "
+                               f"(KLD {max(first['kld'].mean(), last['kld'].mean()):.3g} against "
+                               f"{min(first['kld'].mean(), last['kld'].mean()):.3g})")
+    side_most = by_side.idxmax() if len(by_side) else ""
+    facts["side_most"] = side_most
+    facts["depth"] = "; ".join(depth_words)
+    int2 = df.dropna(subset=["kld_int2"]) if "kld_int2" in df else df.iloc[:0]
+    facts["int2_groups"] = str(len(int2))
+    if len(int2):
+        worst = int2.sort_values("kld_int2").iloc[-1]
+        facts["int2_worst"], facts["int2_worst_kld"] = worst["label"], f"{worst['kld_int2']:.3g}"
+        facts["int2_median_kld"] = f"{int2['kld_int2'].median():.3g}"
+    facts["takeaway"] = (f"One group alone at HQQ int3 costs between {facts['least_kld']} and {facts['most_kld']} "
+                         f"nats of KLD per token: {facts['most']} is the most fragile and {facts['least']} the least, "
+                         f"{facts['ratio']}× apart; the {side_most} is the more sensitive side on average, and "
+                         f"{facts['top_component']} the most sensitive component")
     return facts

@@ -22,7 +22,7 @@ def built(tmp_path_factory):
 
 
 def test_every_chapter_is_rendered(built):
-    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "footprint", "summary",
+    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "beyond", "footprint", "summary",
                  "reproduce", "runlog"):
         assert (built / f"{page}.html").exists(), page
 

@@ -71,7 +71,8 @@ def recipe_linears(model, spec) -> list[tuple[str, nn.Linear, dict[str, Any]]]:
 
     if not spec.per_layer:
         return [(n, m, {"weights": spec.weights, "group_size": spec.group_size}) for n, m in target_linears(model, spec)]
-    candidates = [(n, m) for n, m in target_linears(model, dataclasses.replace(spec, proj_out=False))]
+    plain = dataclasses.replace(spec, proj_out=False, layers=(), overrides=(), depth=None, recipe=None)
+    candidates = list(target_linears(model, plain))
     if spec.proj_out:
         candidates.append(("proj_out", model.proj_out))
     depths = {"encoder": model.config.encoder_layers, "decoder": model.config.decoder_layers}
