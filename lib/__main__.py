@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--bits", type=int, default=3, choices=(3, 2),
                     help="3: every group; 2: the groups whose int3 KLD is below the int3 median")
     se.add_argument("--limit-groups", type=int, default=None, help="stop after this many new groups")
+    se.add_argument("--retry-failed", action="store_true", help="run failed groups again")
     se.add_argument("--threads", type=int, default=2)
     se.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR)")
     se.add_argument("--write-grid", action="store_true",
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "sensitivity":
             from .sensitivity import run_sensitivity
 
-            summary = run_sensitivity(bits=a.bits, limit_groups=a.limit_groups, threads=a.threads, data=a.data)
+            summary = run_sensitivity(bits=a.bits, limit_groups=a.limit_groups, threads=a.threads, data=a.data,
+                                      retry_failed=a.retry_failed)
             print(f"{summary['slug']}: {summary['status']}, {summary['groups_done']}/{len(summary['groups'])} groups")
             if a.write_grid:
                 from .recipes import write_mixed_grid

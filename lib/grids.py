@@ -31,7 +31,7 @@ from .paths import REPO_ROOT
 
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 #: The chapters' grids in the book's order (the study is their union, first grid wins).
-GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope")
+GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope", "mixed")
 RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens"}
 GRID_KEYS = {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
 

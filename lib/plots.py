@@ -265,7 +265,8 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
 
 def sensitivity_heatmap(table):
     """The sensitivity map: mean KLD to fp32 when one group alone is quantized (HQQ int3 g64), layer index ×
-    component, encoder and decoder side by side, on one log colour scale; each cell is annotated with its KLD.
+    component, encoder and decoder side by side, on one log colour scale; each cell is annotated with its KLD
+    in units of 10⁻³ (``14`` is a KLD of 0.014).
 
     The conv stem (fake-quantized) sits in the encoder panel's ``stem`` column, ``proj_out`` in the decoder
     panel's ``out`` column. ``table`` is :func:`lib.sensitivity.sensitivity_table`.
@@ -279,7 +280,7 @@ def sensitivity_heatmap(table):
     from .sensitivity import COMPONENT_NAMES, DECODER_COMPONENTS, ENCODER_COMPONENTS
 
     _style()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [7, 7]})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     kld = table["kld"].astype(float)
     norm = LogNorm(vmin=max(kld.min(), 1e-6), vmax=max(kld.max(), 2e-6)) if len(table) else None
     layers = sorted(int(x) for x in table["layer"].dropna().unique()) if len(table) else []
@@ -290,11 +291,12 @@ def sensitivity_heatmap(table):
         for r in table[table["side"] == side].itertuples():
             column = ("stem" if r.component == "conv" else "out") if pd.isna(r.layer) else str(int(r.layer))
             grid.loc[COMPONENT_NAMES[r.component], column] = r.kld
-        annot = grid.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+        annot = grid.map(lambda v: "" if pd.isna(v) else f"{v * 1e3:.2g}")  # in units of 10^-3: short labels
         sns.heatmap(grid, ax=ax, norm=norm, cmap="rocket_r", annot=annot, fmt="", cbar=side == "decoder",
-                    cbar_kws={"label": "mean KLD to fp32 (log scale)"}, linewidths=0.5, linecolor="white",
-                    annot_kws={"fontsize": "small"})
+                    cbar_kws={"label": "mean KLD to fp32 (log scale); cells ×10⁻³"}, linewidths=0.5,
+                    linecolor="white", annot_kws={"fontsize": "small"})
         ax.set_title(side)
+        ax.grid(False)
         ax.set_xlabel("layer")
         ax.set_ylabel("")
     fig.tight_layout()

@@ -7,7 +7,8 @@ uniform int3/int4/int8 g64 rows they are compared with. The recipes cover the la
 the conv stem stays fp32 (HQQ quantizes Linear only) and ``proj_out`` stays tied and fp32, as in the
 uniform rows. k is chosen by stored size on the whisper-small architecture (:func:`recipe_stored_bytes`):
 the smallest k whose size reaches each of :data:`SIZE_FRACTIONS` of the way from the uniform base to
-uniform int8, so the recipes span uniform int3 → uniform int8.
+uniform int8, so the recipes span uniform int3 → uniform int8, and for the int3 base also the largest k
+no larger than uniform int4 (the equal-size comparison).
 
 >>> top_k_spec(["encoder.0.fc2", "decoder.5.encoder_attn"], "int4").overrides[1][0]
 'model.decoder.layers.5.encoder_attn.*'
@@ -118,18 +119,18 @@ class _Shapes:
 
 
 def choose_k(ranked: Sequence[str], base: str, fractions: Sequence[float] = SIZE_FRACTIONS,
-             model: str = FOOTPRINT_MODEL, depth: int = DEPTH) -> list[tuple[int, int]]:
-    """``(k, stored bytes)`` for each size fraction: the smallest k whose recipe reaches that fraction of the way
-    from uniform ``base`` to uniform int8 on ``model``'s architecture."""
+             model: str = FOOTPRINT_MODEL, depth: int = DEPTH, at_most: Sequence[str] = ()) -> list[tuple[int, int]]:
+    """``(k, stored bytes)``, by k: for each size fraction, the smallest k whose recipe reaches that fraction of
+    the way from uniform ``base`` to uniform int8 on ``model``'s architecture; for each uniform bit-width in
+    ``at_most``, the largest k whose recipe is no larger than it (the equal-size comparison)."""
     low, high = recipe_stored_bytes(uniform(base), model), recipe_stored_bytes(uniform("int8"), model)
     sizes = [recipe_stored_bytes(top_k_spec(ranked[:k], base, depth=depth), model) if k else low
              for k in range(len(ranked) + 1)]
-    chosen: list[tuple[int, int]] = []
-    for f in fractions:
-        k = next(k for k, s in enumerate(sizes) if s >= low + f * (high - low))
-        if not chosen or chosen[-1][0] != k:
-            chosen.append((k, sizes[k]))
-    return chosen
+    chosen = {next(k for k, s in enumerate(sizes) if s >= low + f * (high - low)) for f in fractions}
+    for weights in at_most:
+        cap = recipe_stored_bytes(uniform(weights), model)
+        chosen.add(max(k for k, s in enumerate(sizes) if s <= cap))
+    return [(k, sizes[k]) for k in sorted(chosen - {0})]
 
 
 def _entry(spec: QuantSpec) -> dict[str, Any]:
@@ -168,7 +169,8 @@ def mixed_grid_text(table, model: str = FOOTPRINT_MODEL, source: str = "", depth
         out.append(line(spec, f"{group_of(name).label}: KLD {kld[name]:.3g}"))
     for base in ("int4", "int3"):
         out.append(f"  # (b) the k most sensitive groups at int8, the rest {base} g64 (k by whisper-small stored size)")
-        for k, size in choose_k(recipe_groups, base, model=model, depth=depth):
+        at_most = ("int4",) if base == "int3" else ()
+        for k, size in choose_k(recipe_groups, base, model=model, depth=depth, at_most=at_most):
             out.append(line(top_k_spec(recipe_groups[:k], base, depth=depth),
                             f"k={k}: {size / 1e6:.1f} MB on whisper-small"))
     out.append("  # (c) community reference: encoder and every fc1 at 8 bits, the rest HQQ 4-bit g64")

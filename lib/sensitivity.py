@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import ConfigError, QuantSpec, model_tag
+from .paths import portable
 from .results import RESULTS_DIR, ResultStore, environment
 
 SENSITIVITY_SUBDIR = "sensitivity"
@@ -270,11 +271,13 @@ def prepare(per_split: int, data: str | None, results_dir: Path | str, threads: 
 
 def run_sensitivity(bits: int = 3, group_size: int = 64, limit_groups: int | None = None,
                     per_split: int = PER_SPLIT, data: str | None = None, results_dir: Path | str = RESULTS_DIR,
-                    threads: int = 2, progress: bool = True, prepared=None) -> dict[str, Any]:
+                    threads: int = 2, progress: bool = True, prepared=None,
+                    retry_failed: bool = False) -> dict[str, Any]:
     """Run the sensitivity pass at ``int<bits>`` for the groups that have no row yet; return the summary.
 
     ``bits=2`` runs only :func:`int2_groups` of the finished int3 map. ``limit_groups`` stops after that many
-    new groups (the file stays resumable). ``prepared`` reuses :func:`prepare`'s output (tests).
+    new groups (the file stays resumable); ``retry_failed`` runs failed groups again. ``prepared`` reuses
+    :func:`prepare`'s output (tests).
     """
     from .data import describe_data
 
@@ -291,7 +294,8 @@ def run_sensitivity(bits: int = 3, group_size: int = 64, limit_groups: int | Non
                               "(python -m lib sensitivity --bits 3)")
         chosen = set(int2_groups(int3))
         todo = [g for g in todo if g.name in chosen]
-    stored = {json.loads(line)["group"]: line for line in store.load_lines(slug)}
+    stored = {json.loads(line)["group"]: line for line in store.load_lines(slug)
+              if not (retry_failed and json.loads(line).get("status") == "failed")}
     pending = [g for g in todo if g.name not in stored]
     if limit_groups is not None:
         pending = pending[:limit_groups]
@@ -317,8 +321,8 @@ def run_sensitivity(bits: int = 3, group_size: int = 64, limit_groups: int | Non
                        encoder_reused=reuse, encoder_from_layer=start_layer, status="ok")
             del candidate
         except Exception as exc:  # a failure is a row with its reason
-            row.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500],
-                       traceback=traceback.format_exc()[-2000:])
+            row.update(status="failed", error=portable(f"{type(exc).__name__}: {exc}")[:500],
+                       traceback=portable(traceback.format_exc())[-2000:])
         row["seconds"] = time.perf_counter() - start
         stored[group.name] = json.dumps(row)
         if progress:
@@ -332,7 +336,9 @@ def run_sensitivity(bits: int = 3, group_size: int = 64, limit_groups: int | Non
 
 def _save(store: ResultStore, slug: str, summary: dict[str, Any], stored: dict[str, str], todo: list[Group]) -> None:
     done = [stored[g.name] for g in todo if g.name in stored]
-    summary = {**summary, "groups_done": len(done), "status": "ok" if len(done) == len(todo) else "partial",
+    failed = [g.name for g in todo if g.name in stored and json.loads(stored[g.name]).get("status") == "failed"]
+    summary = {**summary, "groups_done": len(done), "groups_failed": failed,
+               "status": "ok" if len(done) == len(todo) else "partial",
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     store.save_lines(slug, summary, done)
 

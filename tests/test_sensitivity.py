@@ -272,3 +272,13 @@ def test_the_recipe_table_lists_configurations_without_results_as_not_run(monkey
          "footprint": ["pending"], "configuration": ["x"]}))
     df = tables.recipe_table("scope")
     assert df["status"].tolist() == ["not run"] and df["footprint"].tolist() == ["not run"]
+
+
+def test_the_committed_mixed_grid_is_part_of_the_study_and_expands():
+    from lib.grids import GRIDS, expand_grid, grid_path
+
+    slugs = [j.config.quant.slug for j in expand_grid(grid_path("mixed"))]
+    assert "mixed" in GRIDS and len(slugs) == len(set(slugs))
+    assert slugs[:3] == ["hqq-wo-int3-g64", "hqq-wo-int4-g64", "hqq-wo-int8-g64"]
+    assert sum("-only" in s for s in slugs) == 10 and slugs[-1] == "hqq-wo-int4-g64-enc-fc1-int8"
+    assert sum("-mix-top" in s for s in slugs) >= 6
