@@ -406,7 +406,8 @@ def map_facts(df) -> dict[str, Any]:
     facts["side_most"] = side_most
     facts["depth"] = "; ".join(depth_words)
     int2 = df.dropna(subset=["kld_int2"]) if "kld_int2" in df else df.iloc[:0]
-    facts["int2_groups"] = str(len(int2))
+    facts["int2_groups"] = str(len(int2_groups([{"group": g, "kld_mean": k} for g, k in zip(df["group"], df["kld"])])))
+    facts["int2_done"] = str(len(int2))
     if len(int2):
         worst = int2.sort_values("kld_int2").iloc[-1]
         facts["int2_worst"], facts["int2_worst_kld"] = worst["label"], f"{worst['kld_int2']:.3g}"
