@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|cost|build-model``.
+"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|sensitivity|cost|build-model``.
 
 Examples::
 
@@ -149,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                                      "sets, every grid) from this machine's measured results")
     co.add_argument("--target", default="whisper-small", help="architecture to project to")
 
+    se = sub.add_parser("sensitivity", help="quantize one group of layers at a time (HQQ, g64) and score its KLD "
+                                            "to fp32 on 16+16 utterances (skips finished groups)")
+    se.add_argument("--bits", type=int, default=3, choices=(3, 2),
+                    help="3: every group; 2: the groups whose int3 KLD is below the int3 median")
+    se.add_argument("--limit-groups", type=int, default=None, help="stop after this many new groups")
+    se.add_argument("--retry-failed", action="store_true", help="run failed groups again")
+    se.add_argument("--threads", type=int, default=2)
+    se.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR)")
+    se.add_argument("--write-grid", action="store_true",
+                    help="then write experiments/mixed.yml from the int3 map (lib.recipes)")
+
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
 
@@ -168,6 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             summary = evaluate(config, data=a.data, results_dir=a.results or RESULTS_DIR, force=a.force)
             print(_one_line(summary))
             return 0 if summary.get("status") == "ok" else 1
+        if a.command == "sensitivity":
+            from .sensitivity import run_sensitivity
+
+            summary = run_sensitivity(bits=a.bits, limit_groups=a.limit_groups, threads=a.threads, data=a.data,
+                                      retry_failed=a.retry_failed)
+            print(f"{summary['slug']}: {summary['status']}, {summary['groups_done']}/{len(summary['groups'])} groups")
+            if a.write_grid:
+                from .recipes import write_mixed_grid
+
+                print(f"wrote {write_mixed_grid()}")
+            return 0 if summary["status"] in ("ok", "partial") else 1
         if a.command == "footprint":
             from .footprint import measure_footprint
 

@@ -212,3 +212,37 @@ def takeaway(df: pd.DataFrame) -> str:
         text += (f". {len(worse)} lose accuracy measurably on test-other, the least {least['configuration']} "
                  f"(ΔWER other {least['delta_wer_other']:+.2f})")
     return text + "."
+
+
+def recipe_verdict(df: pd.DataFrame) -> str:
+    """Whether a mixed-precision recipe beats a uniform HQQ row at no larger stored size (whisper-small
+    architecture): lower KLD on test-other and no higher WER on test-other. ``df`` is
+    :func:`lib.tables.recipe_table`.
+
+    >>> df = pd.DataFrame({"configuration": ["u4", "mix"], "recipe": ["uniform", "mix-top4-int8"],
+    ...     "status": "ok", "small_mb": [298.1, 290.0], "kld_other": [0.05, 0.03], "wer_other": [9.0, 8.5]})
+    >>> recipe_verdict(df)
+    'mix (290 MB, KLD 0.03, WER other 8.50) beats u4 (298 MB, KLD 0.05, WER other 9.00) at no larger size: lower KLD and no higher WER on test-other.'
+    """
+    need = ["small_mb", "kld_other", "wer_other"]
+    if any(c not in df for c in need + ["recipe"]):
+        return ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
+                "each configuration of the grid, and those without results as not run.")
+    done = df[(df["status"] == "ok")].dropna(subset=need)
+    uniform = done[done["recipe"] == "uniform"]
+    mixed = done[done["recipe"].str.startswith("mix-") | (done["recipe"] == "enc-fc1-int8")]
+    if mixed.empty or uniform.empty:
+        return ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
+                "each configuration of the grid, and those without results as not run.")
+    wins = []
+    for m in mixed.itertuples():
+        for u in uniform.itertuples():
+            if m.small_mb <= u.small_mb and m.kld_other < u.kld_other and m.wer_other <= u.wer_other:
+                wins.append((u.small_mb - m.small_mb, m, u))
+    if not wins:
+        return (f"None of the {len(mixed)} mixed-precision recipes with results beats a uniform HQQ row at no larger "
+                "stored size (lower KLD and no higher WER on test-other): uniform bit-widths stay on the front.")
+    _gap, m, u = min(wins, key=lambda w: (w[1].small_mb, w[0]))
+    return (f"{m.configuration} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}) beats "
+            f"{u.configuration} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, WER other {u.wer_other:.2f}) at no "
+            "larger size: lower KLD and no higher WER on test-other.")

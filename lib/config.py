@@ -16,6 +16,7 @@ supports a spec and whether a model exists is checked where input arrives
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -43,6 +44,9 @@ _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": 
 _LIBRARY_TAG = {"torch_ao": "pt",  # torch.ao.quantization; "torchao" is the separate library
                 "ctranslate2": "ct2", "onnxruntime": "ort", "openvino": "ov", "whisper_cpp": "ggml"}
 _GRAN_TAG = {"per_tensor": "pt", "per_channel": "pc", "per_group": ""}
+OVERRIDE_KEYS = ("weights", "group_size")  # what a per-layer override may change
+_RECIPE_NAME = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+_LAYER_INDEX = re.compile(r"^(model\.(?:encoder|decoder)\.layers\.)(\d+)(\..*|)$")
 
 
 class ConfigError(ValueError):
@@ -74,6 +78,17 @@ class QuantSpec:
     touched; ``proj_out`` whether the tied output projection is untied and
     quantized; ``calibration`` how many unscored utterances calibrate a
     static scheme; ``options`` holds backend-specific knobs as sorted pairs.
+
+    A mixed-precision **recipe** narrows and varies that choice per layer: ``layers`` are fnmatch patterns
+    over module names (empty = every layer the scope selects), ``overrides`` ordered pairs of pattern ->
+    ``{weights, group_size}`` (the first matching pattern wins), ``depth`` the number of encoder/decoder
+    layers the patterns' layer indices count (required when a pattern names one, e.g. 6 for whisper-base;
+    on a model of another depth an index covers the layers at the same relative depth,
+    :func:`layer_at_depth`), and ``recipe`` the short name that goes into the slug in their place:
+
+    >>> QuantSpec(library="hqq", scheme="weight_only", weights="int3", group_size=64, depth=6,
+    ...           layers=("model.encoder.layers.3.fc2",), recipe="only-enc3-fc2").slug
+    'hqq-wo-int3-g64-only-enc3-fc2'
     """
 
     library: str = "none"
@@ -86,12 +101,17 @@ class QuantSpec:
     proj_out: bool = False
     calibration: int = 0
     options: tuple[tuple[str, Any], ...] = ()
+    layers: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    depth: int | None = None
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         opts = self.options
         if isinstance(opts, Mapping):
             opts = tuple(sorted(opts.items()))
         object.__setattr__(self, "options", tuple(sorted(tuple(p) for p in opts)))
+        self._check_recipe()
         if self.scheme not in SCHEMES:
             raise ConfigError(f"unknown scheme {self.scheme!r}; use one of {', '.join(SCHEMES)}")
         if self.granularity is not None and self.granularity not in GRANULARITIES:
@@ -114,6 +134,70 @@ class QuantSpec:
                               "(unscored dev-clean + jfk utterances)")
         if self.scheme != "static" and self.calibration:
             raise ConfigError(f"calibration={self.calibration} only applies to scheme 'static'")
+
+    def _check_recipe(self) -> None:
+        """Normalize and validate ``layers``, ``overrides``, ``depth`` and ``recipe`` (see the class docstring)."""
+        layers = (self.layers,) if isinstance(self.layers, str) else tuple(self.layers or ())
+        if any(not isinstance(p, str) or not p.strip() for p in layers):
+            raise ConfigError(f"layers must be a list of module-name patterns, e.g. ['model.encoder.layers.*.fc1'], "
+                              f"got {self.layers!r}")
+        object.__setattr__(self, "layers", layers)
+        pairs = self.overrides.items() if isinstance(self.overrides, Mapping) else (self.overrides or ())
+        overrides = []
+        for pair in pairs:
+            try:
+                pattern, setting = pair
+            except (TypeError, ValueError):
+                raise ConfigError(f"overrides is a mapping of pattern -> {{weights, group_size}}, got {pair!r}") from None
+            setting = dict(setting.items() if isinstance(setting, Mapping) else setting)
+            unknown = set(setting) - set(OVERRIDE_KEYS)
+            if not isinstance(pattern, str) or not pattern.strip() or not setting or unknown:
+                raise ConfigError(f"override {pattern!r}: {{{', '.join(OVERRIDE_KEYS)}}} only, at least one "
+                                  f"(unknown: {sorted(unknown) or 'none'})")
+            g = setting.get("group_size")
+            if g is not None and (not isinstance(g, int) or isinstance(g, bool) or g <= 0):
+                raise ConfigError(f"override {pattern!r}: group_size must be a positive integer, got {g!r}")
+            if "weights" in setting and not isinstance(setting["weights"], str):
+                raise ConfigError(f"override {pattern!r}: weights is a format name like int8, got {setting['weights']!r}")
+            overrides.append((pattern, tuple(sorted(setting.items()))))
+        object.__setattr__(self, "overrides", tuple(overrides))
+        per_layer = bool(layers or overrides)
+        if self.depth is not None and (not isinstance(self.depth, int) or isinstance(self.depth, bool)
+                                       or self.depth <= 0):
+            raise ConfigError(f"depth must be a positive number of layers (whisper-base: 6) or null, got {self.depth!r}")
+        if per_layer and self.library == "none":
+            raise ConfigError("layers/overrides need a quantization library (fp32 quantizes nothing)")
+        if per_layer and not (isinstance(self.recipe, str) and _RECIPE_NAME.fullmatch(self.recipe)):
+            raise ConfigError(f"a spec with layers/overrides needs a recipe name for its slug, lower-case words "
+                              f"joined by '-', e.g. recipe: only-enc3-fc2 (got {self.recipe!r})")
+        if not per_layer and (self.recipe is not None or self.depth is not None):
+            raise ConfigError("recipe/depth only apply with layers or overrides; set those or drop recipe/depth")
+        patterns = list(layers) + [p for p, _ in overrides]
+        if self.depth is None and any(_LAYER_INDEX.match(p) for p in patterns):
+            raise ConfigError("a pattern names a layer index: set depth to the number of layers it counts "
+                              "(whisper-base: depth: 6)")
+        if not self.proj_out and any(p.startswith("proj_out") for p in patterns):
+            raise ConfigError("a pattern names proj_out: set proj_out: true so it is untied and can be quantized")
+
+    @property
+    def per_layer(self) -> bool:
+        """True for a mixed-precision recipe (``layers`` or ``overrides`` set)."""
+        return bool(self.layers or self.overrides)
+
+    def setting_for(self, name: str) -> dict[str, Any] | None:
+        """``{weights, group_size}`` for module ``name`` (a name at :attr:`depth`), or None when not quantized.
+
+        >>> s = QuantSpec(library="hqq", scheme="weight_only", weights="int4", group_size=64, recipe="enc-int8",
+        ...               overrides={"model.encoder.*": {"weights": "int8"}})
+        >>> s.setting_for("model.encoder.layers.0.fc1"), s.setting_for("model.decoder.layers.0.fc1")
+        ({'weights': 'int8', 'group_size': 64}, {'weights': 'int4', 'group_size': 64})
+        """
+        if self.layers and not any(fnmatch.fnmatchcase(name, p) for p in self.layers):
+            return None
+        for pattern, setting in self.overrides:
+            if fnmatch.fnmatchcase(name, pattern):
+                return {"weights": self.weights, "group_size": self.group_size, **dict(setting)}
+        return {"weights": self.weights, "group_size": self.group_size}
 
     @property
     def is_baseline(self) -> bool:
@@ -155,6 +239,8 @@ class QuantSpec:
             parts.append(f"cal {self.calibration}")
         if self.options:
             parts.append(", ".join(f"{k}={v}" for k, v in self.options))
+        if self.recipe:
+            parts.append(f"recipe {self.recipe}")
         return " ".join(parts)
 
     def _runtime_label(self) -> str:
@@ -194,6 +280,8 @@ class QuantSpec:
             parts.append(_GRAN_TAG[self.granularity])
         if self.group_size:
             parts.append(f"g{self.group_size}")
+        if self.recipe:
+            parts.append(self.recipe)
         if self.scope != "all":
             parts.append(f"{self.scope[:3]}only")
         if self.proj_out:
@@ -204,8 +292,14 @@ class QuantSpec:
         return "-".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data; the recipe fields appear only when set (older records stay identical)."""
         d = dataclasses.asdict(self)
         d["options"] = dict(self.options)
+        for key in ("layers", "overrides", "depth", "recipe"):
+            d.pop(key)
+        if self.per_layer:
+            d.update(layers=list(self.layers), overrides={p: dict(s) for p, s in self.overrides},
+                     depth=self.depth, recipe=self.recipe)
         return d
 
     @classmethod
@@ -290,6 +384,23 @@ class NoiseRecipe:
         if "kind" not in data or "snr_db" not in data:
             raise ConfigError("a noise recipe needs kind and snr_db, e.g. {kind: babble, snr_db: 10}")
         return cls(**data)
+
+
+def layer_at_depth(name: str, model_layers: int, depth: int) -> str:
+    """The name a module of a ``model_layers``-deep encoder/decoder has at ``depth`` layers, by relative depth.
+
+    Layer ``j`` of ``model_layers`` is layer ``j * depth // model_layers`` of ``depth``: the recipe of a
+    6-layer whisper-base applied to the 12-layer whisper-small covers small layers 2i and 2i+1 with base layer i.
+
+    >>> layer_at_depth("model.encoder.layers.7.fc2", 12, 6), layer_at_depth("model.encoder.layers.7.fc2", 6, 6)
+    ('model.encoder.layers.3.fc2', 'model.encoder.layers.7.fc2')
+    >>> layer_at_depth("proj_out", 12, 6)
+    'proj_out'
+    """
+    match = _LAYER_INDEX.match(name)
+    if not match or model_layers == depth:
+        return name
+    return f"{match.group(1)}{int(match.group(2)) * depth // model_layers}{match.group(3)}"
 
 
 def model_tag(model: str) -> str:

@@ -242,3 +242,19 @@ def status_counts(df: pd.DataFrame) -> str:
 def shorten(text: str, width: int = 160) -> str:
     """Cut at a word boundary: ``shorten("a bc def", 5)`` -> ``'a bc…'``."""
     return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + "…"
+
+
+RECIPE_COLUMNS = ["configuration", "status", "small_mb", "wer_clean", "wer_other", "delta_wer_other",
+                  "delta_wer_other_ci", "kld_clean", "kld_other", "agree_other", "footprint", "error"]
+
+
+def sensitivity_view(table: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """The ``n`` most and ``n`` least sensitive groups of :func:`lib.sensitivity.sensitivity_table`, readable:
+    rank, group, KLD and top-1 agreement at int3, KLD at int2 where it ran."""
+    part = pd.concat([table.head(n), table.tail(n)]) if len(table) > 2 * n else table
+    view = part[["rank", "label", "kld", "agreement", "kld_int2"]].rename(columns={
+        "label": "group", "kld": "KLD int3", "agreement": "top-1 agree % int3", "kld_int2": "KLD int2"})
+    view["KLD int3"] = view["KLD int3"].map(lambda v: f"{v:.3g}")
+    view["top-1 agree % int3"] = view["top-1 agree % int3"].map(lambda v: f"{v:.1f}")
+    view["KLD int2"] = view["KLD int2"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    return view.set_index("rank")

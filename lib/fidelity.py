@@ -143,6 +143,21 @@ class ReferenceCache:
         return out
 
 
+def compare_logprobs(logq, logp):
+    """Per-position KL(p_fp32 ‖ p_quant) (float64 tensor) and the count of positions whose most likely token
+    agrees; ``logp`` is fp32's (a tensor or the cached array)."""
+    import torch
+
+    logp = torch.as_tensor(logp)
+    kld = torch.nn.functional.kl_div(logq, logp, log_target=True, reduction="none").double().sum(-1).clamp_min(0)
+    return kld, int((logq.argmax(-1) == logp.argmax(-1)).sum())
+
+
+def reference_cache(model: str, threads: int, loader) -> ReferenceCache:
+    """The fp32 cache the fidelity pass of ``model`` at ``threads`` uses (keyed by this machine's CPU too)."""
+    return ReferenceCache({"model": model, "threads": threads, "cpu": environment(threads)["cpu"]}, loader)
+
+
 def utterance_fidelity(model, processor, utterance, fp32_row: dict[str, Any], cache: ReferenceCache
                        ) -> dict[str, Any]:
     """One utterance's fidelity row (see the module docstring)."""
@@ -166,9 +181,7 @@ def utterance_fidelity(model, processor, utterance, fp32_row: dict[str, Any], ca
         logq = teacher_forced_logprobs(model, None, tokens + [END_OF_TEXT], hidden)
         logr = teacher_forced_logprobs(model, None, ref_tokens + [END_OF_TEXT], hidden)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    logp = torch.from_numpy(reference["logprobs"])
-    kld = torch.nn.functional.kl_div(logq, logp, log_target=True, reduction="none").double().sum(-1).clamp_min(0)
-    agree = int((logq.argmax(-1) == logp.argmax(-1)).sum())
+    kld, agree = compare_logprobs(logq, reference["logprobs"])
     return {"id": utterance.id, "split": utterance.split, "audio_sha256": utterance.sha256,
             "positions": len(tokens) + 1, "tokens_from": source, "kld_sum": float(kld.sum()),
             "kld_max": float(kld.max()), "agree": agree, "kld": [float(f"{x:.3g}") for x in kld.tolist()],
@@ -281,8 +294,7 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
             model, _ = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor,
                                 measure_error=False)
             processor = loaded.processor
-        cache = ReferenceCache({"model": config.model, "threads": config.threads,
-                                "cpu": summary["environment"]["cpu"]}, lambda: load_model(config.model))
+        cache = reference_cache(config.model, config.threads, lambda: load_model(config.model))
         model.eval()
         new = {}
         for u in tqdm(todo, desc=f"fidelity {config.quant.slug}", disable=not progress, unit="utt"):

@@ -17,6 +17,15 @@ def glue_highlights(prefix: str, df) -> dict[str, Any]:
     return facts
 
 
+def glue_facts(prefix: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """Glue each fact as ``<prefix>_<key>`` (text); returns ``facts``."""
+    from myst_nb import glue  # only inside a notebook kernel
+
+    for key, value in facts.items():
+        glue(f"{prefix}_{key}", value, display=False)
+    return facts
+
+
 ROW_FACTS = {"wer_clean": "{:.2f}", "wer_other": "{:.2f}", "encoder_cosine": "{:.3f}", "latency_ratio": "{:.2f}"}
 _FACT_NAMES = {"encoder_cosine": "cosine"}
 

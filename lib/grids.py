@@ -15,6 +15,11 @@ A grid file declares the configurations of one chapter::
 ``noise`` may also be set in ``defaults`` or a ``runs`` entry (one recipe), or be a list of recipes; ``noise:
 null`` in an entry is the clean audio.
 
+A mixed-precision recipe is an entry with ``layers``/``overrides`` (see :class:`lib.config.QuantSpec`)::
+
+      - {library: hqq, scheme: weight_only, weights: int4, group_size: 64, recipe: enc-fc1-int8,
+         overrides: {"model.encoder.*": {weights: int8}, "model.decoder.layers.*.fc1": {weights: int8}}}
+
 >>> [s["weights"] + str(s["group_size"]) for s in cross({"weights": ["int4", "int3"], "group_size": [32, 64]})]
 ['int432', 'int464', 'int332', 'int364']
 >>> [(s["noise"]["kind"], s["noise"]["snr_db"]) for s in cross({"noise": {"kind": ["babble", "white"], "snr_db": [10, 0]}})]
@@ -33,7 +38,7 @@ from .paths import REPO_ROOT
 
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 #: The chapters' grids in the book's order (the study is their union, first grid wins).
-GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes")
+GRIDS = ("baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "mixed")
 RUN_FIELDS = {"model", "split", "limit", "batch_size", "threads", "max_new_tokens", "noise"}
 GRID_KEYS = {"title", "description", "defaults", "footprint", "footprint_model", "runs", "expand"}
 
@@ -42,8 +47,8 @@ def cross(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Cartesian product over the list-valued fields of one ``expand`` entry (``noise``: see
     :func:`noise_conditions`)."""
     keys = list(entry)
-    values = [noise_conditions(v) if k == "noise" else v if isinstance(v, list) and k != "split" else [v]
-              for k, v in entry.items()]
+    values = [noise_conditions(v) if k == "noise" else v if isinstance(v, list) and k not in ("split", "layers")
+              else [v] for k, v in entry.items()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
@@ -121,14 +126,17 @@ def expand_grid(path: Path | str, overrides: dict[str, Any] | None = None) -> li
     entries = [dict(e) for e in data.get("runs") or []]
     for entry in data.get("expand") or []:
         entries += cross(entry)
-    jobs, seen = [], set()
+    jobs, seen = [], {}
     for entry in entries:
         run_fields = {k: entry.pop(k) for k in list(entry) if k in RUN_FIELDS}
         config = RunConfig.from_dict({**defaults, **run_fields, "quant": QuantSpec.from_dict(entry)})
         check_run(config)
         if config.slug in seen:
+            if seen[config.slug] != config:
+                raise ConfigError(f"{Path(path).name}: two different configurations share the slug {config.slug}; "
+                                  "give each recipe its own name")
             continue
-        seen.add(config.slug)
+        seen[config.slug] = config
         jobs.append(Job(Path(path).stem, config, bool(data.get("footprint", True)),
                         data.get("footprint_model", "footprint:whisper-small")))
     return jobs

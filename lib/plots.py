@@ -512,5 +512,43 @@ def noise_delta_wer(df, clean_x: float = 25.0):
     if handles:
         axes[0][-1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
                            frameon=False)
+
+
+def sensitivity_heatmap(table):
+    """The sensitivity map: mean KLD to fp32 when one group alone is quantized (HQQ int3 g64), layer index ×
+    component, encoder and decoder side by side, on one log colour scale; each cell is annotated with its KLD
+    in units of 10⁻³ (``14`` is a KLD of 0.014).
+
+    The conv stem (fake-quantized) sits in the encoder panel's ``stem`` column, ``proj_out`` in the decoder
+    panel's ``out`` column. ``table`` is :func:`lib.sensitivity.sensitivity_table`.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.colors import LogNorm
+
+    from .sensitivity import COMPONENT_NAMES, DECODER_COMPONENTS, ENCODER_COMPONENTS
+
+    _style()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    kld = table["kld"].astype(float)
+    norm = LogNorm(vmin=max(kld.min(), 1e-6), vmax=max(kld.max(), 2e-6)) if len(table) else None
+    layers = sorted(int(x) for x in table["layer"].dropna().unique()) if len(table) else []
+    panels = (("encoder", ["conv", *ENCODER_COMPONENTS], ["stem", *map(str, layers)]),
+              ("decoder", [*DECODER_COMPONENTS, "proj_out"], [*map(str, layers), "out"]))
+    for ax, (side, rows, columns) in zip(axes, panels):
+        grid = pd.DataFrame(np.nan, index=[COMPONENT_NAMES[c] for c in rows], columns=columns)
+        for r in table[table["side"] == side].itertuples():
+            column = ("stem" if r.component == "conv" else "out") if pd.isna(r.layer) else str(int(r.layer))
+            grid.loc[COMPONENT_NAMES[r.component], column] = r.kld
+        annot = grid.map(lambda v: "" if pd.isna(v) else f"{v * 1e3:.2g}")  # in units of 10^-3: short labels
+        sns.heatmap(grid, ax=ax, norm=norm, cmap="rocket_r", annot=annot, fmt="", cbar=side == "decoder",
+                    cbar_kws={"label": "mean KLD to fp32 (log scale); cells ×10⁻³"}, linewidths=0.5,
+                    linecolor="white", annot_kws={"fontsize": "small"})
+        ax.set_title(side)
+        ax.grid(False)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("")
     fig.tight_layout()
     return fig

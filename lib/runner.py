@@ -483,8 +483,8 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"
-CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "noise",
-            "footprint", "summary", "reproduce", "runlog")
+CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "beyond",
+            "noise", "footprint", "summary", "reproduce", "runlog")
 BOOK_DIR = REPO_ROOT / "book"
 
 

@@ -379,3 +379,18 @@ def interval_widths(df: pd.DataFrame) -> pd.DataFrame:
                               "speakers resampled": float((ok[cols[3]] - ok[cols[2]]).median()),
                               "configurations": len(ok)}
     return pd.DataFrame(out).T.round(2).rename_axis("median ΔWER interval width")
+
+
+def recipe_table(grid: str = "mixed", limit: int | None = None) -> pd.DataFrame:
+    """The mixed-precision grid's rows (:func:`chapter_table`) with ``recipe`` and ``k`` columns; a configuration
+    with no result has status ``not run`` (and footprint ``not run``), so it is listed, never dropped."""
+    df = chapter_table(grid, limit)
+    if df.empty:
+        return df
+    specs = [job.config.quant for job in expand_grid(grid_path(grid), {"limit": limit} if limit else None)]
+    recipes = {q.slug: q.recipe or "uniform" for q in specs}
+    df["recipe"] = [recipes.get(slug.split("__")[1], "") for slug in df["slug"]]
+    df["status"] = df["status"].replace({"pending": "not run"})
+    if "footprint" in df:
+        df["footprint"] = df["footprint"].replace({"pending": "not run"})
+    return df

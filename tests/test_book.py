@@ -23,8 +23,8 @@ def built(tmp_path_factory):
 
 
 def test_every_chapter_is_rendered(built):
-    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "noise", "footprint",
-                 "summary", "reproduce", "runlog"):
+    for page in ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "beyond",
+                 "noise", "footprint", "summary", "reproduce", "runlog"):
         assert (built / f"{page}.html").exists(), page
 
 

@@ -43,7 +43,11 @@ def validate_spec(spec) -> None:
     """
     if spec.is_baseline:
         return
-    backend(spec.library).validate(spec)
+    module = backend(spec.library)
+    if spec.per_layer and not getattr(module, "PER_LAYER", False):
+        raise ConfigError(f"per-layer recipes (layers/overrides) are implemented for hqq, not {spec.library}; "
+                          "use library: hqq or drop layers/overrides")
+    module.validate(spec)
 
 
 def check_allowed(spec, supported: Sequence[dict[str, Any]], options: dict[str, tuple] | None = None) -> None:
@@ -88,6 +92,8 @@ def quantize(model, spec, calibration: Sequence | None = None, processor=None,
         return model, {"library": "none", "quantized_modules": {}, "float_linear": len(float_linears(model)),
                        "seconds": 0.0}
     module = backend(spec.library)
+    if spec.per_layer:
+        validate_spec(spec)  # a per-layer recipe on a library that ignores it would run as uniform: refuse
     if spec.library in RUNTIMES:  # a runtime converts into its own model object
         start = time.perf_counter()
         runtime, extra = module.convert(model, spec, calibration=calibration, processor=processor,

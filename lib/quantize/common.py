@@ -1,6 +1,7 @@
 """Helpers shared by the backends: choosing layers, untying ``proj_out``, describing the result."""
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections import Counter
 from typing import Any, Callable
@@ -51,6 +52,50 @@ def target_linears(model, spec) -> list[tuple[str, nn.Linear]]:
     if spec.proj_out:
         untie_proj_out(model)
         chosen.append(("proj_out", model.proj_out))
+    return chosen
+
+
+def recipe_linears(model, spec) -> list[tuple[str, nn.Linear, dict[str, Any]]]:
+    """``(name, linear, {weights, group_size})`` of each layer a spec quantizes, honouring a per-layer recipe.
+
+    Without ``layers``/``overrides`` this is :func:`target_linears` at the spec's own setting. With them,
+    names are read at the recipe's ``depth`` (:func:`lib.config.layer_at_depth`), so a whisper-base recipe
+    applies to the deeper whisper-small architecture by relative depth. A pattern that matches no layer is
+    a :class:`~lib.config.ConfigError` naming it; ``proj_out`` is untied only when the recipe selects it.
+
+    >>> # layers=["model.encoder.layers.0.fc2"], depth=2 on a 4-layer encoder -> layers 0 and 1's fc2
+    """
+    import dataclasses
+
+    from ..config import ConfigError, layer_at_depth
+
+    if not spec.per_layer:
+        return [(n, m, {"weights": spec.weights, "group_size": spec.group_size}) for n, m in target_linears(model, spec)]
+    plain = dataclasses.replace(spec, proj_out=False, layers=(), overrides=(), depth=None, recipe=None)
+    candidates = list(target_linears(model, plain))
+    if spec.proj_out:
+        candidates.append(("proj_out", model.proj_out))
+    depths = {"encoder": model.config.encoder_layers, "decoder": model.config.decoder_layers}
+
+    def at_depth(name: str) -> str:
+        side = name.split(".")[1] if name.startswith("model.") else None
+        return layer_at_depth(name, depths[side], spec.depth) if side in depths and spec.depth else name
+
+    chosen = []
+    for name, module in candidates:
+        setting = spec.setting_for(at_depth(name))
+        if setting is not None:
+            chosen.append((name, module, setting))
+    names = [at_depth(n) for n, _m in candidates]
+    for kind, patterns in (("layers", spec.layers), ("overrides", [p for p, _ in spec.overrides])):
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise ConfigError(f"{kind} pattern {pattern!r} matches no Linear layer of this model (scope "
+                                  f"{spec.scope!r}); module names look like model.encoder.layers.0.fc1, "
+                                  "model.decoder.layers.0.encoder_attn.q_proj, proj_out: fix the pattern")
+    if any(name == "proj_out" for name, _m, _s in chosen):
+        untie_proj_out(model)
+        chosen = [(n, model.proj_out if n == "proj_out" else m, s) for n, m, s in chosen]
     return chosen
 
 
