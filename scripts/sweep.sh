@@ -30,12 +30,15 @@ last=(pt-static-int8-aint8-pt-cal4 quanto-wo-int2 hqq-wo-int2-g32 hqq-wo-int2-g1
       hqq-wo-int1-g64 hqq-wo-int1-g32 hqq-wo-int1-g128 pt-static-int8-aint8-pc-deconly-cal4-methodpt2e)
 for l in "${last[@]}"; do args+=(--last "$l"); done
 grids=(experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml experiments/granularity.yml
-       experiments/scope.yml experiments/runtimes.yml)
+       experiments/scope.yml experiments/runtimes.yml experiments/mixed.yml)
 # 1. the fp32 reference on any utterance it lacks (every ΔWER and every KLD is against it)
 .venv/bin/python -m lib sweep experiments/baseline.yml --only __fp32__ --pause-file logs/sweep.pause --commit
 # 2. the teacher-forced fidelity pass for every configuration with a WER result (about a third of a WER run)
 .venv/bin/python -m lib sweep "${grids[@]}" "${args[@]}" --fidelity-only --pause-file logs/sweep.pause --commit
 # 3. WER: new configurations, then utterances a configuration lacks, then the refresh of older decodings
 .venv/bin/python -m lib sweep experiments/baseline.yml experiments/scheme.yml experiments/bitwidth.yml \
-  experiments/granularity.yml experiments/scope.yml experiments/runtimes.yml "${args[@]}" --pause-file logs/sweep.pause --commit \
+  experiments/granularity.yml experiments/scope.yml experiments/runtimes.yml experiments/mixed.yml "${args[@]}" --pause-file logs/sweep.pause --commit \
   --refresh-outdated "$@"
+# 4. noise robustness (test-clean, experiments/noise.yml): the verdict's core first, then the rest of the grid
+bash scripts/noise_core.sh
+.venv/bin/python -m lib sweep experiments/noise.yml --pause-file logs/sweep.pause --commit
