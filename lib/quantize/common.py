@@ -87,7 +87,11 @@ def recipe_linears(model, spec) -> list[tuple[str, nn.Linear, dict[str, Any]]]:
         if setting is not None:
             chosen.append((name, module, setting))
     names = [at_depth(n) for n, _m in candidates]
-    for kind, patterns in (("layers", spec.layers), ("overrides", [p for p, _ in spec.overrides])):
+    if spec.depth and min(depths.values()) < spec.depth:  # a shallower model has no counterpart of some layers
+        patterns_checked = ()
+    else:
+        patterns_checked = (("layers", spec.layers), ("overrides", [p for p, _ in spec.overrides]))
+    for kind, patterns in patterns_checked:
         for pattern in patterns:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
                 raise ConfigError(f"{kind} pattern {pattern!r} matches no Linear layer of this model (scope "
