@@ -157,8 +157,7 @@ def runtime_view(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         agree = r.get("agree_other")
         out["top-1 agree other %"] = f"{agree:.2f}" if agree == agree and agree is not None else ""
         out["RTFx other"] = r.get("rtfx_other")
-        out["why it failed"] = (str(r.get("error") or "").strip().splitlines() or [""])[-1][:160] \
-            if r.get("status") == "failed" else ""
+        out["why it failed"] = _reason(r.get("error")) if r.get("status") == "failed" else ""
         rows.append(out)
     view = pd.DataFrame(rows).set_index("configuration").rename_axis(None)
     view = view.drop(columns=[c for c in view.columns if (view[c].fillna("") == "").all()])
@@ -172,7 +171,7 @@ def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
         "rt_rows": len(df), "rt_ok": int((df["status"] == "ok").sum()),
         "rt_failed": int((df["status"] == "failed").sum()),
         "rt_not_run": int((~df["status"].isin(["ok", "failed"])).sum()),
-        "rt_failed_list": "; ".join(f"{r['configuration']}: {(str(r['error'] or '').strip().splitlines() or [''])[-1][:120]}"
+        "rt_failed_list": "; ".join(f"{r['configuration']}: {_reason(r['error'])}"
                                     for _, r in df[df["status"] == "failed"].iterrows()) or "none",
     }
     worst = None
@@ -197,11 +196,19 @@ def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
         parts = []
         for goal, name in (("speed", "speed"), ("size", "size"), ("accuracy", "accuracy")):
             pick = w[goal]
-            parts.append(f"**{name}**: {pick['configuration']}" + _pick_numbers(pick, c) if pick["configuration"]
-                         else f"**{name}**: none ({pick['reason']})")
-        lines.append(f"On **{c}**: " + "; ".join(parts) + ".")
+            parts.append(f"{name}: {pick['configuration']}" + _pick_numbers(pick, c) if pick["configuration"]
+                         else f"{name}: none ({pick['reason']})")
+        lines.append(f"On {c}, " + "; ".join(parts) + ".")
     facts["rt_winners"] = " ".join(lines) or "No runtime row has a latency measurement yet."
     return facts
+
+
+def _reason(error) -> str:
+    """A failed row's reason in one short line: the last line of its error, cut at a word."""
+    import textwrap
+
+    last = (str(error or "").strip().splitlines() or [""])[-1]
+    return textwrap.shorten(last.split("; get_supported")[0], 160, placeholder=" …")
 
 
 def _pick_numbers(pick: dict[str, Any], cpu_class: str) -> str:
