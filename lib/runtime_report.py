@@ -111,29 +111,25 @@ def fp32_agreement(df: pd.DataFrame) -> pd.DataFrame:
     refs = df[df["slug"] == df["reference_slug"]]
     rows = []
     for _, r in refs.iterrows():
-        out = {"runtime reference": r["configuration"], "status": r["status"]}
+        out = {"runtime reference": r["configuration"],
+               "status": {"pending": "not run"}.get(r["status"], r["status"])}
         for tag, name in (("clean", "test-clean"), ("other", "test-other")):
             out[f"WER {name}"] = r.get(f"wer_{tag}")
             out[f"PyTorch fp32 WER {name}"] = r.get(f"fp32_wer_{tag}")
             ident, common = r.get(f"identical_{tag}"), r.get(f"common_pt_{tag}")
             out[f"identical transcripts {name}"] = f"{int(ident)} of {int(common)}" if common == common and common else ""
-            out[f"ΔWER {name} [95% CI]"] = _interval(r.get(f"delta_wer_{tag}", float("nan")),
-                                                      r.get(f"delta_wer_{tag}_low", float("nan")),
-                                                      r.get(f"delta_wer_{tag}_high", float("nan")))
         agree = r.get("agree_other")
         out["top-1 agreement other %"] = (f"{agree:.2f}" if agree == agree and agree is not None else
                                           "no logits" if r["status"] == "ok" else "")
-        out["error"] = r.get("error") or ""
         rows.append(out)
     view = pd.DataFrame(rows).set_index("runtime reference").rename_axis(None)
-    if not view["error"].astype(bool).any():
-        view = view.drop(columns="error")
     return view.round(2).fillna("")
 
 
-def runtime_view(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """The chapter's main table: size, latency ratio per CPU class, WER, both ΔWERs with intervals, agreement,
-    RTFx of the WER run, and the failure reason of failed rows."""
+def runtime_view(df: pd.DataFrame, classes: list[str], part: str = "accuracy") -> pd.DataFrame:
+    """The chapter's main table in two parts that each fit the page: ``accuracy`` (WER, both ΔWERs with
+    intervals, differing transcripts, agreement) and ``cost`` (size, latency ratio per CPU class, RTFx of the
+    WER run, the failure reason of failed rows)."""
     from .ship import class_column
 
     rows = []
@@ -160,6 +156,8 @@ def runtime_view(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         out["why it failed"] = _reason(r.get("error")) if r.get("status") == "failed" else ""
         rows.append(out)
     view = pd.DataFrame(rows).set_index("configuration").rename_axis(None)
+    cost = ["MB on disk (whisper-small)"] + [f"latency ratio {c}" for c in classes] + ["RTFx other", "why it failed"]
+    view = view[[c for c in view.columns if (c in cost) == (part == "cost")]]
     view = view.drop(columns=[c for c in view.columns if (view[c].fillna("") == "").all()])
     return view.round(2).fillna("")
 
