@@ -198,6 +198,8 @@ def _short(row, cpu_class: str) -> str:
     parts.append(f"ΔWER other {get('delta_wer_other'):+.2f} {row.get('delta_wer_other_ci')}")
     if not math.isnan(get("agree_other")):
         parts.append(f"top-1 agreement {get('agree_other'):.1f}%")
+    else:  # a runtime without logits (CTranslate2, whisper.cpp): the WER interval decides alone
+        parts.append("no fidelity pass (the runtime exposes no logits): judged on WER alone")
     return "; ".join(parts)
 
 
