@@ -22,6 +22,11 @@ def spec_line(spec: QuantSpec) -> str:
     args = [f"{f}={getattr(spec, f)!r}" for f in FIELDS if getattr(spec, f) != getattr(DEFAULTS, f)]
     if spec.options:
         args.append(f"options={dict(spec.options)!r}")
+    if spec.layers:  # a per-layer recipe (experiments/mixed.yml)
+        args.append(f"layers={list(spec.layers)!r}")
+    if spec.overrides:
+        args.append(f"overrides={ {pattern: dict(setting) for pattern, setting in spec.overrides}!r}")
+    args += [f"{f}={getattr(spec, f)!r}" for f in ("depth", "recipe") if getattr(spec, f) is not None]
     return f"QuantSpec({', '.join(args)})"
 
 
