@@ -424,6 +424,14 @@ def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_faile
             os.replace(partial, output)
 
 
+def _library_warning_display(output) -> bool:
+    """A rich/NNCF progress display that carries a library warning (``UserWarning: install "ipywidgets"``)."""
+    if output.get("output_type") != "display_data":
+        return False
+    plain = output.get("data", {}).get("text/plain", "")
+    return "Warning: " in ("".join(plain) if isinstance(plain, list) else str(plain))
+
+
 def cleaned_notebook(text: str) -> str:
     """An executed notebook (its JSON text) as the book shows it: without stderr outputs (library warnings,
     torchao's ``.so`` load failures, tqdm bars, which the live log under ``logs/runs`` keeps), with papermill's
@@ -447,7 +455,8 @@ def cleaned_notebook(text: str) -> str:
         if "parameters" in tags and "remove-cell" not in tags:  # defaults that papermill overrode: misleading
             cell.metadata["tags"] = [*tags, "remove-cell"]
         if cell.get("outputs"):
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                            and not _library_warning_display(o)]
     return portable(nbformat.writes(notebook))
 
 
