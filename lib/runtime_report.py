@@ -198,7 +198,38 @@ def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
                          else f"{name}: none ({pick['reason']})")
         lines.append(f"On {c}, " + "; ".join(parts) + ".")
     facts["rt_winners"] = " ".join(lines) or "No runtime row has a latency measurement yet."
+    facts["rt_static"] = static_note(df)
     return facts
+
+
+def static_note(df: pd.DataFrame) -> str:
+    """One sentence on the runtimes' static int8 rows next to the same runtime's best dynamic or weight-only
+    int8 row (ΔWER on test-other against PyTorch fp32, with intervals).
+
+    >>> df = pd.DataFrame({"library": ["ONNX Runtime"] * 2, "scheme": ["static", "dynamic"],
+    ...     "weights": "int8", "status": "ok", "configuration": ["ORT static", "ORT dyn"],
+    ...     "delta_wer_other": [15.1, 1.2], "delta_wer_other_low": [12.6, 0.2], "delta_wer_other_high": [18.2, 1.9]})
+    >>> static_note(df)
+    'ORT static: ΔWER other +15.10 [+12.60, +18.20], where ORT dyn, without calibration, has +1.20 [+0.20, +1.90].'
+    """
+    ok = df[(df["status"] == "ok") & df["delta_wer_other"].notna()]
+    static = ok[ok["scheme"] == "static"]
+    if static.empty:
+        return "No static int8 runtime row has a result yet."
+    parts = []
+    for _, r in static.iterrows():
+        text = f"{r['configuration']}: ΔWER other {_delta(r)}"
+        peers = ok[(ok["library"] == r["library"]) & (ok["scheme"].isin(["dynamic", "weight_only"]))
+                   & (ok["weights"] == "int8")]
+        if len(peers):
+            best = peers.loc[peers["delta_wer_other"].idxmin()]
+            text += f", where {best['configuration']}, without calibration, has {_delta(best)}"
+        parts.append(text)
+    return "; ".join(parts) + "."
+
+
+def _delta(r) -> str:
+    return (f"{r['delta_wer_other']:+.2f} [{r['delta_wer_other_low']:+.2f}, {r['delta_wer_other_high']:+.2f}]")
 
 
 def _reason(error) -> str:
