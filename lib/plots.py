@@ -429,33 +429,47 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     return fig
 
 
-def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None):
+def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None, headroom: float = 5.0):
     """WER on test-other (whisper-base weights) against the latency ratio to PyTorch fp32 on ``cpu_class``
     (whisper-small architecture), one marker shape and colour per runtime, every point named.
 
-    Points right of 1 are slower than PyTorch fp32; the dotted line is PyTorch fp32's WER.
+    Points right of 1 are slower than PyTorch fp32; the dotted line is PyTorch fp32's WER. The y axis stops
+    ``headroom`` points above that line so the rows that matter stay readable: a row beyond it is drawn at the
+    top edge as an upward triangle labelled with its WER. Labels are placed by ``adjustText``.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from adjustText import adjust_text
 
     from .ship import class_column
 
     _style()
     col = class_column(cpu_class)
     data = _ok(df, col, "wer_other") if col in df else df.iloc[0:0]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     if len(data):
         order = _libraries_in(data)
         markers = dict(zip(order, "osDP^vXp*h"))
-        sns.scatterplot(data, x=col, y="wer_other", hue="library", hue_order=order, style="library",
+        top = (reference_wer if reference_wer is not None else data["wer_other"].min()) + headroom
+        inside, beyond = data[data["wer_other"] <= top], data[data["wer_other"] > top]
+        sns.scatterplot(inside, x=col, y="wer_other", hue="library", hue_order=order, style="library",
                         style_order=order, markers=markers, palette=palette(), s=80, ax=ax)
-        for (_, row), dy in zip(data.sort_values(["wer_other", col]).iterrows(), itertools.cycle((4, -10))):
+        ceiling = top + 0.4
+        for _, row in beyond.iterrows():
+            ax.scatter(row[col], ceiling, marker="^", s=90, color=palette()[row["library"]], clip_on=False)
+        texts = []
+        for _, row in data.iterrows():
             name = row["configuration"].replace(row["library"], "").strip() or row["configuration"]
-            ax.annotate(name, (row[col], row["wer_other"]), textcoords="offset points", xytext=(6, dy),
-                        fontsize="x-small")
+            name = name.replace(" (4 calibration utterances)", "").replace(" (nncf.quantize)", "")
+            y = row["wer_other"] if row["wer_other"] <= top else ceiling
+            if row["wer_other"] > top:
+                name += f" ↑ {row['wer_other']:.1f}"
+            texts.append(ax.text(row[col], y, name, fontsize="x-small"))
         ax.axvline(1.0, color="grey", lw=1, ls="--")
         if reference_wer is not None:
             ax.axhline(reference_wer, color="grey", lw=1, ls=":", label="PyTorch fp32 WER")
+        ax.set_ylim(top=ceiling + 0.6)
+        adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.set_xlabel(f"latency ratio to PyTorch fp32 on {cpu_class} (whisper-small architecture; < 1 is faster)")
     ax.set_ylabel("WER test-other (%) on whisper-base weights")

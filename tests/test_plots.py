@@ -97,3 +97,12 @@ def test_proxies_leave_out_configurations_whose_encoder_is_untouched():
     drawn = lambda ax: sum(len(c.get_offsets()) for c in ax.collections)
     assert (drawn(left), drawn(right)) == (2, 3)  # fp32 nowhere; decoder only has no encoder distance
     assert left.get_xscale() == right.get_xscale() == "log"
+
+
+def test_runtime_tradeoff_keeps_the_working_rows_readable_and_marks_an_off_scale_row():
+    df = pd.DataFrame({"configuration": ["CTranslate2 int8", "ONNX Runtime int8 static (4 calibration utterances)"],
+                       "library": ["CTranslate2", "ONNX Runtime"], "latency_ratio_amx": [0.6, 0.7],
+                       "wer_other": [9.4, 24.4]})
+    ax = plots.runtime_tradeoff(df, "AMX", reference_wer=9.3).axes[0]
+    assert ax.get_ylim()[1] < 24.4  # the collapsed static row does not stretch the axis
+    assert sorted(t.get_text() for t in ax.texts) == ["int8", "int8 static ↑ 24.4"]
