@@ -214,6 +214,39 @@ def takeaway(df: pd.DataFrame) -> str:
     return text + "."
 
 
+def kld_front(df: pd.DataFrame) -> list[str]:
+    """The configurations on the size–KLD front of ``df`` (whisper-small stored MB, KLD on test-other): no other
+    row is both no larger and lower in KLD.
+
+    >>> kld_front(pd.DataFrame({"configuration": ["u3", "mix", "u4", "big"], "small_mb": [278, 292, 298, 310],
+    ...                         "kld_other": [0.19, 0.11, 0.02, 0.06]}))
+    ['u3', 'mix', 'u4']
+    """
+    rows = df.dropna(subset=["small_mb", "kld_other"])
+    return [r.configuration for r in rows.itertuples()
+            if not ((rows["small_mb"] <= r.small_mb) & (rows["kld_other"] < r.kld_other)).any()]
+
+
+def recipe_gains(df: pd.DataFrame) -> str:
+    """What each top-k recipe buys over its own uniform base (the same bit-width everywhere): KLD on test-other
+    and whisper-small MB, base to recipe. ``df`` is :func:`lib.tables.recipe_table`.
+
+    >>> recipe_gains(pd.DataFrame({"configuration": ["u3", "m"], "recipe": ["uniform", "mix-top5-int8"],
+    ...     "weights": "int3", "status": "ok", "small_mb": [278.3, 292.4], "kld_other": [0.189, 0.108]}))
+    'Against its own uniform base, m cuts the KLD from 0.189 to 0.108 (-43%) for +14 MB'
+    """
+    need = ["small_mb", "kld_other", "recipe", "weights"]
+    if any(c not in df for c in need):
+        return "No top-k recipe has a fidelity and footprint result yet"
+    done = df[df["status"] == "ok"].dropna(subset=["small_mb", "kld_other"])
+    base = {r.weights: r for r in done[done["recipe"] == "uniform"].itertuples()}
+    parts = [f"{m.configuration} cuts the KLD from {base[m.weights].kld_other:.3g} to {m.kld_other:.3g} "
+             f"({100 * (m.kld_other / base[m.weights].kld_other - 1):+.0f}%) for {m.small_mb - base[m.weights].small_mb:+.0f} MB"
+             for m in done[done["recipe"].str.startswith("mix-")].itertuples() if m.weights in base]
+    return ("Against its own uniform base, " + "; ".join(parts)) if parts else \
+        "No top-k recipe has a fidelity and footprint result yet"
+
+
 def recipe_verdict(df: pd.DataFrame) -> str:
     """Whether a mixed-precision recipe beats a uniform HQQ row at no larger stored size (whisper-small
     architecture): lower KLD on test-other and no higher WER on test-other. ``df`` is
@@ -240,8 +273,21 @@ def recipe_verdict(df: pd.DataFrame) -> str:
             if m.small_mb <= u.small_mb and m.kld_other < u.kld_other and m.wer_other <= u.wer_other:
                 wins.append((u.small_mb - m.small_mb, m, u))
     if not wins:
-        return (f"None of the {len(mixed)} mixed-precision recipes with results beats a uniform HQQ row at no larger "
-                "stored size (lower KLD and no higher WER on test-other): uniform bit-widths stay on the front.")
+        text = (f"None of the {len(mixed)} mixed-precision recipes with results beats a uniform HQQ row at no larger "
+                "stored size (lower KLD and no higher WER on test-other)")
+        front = kld_front(done)
+        notes = []
+        for m in mixed.itertuples():
+            larger = uniform[uniform["small_mb"] >= m.small_mb]
+            if m.configuration not in front or larger.empty:
+                continue
+            u = larger.loc[larger["small_mb"].idxmin()]
+            notes.append(f"{m.configuration} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}"
+                         f"; next larger uniform: {u['configuration']}, {u['small_mb']:.0f} MB, KLD "
+                         f"{u['kld_other']:.3g}, WER other {u['wer_other']:.2f})")
+        if notes:
+            text += ("; on the size–KLD front only because no uniform row sits at their size: " + "; ".join(notes))
+        return text + "."
     _gap, m, u = min(wins, key=lambda w: (w[1].small_mb, w[0]))
     return (f"{m.configuration} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}) beats "
             f"{u.configuration} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, WER other {u.wer_other:.2f}) at no "

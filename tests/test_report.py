@@ -241,3 +241,14 @@ def test_re_timing_on_the_study_class_keeps_the_other_class_timing(tmp_path, mon
     assert redone["status"] == "failed"  # the stand-in measurement; what matters is what was kept
     kept = latency_by_class(slug, class_stores(tmp_path))
     assert kept["latency_ratio_avx_512_vnni"] == 0.5
+
+
+def test_a_recipe_between_two_uniform_sizes_is_named_with_the_next_larger_uniform_not_called_a_win():
+    from lib.analysis import recipe_verdict
+
+    df = pd.DataFrame({"configuration": ["u3", "u4", "mix"], "recipe": ["uniform", "uniform", "mix-top5-int8"],
+                       "status": "ok", "small_mb": [278.0, 298.0, 292.0], "kld_other": [0.19, 0.02, 0.11],
+                       "wer_other": [27.5, 10.3, 14.6]})
+    text = recipe_verdict(df)
+    assert text.startswith("None of the 1 mixed-precision recipes")
+    assert "mix (292 MB, KLD 0.11, WER other 14.60; next larger uniform: u4, 298 MB, KLD 0.02" in text
