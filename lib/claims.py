@@ -239,15 +239,46 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise:
 NOISE_CLAIM = "Aggressive formats lose more to fp32 as SNR falls"
 #: The aggressive formats whose gap to fp32 the noise verdict follows (the low-bit rows of the third claim).
 NOISE_AGGRESSIVE_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__")
-#: The two ends of the SNR range the verdict compares (dB).
+#: The two ends of the SNR range the verdict compares (dB): 20 dB and the lowest SNR at which fp32 still works.
 NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
 NOT_MEASURED = "not yet measured"
 
 
+def noise_low_snr(df: pd.DataFrame, kind: str) -> tuple[float | None, list[float]]:
+    """The verdict's low end for noise ``kind``: the lowest measured SNR below :data:`NOISE_HIGH_SNR` at which
+    fp32's WER is at most :data:`lib.robustness.NOISE_REFERENCE_LIMIT`, and the SNRs skipped because fp32
+    failed there.
+
+    >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
+    ...                    "snr_db": [20.0, 10.0, 0.0], "wer": [4.0, 12.0, 146.7]})
+    >>> noise_low_snr(df, "babble")
+    (10.0, [0.0])
+    """
+    from .robustness import NOISE_REFERENCE_LIMIT
+
+    fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")
+              & (df["snr_db"] < NOISE_HIGH_SNR)].sort_values("snr_db")
+    failed = [float(x) for x in fp32.loc[fp32["wer"] > NOISE_REFERENCE_LIMIT, "snr_db"]]
+    usable = fp32[fp32["wer"] <= NOISE_REFERENCE_LIMIT]
+    return (float(usable["snr_db"].iloc[0]) if len(usable) else None), failed
+
+
+def noise_skipped(df: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
+    """Per noise kind, the ``(SNR, fp32 WER)`` conditions the verdict leaves out because fp32 fails there."""
+    out = {}
+    for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
+        fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")]
+        wer = dict(zip(fp32["snr_db"], fp32["wer"]))
+        if skipped := noise_low_snr(df, kind)[1]:
+            out[kind] = [(snr, float(wer[snr])) for snr in skipped]
+    return out
+
+
 def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> list[dict]:
-    """For each aggressive row and noise kind with all four runs (fp32 and the row, at 20 and at 0 dB): the
-    change of its ΔWER against fp32 from 20 to 0 dB (:func:`lib.scoring.compare_gap_change`), with a 95%
-    interval resampling speakers, and its verdict (gap grows: ``supported``)."""
+    """For each aggressive row and noise kind: the change of its ΔWER against fp32 from 20 dB to the lowest SNR
+    at which fp32 still works (:func:`noise_low_snr`, 0 dB where it does) and at which the row has a result
+    (:func:`lib.scoring.compare_gap_change`), with a 95% interval resampling speakers, and its verdict (gap
+    grows: ``supported``)."""
     from .robustness import SPLIT
 
     store = ResultStore(results_dir)
@@ -260,13 +291,19 @@ def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) 
                 rows = rows[rows["configuration"] == "fp32"] if fp32 else rows[rows["slug"].str.contains(part, regex=False)]
                 return rows.iloc[0] if len(rows) else None
 
-            found = [pick(NOISE_HIGH_SNR, True), pick(NOISE_HIGH_SNR), pick(NOISE_LOW_SNR, True), pick(NOISE_LOW_SNR)]
+            _lowest, skipped = noise_low_snr(df, kind)
+            lows = sorted(s for s in ok.loc[(ok["noise"] == kind) & (ok["snr_db"] < NOISE_HIGH_SNR), "snr_db"].unique()
+                          if s not in skipped)
+            low = next((s for s in lows if pick(s, True) is not None and pick(s) is not None), None)
+            if low is None:
+                continue
+            found = [pick(NOISE_HIGH_SNR, True), pick(NOISE_HIGH_SNR), pick(low, True), pick(low)]
             if any(r is None for r in found):
                 continue
             d = compare_gap_change(*(store.load_rows(r["slug"]) for r in found), SPLIT)
             if d is None:
                 continue
-            out.append({"configuration": found[1]["configuration"], "noise": kind, **d,
+            out.append({"configuration": found[1]["configuration"], "noise": kind, "low_snr": float(low), **d,
                         "verdict": ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False)})
     return out
 
@@ -295,10 +332,17 @@ def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict
     words = {"supported": "grows", "contradicted": "shrinks", NOT_RESOLVABLE: "changes by an amount this sample "
              "cannot resolve"}
     parts = [f"{r['configuration']} in {r['noise']} noise: ΔWER {r['delta_a']:+.2f} at {NOISE_HIGH_SNR:g} dB, "
-             f"{r['delta_b']:+.2f} at {NOISE_LOW_SNR:g} dB, change {r['delta']:+.2f} "
+             f"{r['delta_b']:+.2f} at {r['low_snr']:g} dB, change {r['delta']:+.2f} "
              f"[{r['low_spk']:+.2f}, {r['high_spk']:+.2f}] over {r['utterances']} utterances "
              f"({words[r['verdict']]})" for r in readings]
     evidence = "; ".join(parts)
+    from .robustness import NOISE_REFERENCE_LIMIT
+
+    skipped = noise_skipped(df)
+    if skipped:
+        evidence += ". Not used: " + "; ".join(
+            f"{kind} at {', '.join(f'{snr:g} dB (fp32 WER {wer:.0f}%)' for snr, wer in pairs)}"
+            for kind, pairs in skipped.items()) + f", where fp32 itself fails (WER above {NOISE_REFERENCE_LIMIT:g}%)"
     return {"verdict": verdict, "evidence": evidence,
             "sentence": _capital(verdict) + ": " + evidence + " (test-clean with noise, whisper-base, points of "
-                        "WER; positive change = the gap to fp32 is wider at 0 dB)."}
+                        "WER; positive change = the gap to fp32 is wider at the lower SNR)."}

@@ -240,6 +240,22 @@ def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3
     assert "fp32's WER is 10.00%" in takeaway(table, claim)
 
 
+def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_named(tmp_path):
+    from lib.claims import noise_claim
+    from lib.results import ResultStore
+    from lib.robustness import noise_table
+
+    grid = tmp_path / "noise.yml"
+    grid.write_text(GRID.replace("[20, 0]", "[20, 10, 0]"))
+    store = ResultStore(tmp_path / "results")
+    for snr, fp32, int3 in ((20, 1, 1), (10, 1, 3), (0, 9, 6)):  # at 0 dB fp32 gets 90% of the words wrong
+        save_noisy(store, "fp32", snr, lambda i, e=fp32: e)
+        save_noisy(store, "hqq-wo-int3-g64", snr, lambda i, e=int3: e)
+    claim = noise_claim(noise_table(grid, results_dir=store.root), store.root)
+    assert claim["verdict"] == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
+    assert "+20.00 at 10 dB" in claim["evidence"] and "Not used: babble at 0 dB (fp32 WER 90%)" in claim["evidence"]
+
+
 def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
     from lib import plots
     from lib.claims import noise_claim
