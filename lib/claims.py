@@ -8,6 +8,8 @@ the compression targets from :data:`COMPRESSION_CLAIMS`.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +67,23 @@ def ci_verdict(lo: float, hi: float, better_if_negative: bool = True) -> str:
 def merge_verdicts(verdicts: list[str], disagree: str = "mixed", name_each: bool = True) -> str:
     """One verdict when all agree, else ``disagree`` (naming each verdict unless ``name_each`` is False).
 
+    A verdict that repeats is counted instead of listed again:
+
     >>> merge_verdicts(["supported", "supported"]), merge_verdicts(["supported", "contradicted"])
     ('supported', 'mixed: supported / contradicted')
+    >>> merge_verdicts(["not resolvable", "supported", "supported"])
+    'mixed: supported in 2 of 3 readings, not resolvable in 1'
     """
     if len(set(verdicts)) == 1:
         return verdicts[0]
-    return f"{disagree}: " + " / ".join(verdicts) if name_each else disagree
+    if not name_each:
+        return disagree
+    counts = Counter(verdicts)
+    if max(counts.values()) == 1:
+        return f"{disagree}: " + " / ".join(verdicts)
+    ranked = sorted(counts, key=lambda v: -counts[v])  # stable: ties keep their first appearance
+    return (f"{disagree}: {ranked[0]} in {counts[ranked[0]]} of {len(verdicts)} readings, "
+            + ", ".join(f"{v} in {counts[v]}" for v in ranked[1:]))
 
 
 def likelihood_verdict(lo: float, hi: float) -> str:
