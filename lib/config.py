@@ -40,6 +40,8 @@ LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "
 _RUNTIME_FORMATS = {"whisper_cpp": {"fp32": "f32", "float16": "f16", "int8": "Q8_0", "int5": "Q5_0", "int4": "Q4_0"},
                     "ctranslate2": {"fp32": "float32"}, "onnxruntime": {}, "openvino": {},
                     "torch_cast": {}}
+#: The deployment runtimes (and the plain PyTorch cast): library values tested in tests/test_runtimes.py.
+RUNTIME_LIBRARIES = tuple(_RUNTIME_FORMATS)
 _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": "wo"}
 _LIBRARY_TAG = {"torch_ao": "pt",  # torch.ao.quantization; "torchao" is the separate library
                 "ctranslate2": "ct2", "onnxruntime": "ort", "openvino": "ov", "whisper_cpp": "ggml"}

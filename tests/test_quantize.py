@@ -8,7 +8,7 @@ import torch
 
 from lib import QuantSpec
 from lib.checks import check_quant
-from lib.config import ConfigError
+from lib.config import RUNTIME_LIBRARIES, ConfigError
 from lib.data import calibration_set
 from lib.metrics import stored_bytes
 from lib.quantize import quantize
@@ -18,8 +18,8 @@ from lib.transcribe import features, generate
 from conftest import REPO
 
 SPECS = {j.config.quant.slug: j.config.quant for g in sorted(glob.glob(str(REPO / "experiments/*.yml")))
-         if not g.endswith("runtimes.yml")  # deployment runtimes: tests/test_runtimes.py
          for j in expand_grid(g) if not j.config.quant.is_baseline
+         and j.config.quant.library not in RUNTIME_LIBRARIES  # deployment runtimes (any grid): tests/test_runtimes.py
          and not j.config.quant.per_layer}  # per-layer recipes (mixed.yml): tests/test_sensitivity.py
 # Paths that cannot work on Whisper; the harness records them as failed rows with this reason.
 EXPECTED_FAILURES = {
