@@ -9,7 +9,6 @@ the compression targets from :data:`COMPRESSION_CLAIMS`.
 from __future__ import annotations
 
 from collections import Counter
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,23 +256,20 @@ NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
 NOT_MEASURED = "not yet measured"
 
 
-def noise_low_snr(df: pd.DataFrame, kind: str) -> tuple[float | None, list[float]]:
-    """The verdict's low end for noise ``kind``: the lowest measured SNR below :data:`NOISE_HIGH_SNR` at which
-    fp32's WER is at most :data:`lib.robustness.NOISE_REFERENCE_LIMIT`, and the SNRs skipped because fp32
-    failed there.
+def noise_failed_snrs(df: pd.DataFrame, kind: str) -> list[float]:
+    """The SNRs below :data:`NOISE_HIGH_SNR` at which fp32's WER in noise ``kind`` exceeds
+    :data:`lib.robustness.NOISE_REFERENCE_LIMIT`: the verdict does not use them.
 
     >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
     ...                    "snr_db": [20.0, 10.0, 0.0], "wer": [4.0, 12.0, 146.7]})
-    >>> noise_low_snr(df, "babble")
-    (10.0, [0.0])
+    >>> noise_failed_snrs(df, "babble")
+    [0.0]
     """
     from .robustness import NOISE_REFERENCE_LIMIT
 
     fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")
               & (df["snr_db"] < NOISE_HIGH_SNR)].sort_values("snr_db")
-    failed = [float(x) for x in fp32.loc[fp32["wer"] > NOISE_REFERENCE_LIMIT, "snr_db"]]
-    usable = fp32[fp32["wer"] <= NOISE_REFERENCE_LIMIT]
-    return (float(usable["snr_db"].iloc[0]) if len(usable) else None), failed
+    return [float(x) for x in fp32.loc[fp32["wer"] > NOISE_REFERENCE_LIMIT, "snr_db"]]
 
 
 def noise_skipped(df: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
@@ -282,14 +278,14 @@ def noise_skipped(df: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
     for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
         fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")]
         wer = dict(zip(fp32["snr_db"], fp32["wer"]))
-        if skipped := noise_low_snr(df, kind)[1]:
+        if skipped := noise_failed_snrs(df, kind):
             out[kind] = [(snr, float(wer[snr])) for snr in skipped]
     return out
 
 
 def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> list[dict]:
     """For each aggressive row and noise kind: the change of its ΔWER against fp32 from 20 dB to the lowest SNR
-    at which fp32 still works (:func:`noise_low_snr`, 0 dB where it does) and at which the row has a result
+    at which fp32 still works (not in :func:`noise_failed_snrs`; 0 dB where it does) and at which the row has a result
     (:func:`lib.scoring.compare_gap_change`), with a 95% interval resampling speakers, and its verdict (gap
     grows: ``supported``)."""
     from .robustness import SPLIT
@@ -304,7 +300,7 @@ def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) 
                 rows = rows[rows["configuration"] == "fp32"] if fp32 else rows[rows["slug"].str.contains(part, regex=False)]
                 return rows.iloc[0] if len(rows) else None
 
-            _lowest, skipped = noise_low_snr(df, kind)
+            skipped = noise_failed_snrs(df, kind)
             lows = sorted(s for s in ok.loc[(ok["noise"] == kind) & (ok["snr_db"] < NOISE_HIGH_SNR), "snr_db"].unique()
                           if s not in skipped)
             low = next((s for s in lows if pick(s, True) is not None and pick(s) is not None), None)
