@@ -292,3 +292,82 @@ def recipe_verdict(df: pd.DataFrame) -> str:
     return (f"{m.configuration} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}) beats "
             f"{u.configuration} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, WER other {u.wer_other:.2f}) at no "
             "larger size: lower KLD and no higher WER on test-other.")
+
+
+def only_tag(slug: str) -> str | None:
+    """The group tag of a single-group confirmation row's slug, else None.
+
+    >>> only_tag("whisper-base__hqq-wo-int3-g64-only-dec5-fc2__test-clean+test-other")
+    'dec5-fc2'
+    """
+    quant = slug.split("__")[1] if "__" in slug else slug
+    return quant.split("-only-", 1)[1] if "-only-" in quant else None
+
+
+def confirmation_table(sensitivity: pd.DataFrame, recipes: pd.DataFrame) -> pd.DataFrame:
+    """The sensitivity map checked on the whole sample: each group quantized alone (the grid's ``only-`` rows)
+    with its map rank and KLD (the fixed subset) beside its whole-sample KLD and ΔWER on test-other.
+
+    ``sensitivity`` is :func:`lib.sensitivity.sensitivity_table`, ``recipes`` :func:`lib.tables.recipe_table`;
+    ``end`` says whether the group is among the map's most or least sensitive. A row with no result keeps its
+    status (``not run``) and empty numbers.
+    """
+    from .recipes import group_of
+
+    by_tag = {group_of(r.group).tag: r for r in sensitivity.itertuples()}
+    median_rank = len(sensitivity) / 2
+    rows = []
+    for r in recipes.itertuples():
+        tag = only_tag(r.slug)
+        if tag is None or tag not in by_tag:
+            continue
+        g = by_tag[tag]
+        done = r.status == "ok"
+        rows.append({"rank": int(g.rank), "group": g.label, "end": "most" if g.rank <= median_rank else "least",
+                     "map_kld": g.kld, "status": r.status,
+                     **{c: (getattr(r, c, float("nan")) if done else float("nan"))
+                        for c in ("kld_other", "wer_other", "delta_wer_other", "delta_wer_other_low",
+                                  "delta_wer_other_high")}})
+    return pd.DataFrame(rows).sort_values("rank").reset_index(drop=True) if rows else pd.DataFrame()
+
+
+def confirmation_verdict(table: pd.DataFrame) -> str:
+    """One sentence: does the whole-sample run keep the map's most and least sensitive groups apart?
+
+    ``table`` is :func:`confirmation_table`. The map holds when every finished most-sensitive group has a
+    higher whole-sample KLD than every finished least-sensitive one.
+
+    >>> t = pd.DataFrame({"end": ["most", "least"], "status": "ok", "group": ["a", "b"], "kld_other": [0.01, 0.001],
+    ...     "delta_wer_other": [1.2, 0.1], "delta_wer_other_low": [0.4, -0.3], "delta_wer_other_high": [2.0, 0.5]})
+    >>> confirmation_verdict(t)
+    'On the whole sample (test-other) the 1 most sensitive groups alone raise WER by +1.20 to +1.20 points (1 of 1 intervals above 0; KLD 0.01 to 0.01), the 1 least by +0.10 to +0.10 (0 of 1 above 0; KLD 0.001 to 0.001): whole-sample KLD keeps the two ends apart, so the map holds beyond its subset.'
+    """
+    if table.empty or "status" not in table:
+        return "No single-group confirmation row has a result in this build."
+    done = table[table["status"] == "ok"].dropna(subset=["kld_other", "delta_wer_other"])
+    ends = {end: done[done["end"] == end] for end in ("most", "least")}
+    if ends["most"].empty or ends["least"].empty:
+        return (f"{len(done)} of {len(table)} single-group confirmation rows have a result; the comparison of the "
+                "two ends waits for at least one of each.")
+
+    def describe(part: pd.DataFrame) -> tuple[str, int, str]:
+        above = int((part["delta_wer_other_low"] > 0).sum())
+        return (f"{part['delta_wer_other'].min():+.2f} to {part['delta_wer_other'].max():+.2f}", above,
+                f"KLD {part['kld_other'].min():.3g} to {part['kld_other'].max():.3g}")
+
+    (most_range, most_above, most_kld), (least_range, least_above, least_kld) = describe(ends["most"]), \
+        describe(ends["least"])
+    apart = ends["most"]["kld_other"].min() > ends["least"]["kld_other"].max()
+    pending = len(table) - len(done)
+    text = (f"On the whole sample (test-other) the {len(ends['most'])} most sensitive groups alone raise WER by "
+            f"{most_range} points ({most_above} of {len(ends['most'])} intervals above 0; {most_kld}), the "
+            f"{len(ends['least'])} least by {least_range} ({least_above} of {len(ends['least'])} above 0; {least_kld})")
+    if apart:
+        text += ": whole-sample KLD keeps the two ends apart, so the map holds beyond its subset"
+    else:
+        overlap = ends["least"].loc[ends["least"]["kld_other"].idxmax(), "group"]
+        text += (f": the ends overlap in whole-sample KLD ({overlap} reaches the most sensitive set), so the "
+                 "subset's ranking is not reliable at that end")
+    if pending:
+        text += f"; {pending} of the {len(table)} rows have no result yet"
+    return text + "."

@@ -258,3 +258,24 @@ def sensitivity_view(table: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     view["top-1 agree % int3"] = view["top-1 agree % int3"].map(lambda v: f"{v:.1f}")
     view["KLD int2"] = view["KLD int2"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
     return view.set_index("rank")
+
+
+def confirmation_view(table: pd.DataFrame) -> pd.DataFrame:
+    """Readable :func:`lib.analysis.confirmation_table`: map rank and KLD (the fixed subset) next to the
+    whole-sample KLD and ΔWER on test-other with its interval; rows with no result say so."""
+    if table.empty:
+        return table
+
+    def number(v, fmt):
+        return "" if pd.isna(v) else format(v, fmt)
+
+    view = pd.DataFrame({
+        "rank": table["rank"], "group": table["group"], "end of the map": table["end"] + " sensitive",
+        "KLD int3 (map subset)": table["map_kld"].map(lambda v: number(v, ".3g")),
+        "KLD int3 (whole sample, other)": table["kld_other"].map(lambda v: number(v, ".3g")),
+        "WER other": table["wer_other"].map(lambda v: number(v, ".2f")),
+        "ΔWER other [95% CI]": [
+            "" if pd.isna(d) else f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            for d, lo, hi in zip(table["delta_wer_other"], table["delta_wer_other_low"], table["delta_wer_other_high"])],
+        "status": table["status"]})
+    return view.set_index("rank")

@@ -282,3 +282,37 @@ def test_the_committed_mixed_grid_is_part_of_the_study_and_expands():
     assert slugs[:3] == ["hqq-wo-int3-g64", "hqq-wo-int4-g64", "hqq-wo-int8-g64"]
     assert sum("-only" in s for s in slugs) == 10 and slugs[-1] == "hqq-wo-int4-g64-enc-fc1-int8"
     assert sum("-mix-top" in s for s in slugs) >= 6
+
+
+def _confirmation_inputs(least_kld):
+    import pandas as pd
+
+    sensitivity = pd.DataFrame({"group": ["proj_out", "decoder.5.fc2", "decoder.1.fc2", "decoder.0.fc1"],
+                                "label": ["proj_out", "d5 fc2", "d1 fc2", "d0 fc1"], "kld": [0.07, 0.01, 3e-4, 2e-4],
+                                "rank": [1, 2, 3, 4]})
+    slug = "whisper-base__hqq-wo-int3-g64-only-{}__test-clean+test-other"
+    recipes = pd.DataFrame({
+        "slug": [slug.format(t) for t in ("projout", "dec5-fc2", "dec1-fc2", "dec0-fc1")] + ["whisper-base__hqq-wo-int3-g64__test-clean+test-other"],
+        "status": ["ok", "ok", "ok", "not run", "ok"], "kld_other": [0.075, 0.012, least_kld, None, 1.0],
+        "wer_other": [15.1, 10.0, 9.4, None, 50.0], "delta_wer_other": [5.8, 0.7, 0.0, None, 40.0],
+        "delta_wer_other_low": [1.9, 0.1, -0.3, None, 30.0], "delta_wer_other_high": [18.2, 1.3, 0.3, None, 50.0]})
+    return sensitivity, recipes
+
+
+def test_the_confirmation_pairs_each_single_group_row_with_its_map_entry():
+    from lib.analysis import confirmation_table, confirmation_verdict
+
+    table = confirmation_table(*_confirmation_inputs(least_kld=2e-4))
+    assert table["group"].tolist() == ["proj_out", "d5 fc2", "d1 fc2", "d0 fc1"]  # the uniform row is left out
+    assert table["end"].tolist() == ["most", "most", "least", "least"]
+    assert table["status"].tolist()[-1] == "not run" and table["kld_other"].isna().tolist()[-1]
+    verdict = confirmation_verdict(table)
+    assert "keeps the two ends apart" in verdict and "2 of 2 intervals above 0" in verdict
+    assert "1 of the 4 rows have no result yet" in verdict
+
+
+def test_the_confirmation_says_when_the_ends_overlap():
+    from lib.analysis import confirmation_table, confirmation_verdict
+
+    verdict = confirmation_verdict(confirmation_table(*_confirmation_inputs(least_kld=0.02)))
+    assert "overlap" in verdict and "d1 fc2" in verdict
