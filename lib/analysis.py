@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .config import LIBRARY_NAMES
-from .display import status_counts
+from .display import readable, status_counts
 from .decoding import RECIPE
 from .results import RESULTS_DIR, ResultStore
 from .scoring import score_rows
@@ -226,6 +226,10 @@ def kld_front(df: pd.DataFrame) -> list[str]:
     return [r.configuration for r in rows.itertuples()
             if not ((rows["small_mb"] <= r.small_mb) & (rows["kld_other"] < r.kld_other)).any()]
 
+NO_GAINS = "No top-k recipe has a fidelity and footprint result yet"
+NO_RECIPES = ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
+              "each configuration of the grid, and those without results as not run.")
+
 
 def recipe_gains(df: pd.DataFrame) -> str:
     """What each top-k recipe buys over its own uniform base (the same bit-width everywhere): KLD on test-other
@@ -237,14 +241,13 @@ def recipe_gains(df: pd.DataFrame) -> str:
     """
     need = ["small_mb", "kld_other", "recipe", "weights"]
     if any(c not in df for c in need):
-        return "No top-k recipe has a fidelity and footprint result yet"
+        return NO_GAINS
     done = df[df["status"] == "ok"].dropna(subset=["small_mb", "kld_other"])
     base = {r.weights: r for r in done[done["recipe"] == "uniform"].itertuples()}
-    parts = [f"{m.configuration} cuts the KLD from {base[m.weights].kld_other:.3g} to {m.kld_other:.3g} "
+    parts = [f"{readable(m.configuration)} cuts the KLD from {base[m.weights].kld_other:.3g} to {m.kld_other:.3g} "
              f"({100 * (m.kld_other / base[m.weights].kld_other - 1):+.0f}%) for {m.small_mb - base[m.weights].small_mb:+.0f} MB"
              for m in done[done["recipe"].str.startswith("mix-")].itertuples() if m.weights in base]
-    return ("Against its own uniform base, " + "; ".join(parts)) if parts else \
-        "No top-k recipe has a fidelity and footprint result yet"
+    return ("Against its own uniform base, " + "; ".join(parts)) if parts else NO_GAINS
 
 
 def recipe_verdict(df: pd.DataFrame) -> str:
@@ -259,14 +262,12 @@ def recipe_verdict(df: pd.DataFrame) -> str:
     """
     need = ["small_mb", "kld_other", "wer_other"]
     if any(c not in df for c in need + ["recipe"]):
-        return ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
-                "each configuration of the grid, and those without results as not run.")
+        return NO_RECIPES
     done = df[(df["status"] == "ok")].dropna(subset=need)
     uniform = done[done["recipe"] == "uniform"]
     mixed = done[done["recipe"].str.startswith("mix-") | (done["recipe"] == "enc-fc1-int8")]
     if mixed.empty or uniform.empty:
-        return ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
-                "each configuration of the grid, and those without results as not run.")
+        return NO_RECIPES
     wins = []
     for m in mixed.itertuples():
         for u in uniform.itertuples():
@@ -282,15 +283,15 @@ def recipe_verdict(df: pd.DataFrame) -> str:
             if m.configuration not in front or larger.empty:
                 continue
             u = larger.loc[larger["small_mb"].idxmin()]
-            notes.append(f"{m.configuration} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}"
-                         f"; next larger uniform: {u['configuration']}, {u['small_mb']:.0f} MB, KLD "
+            notes.append(f"{readable(m.configuration)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}"
+                         f"; next larger uniform: {readable(u['configuration'])}, {u['small_mb']:.0f} MB, KLD "
                          f"{u['kld_other']:.3g}, WER other {u['wer_other']:.2f})")
         if notes:
             text += ("; on the size–KLD front only because no uniform row sits at their size: " + "; ".join(notes))
         return text + "."
     _gap, m, u = min(wins, key=lambda w: (w[1].small_mb, w[0]))
-    return (f"{m.configuration} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}) beats "
-            f"{u.configuration} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, WER other {u.wer_other:.2f}) at no "
+    return (f"{readable(m.configuration)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}) beats "
+            f"{readable(u.configuration)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, WER other {u.wer_other:.2f}) at no "
             "larger size: lower KLD and no higher WER on test-other.")
 
 

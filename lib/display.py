@@ -50,12 +50,25 @@ COMPACT_COLUMNS = ["configuration", "status", "small_mb", "compression_pct", "we
 _NAME_WORDS = [(re.compile(r" cal (\d+)"), r", \1 calibration utterances"), (re.compile(r" method=(\w+)"),
                 lambda m: ", " + m.group(1).upper()), (re.compile(r" double_quant=True"), " double-quantized scales"),
                (re.compile(r" threshold=([\d.]+)"), r" outlier threshold \1"),
-               (re.compile(r" compute=(\w+)"), r" \1 compute"), (re.compile(r" layout=intx"), " one value per byte")]
+               (re.compile(r" compute=(\w+)"), r" \1 compute"), (re.compile(r" layout=intx"), " one value per byte"),
+               (re.compile(r" \+proj_out recipe only$"), " on proj_out only"),
+               (re.compile(r" recipe only-(enc|dec)(\d+)-(sattn|xattn|fc1|fc2)$"),
+                lambda m: f" on {_SIDE_WORDS[m.group(1)]} layer {m.group(2)} {_PART_WORDS[m.group(3)]} only"),
+               (re.compile(r" recipe mix-top(\d+)-(\w+)$"), r", \1 most sensitive groups at \2"),
+               (re.compile(r" recipe enc-fc1-int8$"), ", encoder and every fc1 at int8 (community recipe)")]
+_SIDE_WORDS = {"enc": "encoder", "dec": "decoder"}
+_PART_WORDS = {"sattn": "self-attention", "xattn": "cross-attention", "fc1": "fc1", "fc2": "fc2"}
 
 
 def readable(name: str) -> str:
     """A configuration's name in words for tables and figures: ``'... cal 4'`` reads
-    ``'..., 4 calibration utterances'``, ``double_quant=True`` ``'double-quantized scales'``, and so on."""
+    ``'..., 4 calibration utterances'``, ``double_quant=True`` ``'double-quantized scales'``, and so on.
+
+    >>> readable("HQQ weight-only int3 g64 recipe only-dec5-xattn")
+    'HQQ weight-only int3 g64 on decoder layer 5 cross-attention only'
+    >>> readable("HQQ weight-only int4 g64 recipe mix-top5-int8")
+    'HQQ weight-only int4 g64, 5 most sensitive groups at int8'
+    """
     for pattern, words in _NAME_WORDS:
         name = pattern.sub(words, name)
     return name
