@@ -123,10 +123,12 @@ def linked_names(df: pd.DataFrame) -> pd.Series:
                      index=df.index)
 
 
-def marked_names(df: pd.DataFrame, names: pd.Series | None = None) -> pd.Series:
-    """Each row's configuration (or ``names``) with its marks, e.g. ``'HQQ weight-only int4 g64 ‡'``."""
+def marked_names(df: pd.DataFrame, names: pd.Series | None = None, latency_shown: bool = True) -> pd.Series:
+    """Each row's configuration (or ``names``) with its marks, e.g. ``'HQQ weight-only int4 g64 ‡'``; the
+    other-CPU mark § (a latency note) only where the table shows a latency (``latency_shown``)."""
     names = (df["configuration"] if names is None else names).copy()
-    for flag, mark in (("older_decoding", OLDER_DECODING_MARK), ("other_cpu", OTHER_CPU_MARK)):
+    flags = [("older_decoding", OLDER_DECODING_MARK)] + ([("other_cpu", OTHER_CPU_MARK)] if latency_shown else [])
+    for flag, mark in flags:
         if flag in df:
             names = names + df[flag].map({True: mark}).fillna("")
     return names
@@ -156,7 +158,8 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
         if c.startswith(("common_", "n_", "fid_n_", "words_")):
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     if "configuration" in view:
-        view["configuration"] = marked_names(df, linked_names(df))
+        view["configuration"] = marked_names(df, linked_names(df),
+                                             latency_shown=any(c.startswith("latency") or c == "cpu" for c in cols))
     for c in view.columns:
         if view[c].dtype.kind == "f":
             view[c] = view[c].round(2)

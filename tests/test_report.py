@@ -86,6 +86,7 @@ def test_latencies_from_another_cpu_class_are_flagged_and_re_measured_on_the_stu
     fp = all_footprints(tmp_path)
     assert list(fp["cpu"]) == ["AVX2", "AVX2", "AVX-512 VNNI"] and list(fp["other_cpu"]) == [False, False, True]
     assert display_table(fp, ["configuration", "cpu"]).index[-1].endswith(OTHER_CPU_MARK)
+    assert not display_table(fp, ["configuration", "small_mb"]).index[-1].endswith(OTHER_CPU_MARK)  # no latency shown
 
 
 def test_pt2e_compiled_reads_the_benchmark_or_says_how_to_run_it(tmp_path):
