@@ -232,8 +232,8 @@ NO_RECIPES = ("No mixed-precision recipe has a WER, fidelity and footprint resul
 
 
 def recipe_gains(df: pd.DataFrame) -> str:
-    """What each top-k recipe buys over its own uniform base (the same bit-width everywhere): KLD on test-other
-    and whisper-small MB, base to recipe. ``df`` is :func:`lib.tables.recipe_table`.
+    """What each top-k recipe buys over its own uniform base (the same bit-width and group size everywhere): KLD
+    on test-other and whisper-small MB, base to recipe. ``df`` is :func:`lib.tables.recipe_table`.
 
     >>> recipe_gains(pd.DataFrame({"configuration": ["u3", "m"], "recipe": ["uniform", "mix-top5-int8"],
     ...     "weights": "int3", "status": "ok", "small_mb": [278.3, 292.4], "kld_other": [0.189, 0.108]}))
@@ -243,10 +243,11 @@ def recipe_gains(df: pd.DataFrame) -> str:
     if any(c not in df for c in need):
         return NO_GAINS
     done = df[df["status"] == "ok"].dropna(subset=["small_mb", "kld_other"])
-    base = {r.weights: r for r in done[done["recipe"] == "uniform"].itertuples()}
-    parts = [f"{readable(m.configuration)} cuts the KLD from {base[m.weights].kld_other:.3g} to {m.kld_other:.3g} "
-             f"({100 * (m.kld_other / base[m.weights].kld_other - 1):+.0f}%) for {m.small_mb - base[m.weights].small_mb:+.0f} MB"
-             for m in done[done["recipe"].str.startswith("mix-")].itertuples() if m.weights in base]
+    key = (lambda r: (r.weights, r.group_size)) if "group_size" in df else (lambda r: r.weights)
+    base = {key(r): r for r in done[done["recipe"] == "uniform"].itertuples()}
+    parts = [f"{readable(m.configuration)} cuts the KLD from {base[key(m)].kld_other:.3g} to {m.kld_other:.3g} "
+             f"({100 * (m.kld_other / base[key(m)].kld_other - 1):+.0f}%) for {m.small_mb - base[key(m)].small_mb:+.0f} MB"
+             for m in done[done["recipe"].str.startswith("mix-")].itertuples() if key(m) in base]
     return ("Against its own uniform base, " + "; ".join(parts)) if parts else NO_GAINS
 
 

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from .config import QuantSpec
 from .sensitivity import Group
 
+OTHER_GROUP_SIZES = (32, 128)  # uniform references beside g64: a recipe must beat the best uniform row at its size
 SIZE_FRACTIONS = (0.1, 0.25, 0.5)  # of the way from the uniform base's size to uniform int8's
 FOOTPRINT_MODEL = "footprint:whisper-small"
 DEPTH = 6  # whisper-base's layers: the depth the map's layer indices count
@@ -163,6 +164,8 @@ def mixed_grid_text(table, model: str = FOOTPRINT_MODEL, source: str = "", depth
            "footprint: true", "runs:",
            "  # uniform references (the same slugs as in the Bit-width grid: run once)"]
     out += [line(uniform(w), f"uniform {w}") for w in ("int3", "int4", "int8")]
+    out.append("  # uniform int3/int4 at the other group sizes (the Granularity grid's slugs): the rest of the uniform front")
+    out += [line(uniform(w, g), f"uniform {w} g{g}") for g in OTHER_GROUP_SIZES for w in ("int3", "int4")]
     out.append("  # (a) one group alone at int3 g64: the five most sensitive, then the five least (int3 KLD on the map)")
     for name in alone[:5] + alone[-5:]:
         spec = group_of(name).spec("int3", 64, depth)

@@ -255,9 +255,10 @@ def test_the_mixed_grid_is_written_from_a_map_and_expands(tmp_path, tiny):
     path.write_text(mixed_grid_text(table, model="test:tiny", depth=2))
     jobs = expand_grid(path)
     slugs = [j.config.quant.slug for j in jobs]
-    assert slugs[:3] == ["hqq-wo-int3-g64", "hqq-wo-int4-g64", "hqq-wo-int8-g64"]
+    assert slugs[:7] == ["hqq-wo-int3-g64", "hqq-wo-int4-g64", "hqq-wo-int8-g64", "hqq-wo-int3-g32",
+                         "hqq-wo-int4-g32", "hqq-wo-int3-g128", "hqq-wo-int4-g128"]
     assert "hqq-wo-int3-g64-only-conv" not in slugs  # the conv stem cannot be an HQQ spec
-    assert slugs[3] == "hqq-wo-int3-g64-only-enc0-sattn" and slugs[12] == "hqq-wo-int3-g64-only-projout"
+    assert slugs[7] == "hqq-wo-int3-g64-only-enc0-sattn" and slugs[16] == "hqq-wo-int3-g64-only-projout"
     assert any(s.startswith("hqq-wo-int3-g64-mix-top") for s in slugs)
     assert slugs[-1] == "hqq-wo-int4-g64-enc-fc1-int8"
 
@@ -316,3 +317,14 @@ def test_the_confirmation_says_when_the_ends_overlap():
 
     verdict = confirmation_verdict(confirmation_table(*_confirmation_inputs(least_kld=0.02)))
     assert "overlap" in verdict and "d1 fc2" in verdict
+
+
+def test_a_recipe_is_measured_against_the_uniform_row_of_its_own_group_size():
+    import pandas as pd
+
+    from lib.analysis import recipe_gains
+
+    df = pd.DataFrame({"configuration": ["u4 g64", "u4 g32", "m"], "recipe": ["uniform", "uniform", "mix-top5-int8"],
+                       "weights": "int4", "group_size": [64, 32, 64], "status": "ok",
+                       "small_mb": [298.0, 323.0, 310.0], "kld_other": [0.02, 0.015, 0.0125]})
+    assert recipe_gains(df) == "Against its own uniform base, m cuts the KLD from 0.02 to 0.0125 (-38%) for +12 MB"
