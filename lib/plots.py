@@ -506,7 +506,7 @@ def noise_delta_wer(df, clean_x: float = 25.0):
             color = colors[rows["library"].iloc[0]]
             ax.errorbar(rows["x"], rows["delta_wer"], yerr=[rows["delta_wer"] - rows["delta_wer_low"],
                                                             rows["delta_wer_high"] - rows["delta_wer"]],
-                        color=color, marker=markers[i % len(markers)], ms=5, lw=1.2, capsize=2, label=name)
+                        color=color, marker=markers[i % len(markers)], ms=5, lw=1.2, capsize=2, label=readable(name))
         ax.axhline(0, color="black", lw=1)
         ax.set_yscale("symlog", linthresh=5.0)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
