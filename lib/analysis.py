@@ -265,10 +265,21 @@ def recipe_verdict(df: pd.DataFrame) -> str:
     if any(c not in df for c in need + ["recipe"]):
         return NO_RECIPES
     done = df[(df["status"] == "ok")].dropna(subset=need)
+    older = done["older_decoding"].fillna(False).astype(bool) if "older_decoding" in done else False
+    left_out = list(done.loc[older, "configuration"]) if "older_decoding" in done else []
+    done = done[~older] if left_out else done  # one decoding recipe in one comparison
     uniform = done[done["recipe"] == "uniform"]
     mixed = done[done["recipe"].str.startswith("mix-") | (done["recipe"] == "enc-fc1-int8")]
     if mixed.empty or uniform.empty:
         return NO_RECIPES
+    if left_out:
+        return _recipe_verdict(done, uniform, mixed) + (
+            f" Left out until re-decoded with today's recipe (‡): {', '.join(readable(n) for n in left_out)}.")
+    return _recipe_verdict(done, uniform, mixed)
+
+
+def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFrame) -> str:
+    """:func:`recipe_verdict` over rows that share one decoding recipe."""
     wins = []
     for m in mixed.itertuples():
         for u in uniform.itertuples():
@@ -290,10 +301,18 @@ def recipe_verdict(df: pd.DataFrame) -> str:
         if notes:
             text += ("; on the size–KLD front only because no uniform row sits at their size: " + "; ".join(notes))
         return text + "."
-    _gap, m, u = min(wins, key=lambda w: (w[1].small_mb, w[0]))
-    return (f"{readable(m.configuration)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}) beats "
-            f"{readable(u.configuration)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, WER other {u.wer_other:.2f}) at no "
-            "larger size: lower KLD and no higher WER on test-other.")
+    front, parts = kld_front(done), []
+    closest = {}  # per winning recipe, the uniform row it beats that is nearest in size
+    for gap, m, u in sorted(wins, key=lambda w: (w[1].small_mb, w[0])):
+        closest.setdefault(m.configuration, (m, u))
+    for m, u in closest.values():
+        part = (f"{readable(m.configuration)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other "
+                f"{m.wer_other:.2f}) beats {readable(u.configuration)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, "
+                f"WER other {u.wer_other:.2f})")
+        if m.configuration not in front:
+            part += " but is itself off the size–KLD front"
+        parts.append(part)
+    return "; ".join(parts) + " at no larger size: lower KLD and no higher WER on test-other."
 
 
 def only_tag(slug: str) -> str | None:

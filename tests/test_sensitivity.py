@@ -328,3 +328,19 @@ def test_a_recipe_is_measured_against_the_uniform_row_of_its_own_group_size():
                        "weights": "int4", "group_size": [64, 32, 64], "status": "ok",
                        "small_mb": [298.0, 323.0, 310.0], "kld_other": [0.02, 0.015, 0.0125]})
     assert recipe_gains(df) == "Against its own uniform base, m cuts the KLD from 0.02 to 0.0125 (-38%) for +12 MB"
+
+
+def test_the_recipe_verdict_compares_one_decoding_recipe_and_names_every_winner():
+    import pandas as pd
+
+    from lib.analysis import recipe_verdict
+
+    df = pd.DataFrame({"configuration": ["u4 g64", "u4 g32", "m5", "m11"],
+                       "recipe": ["uniform", "uniform", "mix-top5-int8", "mix-top11-int8"], "status": "ok",
+                       "small_mb": [298.0, 323.0, 310.0, 322.0], "kld_other": [0.02, 0.015, 0.0125, 0.012],
+                       "wer_other": [10.3, 11.7, 10.0, 9.9], "older_decoding": [False, False, False, False]})
+    verdict = recipe_verdict(df)
+    assert verdict.startswith("m5 (310 MB") and "m11 (322 MB" in verdict and verdict.count("beats u4 g32") == 2
+    df.loc[1, "older_decoding"] = True  # the only beaten row was decoded with an older recipe: left out
+    verdict = recipe_verdict(df)
+    assert verdict.startswith("None of the 2") and verdict.endswith("(‡): u4 g32.")
