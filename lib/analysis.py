@@ -7,6 +7,7 @@ Inputs are tables of :mod:`lib.tables` (plain column names); outputs are tables 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -226,29 +227,61 @@ def kld_front(df: pd.DataFrame) -> list[str]:
     return [r.configuration for r in rows.itertuples()
             if not ((rows["small_mb"] <= r.small_mb) & (rows["kld_other"] < r.kld_other)).any()]
 
+_TOP_K = re.compile(r"mix-top(\d+)-(\w+)")
 NO_GAINS = "No top-k recipe has a fidelity and footprint result yet"
 NO_RECIPES = ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
               "each configuration of the grid, and those without results as not run.")
 
 
+def recipe_name(row) -> str:
+    """A short name of a mixed-grid row for prose: ``'int4 g64 + top 5 at int8'``, ``'uniform int4 g32'``,
+    ``'the community recipe (encoder and every fc1 at int8)'``; other rows by their readable configuration.
+
+    >>> recipe_name(pd.Series({"configuration": "x", "recipe": "mix-top5-int8", "weights": "int4", "group_size": 64.0}))
+    'int4 g64 + top 5 at int8'
+    """
+    recipe, weights, group = (getattr(row, c, None) for c in ("recipe", "weights", "group_size"))
+    named = isinstance(recipe, str) and isinstance(weights, str)
+    size = f" g{int(group)}" if named and group is not None and pd.notna(group) else ""
+    top = _TOP_K.match(recipe) if named else None
+    if top:
+        return f"{weights}{size} + top {top.group(1)} at {top.group(2)}"
+    if named and recipe == "uniform":
+        return f"uniform {weights}{size}"
+    if recipe == "enc-fc1-int8":
+        return "the community recipe (encoder and every fc1 at int8)"
+    return readable(row.configuration)
+
+
 def recipe_gains(df: pd.DataFrame) -> str:
-    """What each top-k recipe buys over its own uniform base (the same bit-width and group size everywhere): KLD
-    on test-other and whisper-small MB, base to recipe. ``df`` is :func:`lib.tables.recipe_table`.
+    """What each top-k recipe buys over its own uniform base (the same bit-width and group size everywhere): the
+    change of KLD on test-other and the whisper-small MB it costs, per base. ``df`` is
+    :func:`lib.tables.recipe_table`.
 
     >>> recipe_gains(pd.DataFrame({"configuration": ["u3", "m"], "recipe": ["uniform", "mix-top5-int8"],
     ...     "weights": "int3", "status": "ok", "small_mb": [278.3, 292.4], "kld_other": [0.189, 0.108]}))
-    'Against its own uniform base, m cuts the KLD from 0.189 to 0.108 (-43%) for +14 MB'
+    'Against its own uniform base (KLD on test-other), keeping the k most sensitive groups at int8 gives: int3 (KLD 0.189) k=5 0.108 (-43%, +14 MB)'
     """
     need = ["small_mb", "kld_other", "recipe", "weights"]
     if any(c not in df for c in need):
         return NO_GAINS
     done = df[df["status"] == "ok"].dropna(subset=["small_mb", "kld_other"])
-    key = (lambda r: (r.weights, r.group_size)) if "group_size" in df else (lambda r: r.weights)
+    key = (lambda r: (r.weights, r.group_size)) if "group_size" in df else (lambda r: (r.weights, None))
     base = {key(r): r for r in done[done["recipe"] == "uniform"].itertuples()}
-    parts = [f"{readable(m.configuration)} cuts the KLD from {base[key(m)].kld_other:.3g} to {m.kld_other:.3g} "
-             f"({100 * (m.kld_other / base[key(m)].kld_other - 1):+.0f}%) for {m.small_mb - base[key(m)].small_mb:+.0f} MB"
-             for m in done[done["recipe"].str.startswith("mix-")].itertuples() if key(m) in base]
-    return ("Against its own uniform base, " + "; ".join(parts)) if parts else NO_GAINS
+    by_base: dict[tuple, list[str]] = {}
+    high = "int8"
+    for m in done[done["recipe"].str.match(_TOP_K.pattern)].itertuples():
+        if key(m) not in base:
+            continue
+        b, (k, high) = base[key(m)], _TOP_K.match(m.recipe).groups()
+        by_base.setdefault(key(m), []).append(
+            f"k={k} {m.kld_other:.3g} ({100 * (m.kld_other / b.kld_other - 1):+.0f}%, {m.small_mb - b.small_mb:+.0f} MB)")
+    if not by_base:
+        return NO_GAINS
+    parts = [f"{w}{f' g{int(g)}' if g == g and g is not None else ''} (KLD {base[(w, g)].kld_other:.3g}) "
+             + ", ".join(items) for (w, g), items in by_base.items()]
+    return (f"Against its own uniform base (KLD on test-other), keeping the k most sensitive groups at {high} "
+            "gives: " + "; ".join(parts))
 
 
 def recipe_verdict(df: pd.DataFrame) -> str:
@@ -295,8 +328,8 @@ def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFra
             if m.configuration not in front or larger.empty:
                 continue
             u = larger.loc[larger["small_mb"].idxmin()]
-            notes.append(f"{readable(m.configuration)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}"
-                         f"; next larger uniform: {readable(u['configuration'])}, {u['small_mb']:.0f} MB, KLD "
+            notes.append(f"{recipe_name(m)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}"
+                         f"; next larger uniform: {recipe_name(u)}, {u['small_mb']:.0f} MB, KLD "
                          f"{u['kld_other']:.3g}, WER other {u['wer_other']:.2f})")
         if notes:
             text += ("; on the size–KLD front only because no uniform row sits at their size: " + "; ".join(notes))
@@ -306,8 +339,8 @@ def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFra
     for gap, m, u in sorted(wins, key=lambda w: (w[1].small_mb, w[0])):
         closest.setdefault(m.configuration, (m, u))
     for m, u in closest.values():
-        part = (f"{readable(m.configuration)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other "
-                f"{m.wer_other:.2f}) beats {readable(u.configuration)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, "
+        part = (f"{recipe_name(m)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other "
+                f"{m.wer_other:.2f}) beats {recipe_name(u)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, "
                 f"WER other {u.wer_other:.2f})")
         if m.configuration not in front:
             part += " but is itself off the size–KLD front"

@@ -327,7 +327,7 @@ def test_a_recipe_is_measured_against_the_uniform_row_of_its_own_group_size():
     df = pd.DataFrame({"configuration": ["u4 g64", "u4 g32", "m"], "recipe": ["uniform", "uniform", "mix-top5-int8"],
                        "weights": "int4", "group_size": [64, 32, 64], "status": "ok",
                        "small_mb": [298.0, 323.0, 310.0], "kld_other": [0.02, 0.015, 0.0125]})
-    assert recipe_gains(df) == "Against its own uniform base, m cuts the KLD from 0.02 to 0.0125 (-38%) for +12 MB"
+    assert recipe_gains(df).endswith("int4 g64 (KLD 0.02) k=5 0.0125 (-38%, +12 MB)")
 
 
 def test_the_recipe_verdict_compares_one_decoding_recipe_and_names_every_winner():
