@@ -17,7 +17,7 @@ from .config import LIBRARY_NAMES
 from .display import readable, status_counts
 from .decoding import RECIPE
 from .results import RESULTS_DIR, ResultStore
-from .scoring import score_rows
+from .scoring import compare_wer, score_rows
 
 #: The cheap proxies of WER and what each measures.
 PROXIES = {"encoder_distance": "1 − encoder cosine (JFK clip)", "weight_error": "mean relative weight error"}
@@ -284,15 +284,16 @@ def recipe_gains(df: pd.DataFrame) -> str:
             "gives: " + "; ".join(parts))
 
 
-def recipe_verdict(df: pd.DataFrame) -> str:
+def recipe_verdict(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> str:
     """Whether a mixed-precision recipe beats a uniform HQQ row at no larger stored size (whisper-small
     architecture): lower KLD on test-other and no higher WER on test-other. ``df`` is
-    :func:`lib.tables.recipe_table`.
+    :func:`lib.tables.recipe_table`; where its rows name a ``slug`` with saved utterances, each win also gives
+    the paired WER difference on test-other with its 95% interval (:func:`lib.scoring.compare_wer`).
 
     >>> df = pd.DataFrame({"configuration": ["u4", "mix"], "recipe": ["uniform", "mix-top4-int8"],
     ...     "status": "ok", "small_mb": [298.1, 290.0], "kld_other": [0.05, 0.03], "wer_other": [9.0, 8.5]})
     >>> recipe_verdict(df)
-    'mix (290 MB, KLD 0.03, WER other 8.50) beats u4 (298 MB, KLD 0.05, WER other 9.00) at no larger size: lower KLD and no higher WER on test-other.'
+    'mix (290 MB, KLD 0.03, WER other 8.50) beats u4 (298 MB, KLD 0.05, WER other 9.00) at no larger size: lower KLD and no higher WER on test-other (point estimates).'
     """
     need = ["small_mb", "kld_other", "wer_other"]
     if any(c not in df for c in need + ["recipe"]):
@@ -306,12 +307,34 @@ def recipe_verdict(df: pd.DataFrame) -> str:
     if mixed.empty or uniform.empty:
         return NO_RECIPES
     if left_out:
-        return _recipe_verdict(done, uniform, mixed) + (
+        return _recipe_verdict(done, uniform, mixed, results_dir) + (
             f" Left out until re-decoded with today's recipe (‡): {', '.join(readable(n) for n in left_out)}.")
-    return _recipe_verdict(done, uniform, mixed)
+    return _recipe_verdict(done, uniform, mixed, results_dir)
 
 
-def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFrame) -> str:
+def paired_wer_note(base_slug: Any, other_slug: Any, results_dir: Path | str = RESULTS_DIR,
+                    split: str = "test-other") -> str:
+    """``'; WER difference on test-other, recipe minus uniform: -0.31 points [-0.90, +0.25]'`` between two
+    saved results (other minus base, paired, utterances resampled), or ``''`` where either has none."""
+    if not isinstance(base_slug, str) or not isinstance(other_slug, str):
+        return ""
+    store = ResultStore(results_dir)
+    base, other = store.load_rows(base_slug), store.load_rows(other_slug)
+    diff = compare_wer(base, other, split) if base and other else None
+    if diff is None:
+        return ""
+    return (f"; WER difference on {split}, recipe minus uniform: {diff['delta']:+.2f} points "
+            f"[{diff['low']:+.2f}, {diff['high']:+.2f}]")
+
+
+def _kld_interval(row) -> str:
+    """``' [0.011, 0.014]'``: a row's 95% KLD interval on test-other, or ``''`` where the table has none."""
+    low, high = getattr(row, "kld_other_low", None), getattr(row, "kld_other_high", None)
+    return f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None and pd.notna(low) and pd.notna(high) else ""
+
+
+def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFrame,
+                    results_dir: Path | str = RESULTS_DIR) -> str:
     """:func:`recipe_verdict` over rows that share one decoding recipe."""
     wins = []
     for m in mixed.itertuples():
@@ -339,13 +362,29 @@ def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFra
     for gap, m, u in sorted(wins, key=lambda w: (w[1].small_mb, w[0])):
         closest.setdefault(m.configuration, (m, u))
     for m, u in closest.values():
-        part = (f"{recipe_name(m)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other "
-                f"{m.wer_other:.2f}) beats {recipe_name(u)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}, "
-                f"WER other {u.wer_other:.2f})")
+        part = (f"{recipe_name(m)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}{_kld_interval(m)}, WER other "
+                f"{m.wer_other:.2f}) beats {recipe_name(u)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}"
+                f"{_kld_interval(u)}, "
+                f"WER other {u.wer_other:.2f}"
+                f"{paired_wer_note(getattr(u, 'slug', None), getattr(m, 'slug', None), results_dir)})")
         if m.configuration not in front:
             part += " but is itself off the size–KLD front"
         parts.append(part)
-    return "; ".join(parts) + " at no larger size: lower KLD and no higher WER on test-other."
+    text = "; ".join(parts) + " at no larger size: lower KLD and no higher WER on test-other (point estimates)."
+    overlap = [m for m, u in closest.values() if _intervals_overlap(m, u)]
+    if overlap:
+        text += (f" For {', '.join(recipe_name(m) for m in overlap)} the two KLD intervals overlap: on this sample "
+                 "that is a smaller model at the same fidelity, not a measurably better one.")
+    return text
+
+
+def _intervals_overlap(m, u) -> bool:
+    """Whether two rows' 95% KLD intervals on test-other overlap (False where either has none)."""
+    bounds = [getattr(r, c, None) for r in (m, u) for c in ("kld_other_low", "kld_other_high")]
+    if any(b is None or pd.isna(b) for b in bounds):
+        return False
+    m_low, m_high, u_low, u_high = bounds
+    return m_high >= u_low and u_high >= m_low
 
 
 def only_tag(slug: str) -> str | None:

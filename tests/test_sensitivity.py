@@ -344,3 +344,16 @@ def test_the_recipe_verdict_compares_one_decoding_recipe_and_names_every_winner(
     df.loc[1, "older_decoding"] = True  # the only beaten row was decoded with an older recipe: left out
     verdict = recipe_verdict(df)
     assert verdict.startswith("None of the 2") and verdict.endswith("(‡): u4 g32.")
+
+
+def test_the_recipe_verdict_says_when_a_win_is_within_the_kld_intervals(tmp_path):
+    import pandas as pd
+
+    from lib.analysis import recipe_verdict
+
+    df = pd.DataFrame({"configuration": ["u4", "m5"], "recipe": ["uniform", "mix-top5-int8"], "status": "ok",
+                       "small_mb": [323.0, 310.0], "kld_other": [0.015, 0.0125], "wer_other": [10.3, 10.0],
+                       "kld_other_low": [0.011, 0.009], "kld_other_high": [0.02, 0.017]})
+    assert "m5 the two KLD intervals overlap" in recipe_verdict(df, results_dir=tmp_path)
+    df["kld_other_high"] = [0.02, 0.0105]  # the recipe's whole interval lies below the uniform row's
+    assert "overlap" not in recipe_verdict(df, results_dir=tmp_path)
