@@ -179,8 +179,9 @@ def recipe_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFra
 
 
 def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
-    """One sentence for the chapter: fp32's WER at 0 dB and the nearest and furthest configuration from it there
-    (ΔWER with its interval), per noise kind, then the verdict; or which runs are missing.
+    """One sentence for the chapter: per noise kind, fp32's WER at the lowest SNR where it still works (WER at
+    most :data:`NOISE_REFERENCE_LIMIT`%; a lower SNR where it fails is named) and the nearest and furthest
+    configuration from it there (ΔWER with its interval), then the verdict; or which runs are missing.
 
     >>> takeaway(pd.DataFrame(columns=COLUMNS))
     'No noisy run of experiments/noise.yml has a result: the tables above list each configuration with the conditions it lacks.'
@@ -191,14 +192,22 @@ def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
                 "the conditions it lacks.")
     parts = []
     for kind in dict.fromkeys(noisy["noise"]):
-        low = noisy[(noisy["noise"] == kind) & (noisy["snr_db"] == noisy.loc[noisy["noise"] == kind, "snr_db"].min())]
-        snr = low["snr_db"].iloc[0]
-        fp32 = low[low["configuration"] == "fp32"]
-        quantized = low.dropna(subset=["delta_wer"])
-        text = f"in {kind} noise at {snr:g} dB, fp32's WER is " + (f"{fp32['wer'].iloc[0]:.2f}%" if len(fp32)
-                                                                  else "not measured")
-        if len(fp32) and fp32["wer"].iloc[0] > NOISE_REFERENCE_LIMIT:
+        rows = noisy[noisy["noise"] == kind]
+        fp32 = rows[rows["configuration"] == "fp32"].set_index("snr_db")["wer"]
+        snrs = sorted(rows["snr_db"].unique())
+        working = [x for x in snrs if x in fp32.index and fp32[x] <= NOISE_REFERENCE_LIMIT]
+        snr = working[0] if working else snrs[0]
+        failed = [x for x in snrs if x < snr and x in fp32.index]
+        text = f"in {kind} noise "
+        if failed:
+            text += (f"fp32 itself fails at {', '.join(f'{x:g}' for x in failed)} dB (WER "
+                     f"{', '.join(f'{fp32[x]:.2f}%' for x in failed)}); at {snr:g} dB, the lowest SNR where it works, ")
+        else:
+            text += f"at {snr:g} dB "
+        text += "fp32's WER is " + (f"{fp32[snr]:.2f}%" if snr in fp32.index else "not measured")
+        if snr in fp32.index and fp32[snr] > NOISE_REFERENCE_LIMIT:
             text += " (fp32 itself fails here, so these ΔWERs compare failures)"
+        quantized = rows[rows["snr_db"] == snr].dropna(subset=["delta_wer"])
         if len(quantized):
             near = quantized.loc[quantized["delta_wer"].abs().idxmin()]
             far = quantized.loc[quantized["delta_wer"].abs().idxmax()]

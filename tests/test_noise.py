@@ -243,7 +243,7 @@ def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3
 def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_named(tmp_path):
     from lib.claims import noise_claim
     from lib.results import ResultStore
-    from lib.robustness import noise_table
+    from lib.robustness import noise_table, takeaway
 
     grid = tmp_path / "noise.yml"
     grid.write_text(GRID.replace("[20, 0]", "[20, 10, 0]"))
@@ -251,9 +251,12 @@ def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_name
     for snr, fp32, int3 in ((20, 1, 1), (10, 1, 3), (0, 9, 6)):  # at 0 dB fp32 gets 90% of the words wrong
         save_noisy(store, "fp32", snr, lambda i, e=fp32: e)
         save_noisy(store, "hqq-wo-int3-g64", snr, lambda i, e=int3: e)
-    claim = noise_claim(noise_table(grid, results_dir=store.root), store.root)
+    table = noise_table(grid, results_dir=store.root)
+    claim = noise_claim(table, store.root)
     assert claim["verdict"] == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
     assert "+20.00 at 10 dB" in claim["evidence"] and "Not used: babble at 0 dB (fp32 WER 90%)" in claim["evidence"]
+    assert ("fp32 itself fails at 0 dB (WER 90.00%); at 10 dB, the lowest SNR where it works, fp32's WER is 10.00%; "
+            "nearest to it: HQQ weight-only int3 g64 (+20.00") in takeaway(table, claim)
 
 
 def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
