@@ -312,19 +312,71 @@ def recipe_verdict(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> s
     return _recipe_verdict(done, uniform, mixed, results_dir)
 
 
+def paired_wer(base_slug: Any, other_slug: Any, results_dir: Path | str = RESULTS_DIR,
+               split: str = "test-other") -> dict[str, Any] | None:
+    """:func:`lib.scoring.compare_wer` of two saved results (other minus base, paired over the utterances both
+    cover), or None where either slug is missing or has no saved utterances."""
+    if not isinstance(base_slug, str) or not isinstance(other_slug, str):
+        return None
+    store = ResultStore(results_dir)
+    base, other = store.load_rows(base_slug), store.load_rows(other_slug)
+    return compare_wer(base, other, split) if base and other else None
+
+
 def paired_wer_note(base_slug: Any, other_slug: Any, results_dir: Path | str = RESULTS_DIR,
                     split: str = "test-other") -> str:
     """``'; WER difference on test-other, recipe minus uniform: -0.31 points [-0.90, +0.25]'`` between two
     saved results (other minus base, paired, utterances resampled), or ``''`` where either has none."""
-    if not isinstance(base_slug, str) or not isinstance(other_slug, str):
-        return ""
-    store = ResultStore(results_dir)
-    base, other = store.load_rows(base_slug), store.load_rows(other_slug)
-    diff = compare_wer(base, other, split) if base and other else None
+    diff = paired_wer(base_slug, other_slug, results_dir, split)
     if diff is None:
         return ""
     return (f"; WER difference on {split}, recipe minus uniform: {diff['delta']:+.2f} points "
             f"[{diff['low']:+.2f}, {diff['high']:+.2f}]")
+
+
+NO_INT8_ANSWER = "No mixed-precision recipe and uniform int8 row both have a WER, fidelity and footprint result yet."
+
+
+def int8_answer(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> str:
+    """The chapter's question — does a recipe buy a smaller model at the accuracy of uniform int8? — answered
+    for the recipe closest to int8 in KLD, in WER (paired, test-other) and in KLD, and whether it also beats
+    the community recipe. ``df`` is :func:`lib.tables.recipe_table`.
+
+    >>> int8_answer(pd.DataFrame({"configuration": ["u8", "m"], "recipe": ["uniform", "mix-top21-int8"],
+    ...     "weights": ["int8", "int4"], "status": "ok", "small_mb": [397.0, 348.0], "kld_other": [6e-05, 0.0045],
+    ...     "wer_other": [9.36, 8.99]}))
+    'Closest to uniform int8 in KLD: int4 + top 21 at int8 (348 MB, 49 MB less than uniform int8 at 397 MB) has WER on test-other 8.99 against 9.36 and a KLD 75× as large (0.0045 against 6e-05): int8 accuracy in WER, not in KLD.'
+    """
+    need = ["small_mb", "kld_other", "wer_other", "recipe", "weights"]
+    if any(c not in df for c in need):
+        return NO_INT8_ANSWER
+    done = df[df["status"] == "ok"].dropna(subset=need[:3])
+    if "older_decoding" in done:
+        done = done[~done["older_decoding"].fillna(False).astype(bool)]
+    int8 = done[(done["recipe"] == "uniform") & (done["weights"] == "int8")]
+    mixed = done[done["recipe"].str.match(_TOP_K.pattern) | (done["recipe"] == "enc-fc1-int8")]
+    if int8.empty or mixed.empty:
+        return NO_INT8_ANSWER
+    u, m = int8.loc[int8["small_mb"].idxmin()], mixed.loc[mixed["kld_other"].idxmin()]
+    diff = paired_wer(u.get("slug"), m.get("slug"), results_dir)
+    wer_matches = (diff["low"] <= 0 if diff is not None else m["wer_other"] <= u["wer_other"])  # not worse
+    kld_matches = _intervals_overlap(m, u)
+    text = (f"Closest to uniform int8 in KLD: {recipe_name(m)} ({m['small_mb']:.0f} MB, "
+            f"{u['small_mb'] - m['small_mb']:.0f} MB less than {recipe_name(u)} at {u['small_mb']:.0f} MB) has WER "
+            f"on test-other {m['wer_other']:.2f} against {u['wer_other']:.2f}")
+    if diff is not None:
+        text += f" (paired difference {diff['delta']:+.2f} points [{diff['low']:+.2f}, {diff['high']:+.2f}])"
+    text += (f" and a KLD {m['kld_other'] / u['kld_other']:.0f}× as large ({m['kld_other']:.3g} against "
+             f"{u['kld_other']:.3g}): int8 accuracy {'in WER' if wer_matches else 'neither in WER'}"
+             f"{', and in KLD' if kld_matches else (', not in KLD' if wer_matches else ' nor in KLD')}.")
+    community = done[done["recipe"] == "enc-fc1-int8"]
+    if len(community) and m["recipe"] != "enc-fc1-int8":
+        c = community.iloc[0]
+        if m["small_mb"] <= c["small_mb"] and m["kld_other"] < c["kld_other"] and m["wer_other"] <= c["wer_other"]:
+            text += (" It also beats the community recipe (encoder and every fc1 at int8; "
+                     f"{c['small_mb']:.0f} MB, KLD {c['kld_other']:.3g}, WER on test-other {c['wer_other']:.2f}) "
+                     "on all three.")
+    return text
 
 
 def _kld_interval(row) -> str:

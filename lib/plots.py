@@ -526,6 +526,7 @@ def noise_delta_wer(df, clean_x: float = 25.0):
     if handles:
         axes[0][-1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
                            frameon=False)
+    return fig
 
 
 def sensitivity_heatmap(table):

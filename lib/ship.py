@@ -111,7 +111,8 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
     rows = [r for _, r in df.iterrows() if r.get("status") == "ok" and r.get("library") != "fp32"]
     timed = [r for r in rows if not math.isnan(_value(r, class_column(cpu_class)))]
     budget = [r for r in timed if within_accuracy_budget(r)]
-    faster = [r for r in budget if _value(r, class_column(cpu_class, "_high")) < 1.0]
+    faster = [r for r in budget if has_latency_interval(r, cpu_class)
+              and _value(r, class_column(cpu_class, "_high")) < 1.0]
     fastest = _pick(faster, class_column(cpu_class), "lowest latency ratio within the accuracy budget, and "
                     "faster than fp32 (its whole interval below 1)", cpu_class,
                     class_column(cpu_class, "_low"), class_column(cpu_class, "_high"))
@@ -201,6 +202,13 @@ def _short(row, cpu_class: str) -> str:
     else:  # a runtime without logits (CTranslate2, whisper.cpp): the WER interval decides alone
         parts.append("no fidelity pass (the runtime exposes no logits): judged on WER alone")
     return "; ".join(parts)
+
+
+def has_latency_interval(row, cpu_class: str) -> bool:
+    """Whether a row's latency ratio on ``cpu_class`` comes with an interval (interleaved pairs). An older
+    footprint (median of 3) stores the ratio as its own bounds: it cannot show a whole interval below fp32's."""
+    ratio, low, high = (_value(row, class_column(cpu_class, s)) for s in ("", "_low", "_high"))
+    return not any(math.isnan(v) for v in (ratio, low, high)) and not (low == high == ratio)
 
 
 def latency_text(row, cpu_class: str) -> str:

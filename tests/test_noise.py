@@ -241,7 +241,7 @@ def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3
 
 
 def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_named(tmp_path):
-    from lib.claims import noise_claim
+    from lib.claims import noise_claim, noise_reference_note
     from lib.results import ResultStore
     from lib.robustness import noise_table, takeaway
 
@@ -254,9 +254,10 @@ def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_name
     table = noise_table(grid, results_dir=store.root)
     claim = noise_claim(table, store.root)
     assert claim["verdict"] == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
-    assert "+20.00 at 10 dB" in claim["evidence"] and "Not used: babble at 0 dB (fp32 WER 90%)" in claim["evidence"]
+    assert "+20.00 at 10 dB" in claim["evidence"] and "babble at 0 dB, fp32 WER 90.00%" in claim["evidence"]
     assert ("fp32 itself fails at 0 dB (WER 90.00%); at 10 dB, the lowest SNR where it works, fp32's WER is 10.00%; "
             "nearest to it: HQQ weight-only int3 g64 (+20.00") in takeaway(table, claim)
+    assert noise_reference_note(table).startswith("fp32 itself fails in babble noise at 0 dB (WER 90.00%)")
 
 
 def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
@@ -271,7 +272,7 @@ def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
     assert claim["verdict"] == "not yet measured" and "none of the 4 runs it needs has a result" in claim["sentence"]
     assert "pending" not in claim["sentence"] + takeaway(table, claim)
     assert missing_runs(table)["not run"].tolist() == [2, 2]
-    plots.noise_delta_wer(table)  # draws its empty panels
+    assert plots.noise_delta_wer(table).axes  # a figure with its empty panels
 
 
 def test_the_claims_table_carries_the_noise_verdict(tmp_path):

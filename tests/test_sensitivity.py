@@ -357,3 +357,20 @@ def test_the_recipe_verdict_says_when_a_win_is_within_the_kld_intervals(tmp_path
     assert "m5 the two KLD intervals overlap" in recipe_verdict(df, results_dir=tmp_path)
     df["kld_other_high"] = [0.02, 0.0105]  # the recipe's whole interval lies below the uniform row's
     assert "overlap" not in recipe_verdict(df, results_dir=tmp_path)
+
+
+def test_the_int8_question_is_answered_in_wer_and_in_kld(tmp_path):
+    import pandas as pd
+
+    from lib.analysis import int8_answer
+
+    df = pd.DataFrame({"configuration": ["u8", "m21", "community"],
+                       "recipe": ["uniform", "mix-top21-int8", "enc-fc1-int8"], "weights": ["int8", "int4", "int4"],
+                       "status": "ok", "small_mb": [397.0, 348.0, 355.0], "kld_other": [6e-05, 0.0045, 0.007],
+                       "wer_other": [9.36, 8.99, 9.16]})
+    answer = int8_answer(df, results_dir=tmp_path)
+    assert answer.startswith("Closest to uniform int8 in KLD: int4 + top 21 at int8 (348 MB, 49 MB less")
+    assert "int8 accuracy in WER, not in KLD" in answer and "beats the community recipe" in answer
+    df.loc[1, "wer_other"] = 12.0  # worse in WER too, and no longer ahead of the community recipe
+    answer = int8_answer(df, results_dir=tmp_path)
+    assert "neither in WER nor in KLD" in answer and "community" not in answer

@@ -39,6 +39,12 @@ def test_each_goal_gets_the_configuration_its_rule_names(table):
     assert avoided["int2 broken"].startswith("collapses") and "int3 tiny" in avoided  # 2.1x slower on AMX
 
 
+def test_a_latency_without_an_interval_cannot_be_the_fastest_pick(table):
+    table.loc[table["configuration"] == "int8 fast", [class_column("AMX", "_low"), class_column("AMX", "_high")]] = 0.70
+    box = ship_box(table, "AMX")  # median of 3, no interval: "its whole interval below fp32's" cannot hold
+    assert box["fastest"]["configuration"] == "int8 as fast"
+
+
 def test_nothing_faster_than_fp32_is_said_plainly(table):
     slow = table.assign(**{class_column("AMX"): 1.2, class_column("AMX", "_low"): 1.1,
                            class_column("AMX", "_high"): 1.3})
