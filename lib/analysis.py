@@ -485,7 +485,7 @@ def confirmation_verdict(table: pd.DataFrame) -> str:
     >>> t = pd.DataFrame({"end": ["most", "least"], "status": "ok", "group": ["a", "b"], "kld_other": [0.01, 0.001],
     ...     "delta_wer_other": [1.2, 0.1], "delta_wer_other_low": [0.4, -0.3], "delta_wer_other_high": [2.0, 0.5]})
     >>> confirmation_verdict(t)
-    'On the whole sample (test-other) the 1 most sensitive groups alone raise WER by +1.20 to +1.20 points (1 of 1 intervals above 0; KLD 0.01 to 0.01), the 1 least by +0.10 to +0.10 (0 of 1 above 0; KLD 0.001 to 0.001): whole-sample KLD keeps the two ends apart, so the map holds beyond its subset.'
+    'On the whole sample (test-other) the 1 most sensitive groups, each quantized alone, change WER by +1.20 to +1.20 points (1 of 1 intervals above 0; KLD 0.01 to 0.01), the 1 least by +0.10 to +0.10 points (0 of 1 intervals above 0; KLD 0.001 to 0.001): whole-sample KLD keeps the two ends apart, so the map holds beyond its subset.'
     """
     if table.empty or "status" not in table:
         return "No single-group confirmation row has a result in this build."
@@ -495,18 +495,16 @@ def confirmation_verdict(table: pd.DataFrame) -> str:
         return (f"{len(done)} of {len(table)} single-group confirmation rows have a result; the comparison of the "
                 "two ends waits for at least one of each.")
 
-    def describe(part: pd.DataFrame) -> tuple[str, int, str]:
-        above = int((part["delta_wer_other_low"] > 0).sum())
-        return (f"{part['delta_wer_other'].min():+.2f} to {part['delta_wer_other'].max():+.2f}", above,
-                f"KLD {part['kld_other'].min():.3g} to {part['kld_other'].max():.3g}")
+    def describe(part: pd.DataFrame) -> str:
+        above, below = int((part["delta_wer_other_low"] > 0).sum()), int((part["delta_wer_other_high"] < 0).sum())
+        return (f"by {part['delta_wer_other'].min():+.2f} to {part['delta_wer_other'].max():+.2f} points ({above} of "
+                f"{len(part)} intervals above 0" + (f", {below} below 0" if below else "")
+                + f"; KLD {part['kld_other'].min():.3g} to {part['kld_other'].max():.3g})")
 
-    (most_range, most_above, most_kld), (least_range, least_above, least_kld) = describe(ends["most"]), \
-        describe(ends["least"])
     apart = ends["most"]["kld_other"].min() > ends["least"]["kld_other"].max()
     pending = len(table) - len(done)
-    text = (f"On the whole sample (test-other) the {len(ends['most'])} most sensitive groups alone raise WER by "
-            f"{most_range} points ({most_above} of {len(ends['most'])} intervals above 0; {most_kld}), the "
-            f"{len(ends['least'])} least by {least_range} ({least_above} of {len(ends['least'])} above 0; {least_kld})")
+    text = (f"On the whole sample (test-other) the {len(ends['most'])} most sensitive groups, each quantized alone, "
+            f"change WER {describe(ends['most'])}, the {len(ends['least'])} least {describe(ends['least'])}")
     if apart:
         text += ": whole-sample KLD keeps the two ends apart, so the map holds beyond its subset"
     else:
