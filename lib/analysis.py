@@ -379,10 +379,16 @@ def int8_answer(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> str:
     return text
 
 
+def _kld_bounds(row) -> tuple[float, float] | None:
+    """A row's 95% KLD interval on test-other, or None where the table has none."""
+    low, high = getattr(row, "kld_other_low", None), getattr(row, "kld_other_high", None)
+    return None if low is None or high is None or pd.isna(low) or pd.isna(high) else (low, high)
+
+
 def _kld_interval(row) -> str:
     """``' [0.011, 0.014]'``: a row's 95% KLD interval on test-other, or ``''`` where the table has none."""
-    low, high = getattr(row, "kld_other_low", None), getattr(row, "kld_other_high", None)
-    return f" [{low:.3g}, {high:.3g}]" if low is not None and high is not None and pd.notna(low) and pd.notna(high) else ""
+    bounds = _kld_bounds(row)
+    return f" [{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds else ""
 
 
 def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFrame,
@@ -432,11 +438,8 @@ def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFra
 
 def _intervals_overlap(m, u) -> bool:
     """Whether two rows' 95% KLD intervals on test-other overlap (False where either has none)."""
-    bounds = [getattr(r, c, None) for r in (m, u) for c in ("kld_other_low", "kld_other_high")]
-    if any(b is None or pd.isna(b) for b in bounds):
-        return False
-    m_low, m_high, u_low, u_high = bounds
-    return m_high >= u_low and u_high >= m_low
+    a, b = _kld_bounds(m), _kld_bounds(u)
+    return bool(a and b and a[1] >= b[0] and b[1] >= a[0])
 
 
 def only_tag(slug: str) -> str | None:
