@@ -216,7 +216,7 @@ def latency_text(row, cpu_class: str) -> str:
     ratio, low, high = (_value(row, class_column(cpu_class, s)) for s in ("", "_low", "_high"))
     if math.isnan(ratio):
         return f"not timed on {cpu_class}"
-    if low == high == ratio:
+    if not has_latency_interval(row, cpu_class):
         return f"latency ×{ratio:.2f} (median of 3, no interval)"
     return f"latency ×{ratio:.2f} [{low:.2f}, {high:.2f}]"
 
