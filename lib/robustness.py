@@ -186,8 +186,6 @@ def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
     >>> takeaway(pd.DataFrame(columns=COLUMNS))
     'No noisy run of experiments/noise.yml has a result: the tables above list each configuration with the conditions it lacks.'
     """
-    from .claims import noise_failed_snrs  # the verdict's own rule for where fp32 fails
-
     noisy = df[(df["noise"] != "clean") & (df["status"] == "ok")]
     if noisy.empty:
         return ("No noisy run of experiments/noise.yml has a result: the tables above list each configuration with "
@@ -197,9 +195,9 @@ def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
         rows = noisy[noisy["noise"] == kind]
         fp32 = rows[rows["configuration"] == "fp32"].set_index("snr_db")["wer"]
         snrs = sorted(rows["snr_db"].unique())
-        failed = noise_failed_snrs(rows, kind)
-        snr = next((x for x in snrs if x not in failed), snrs[0])
-        failed = [x for x in failed if x < snr]
+        working = [x for x in snrs if x in fp32.index and fp32[x] <= NOISE_REFERENCE_LIMIT]
+        snr = working[0] if working else snrs[0]
+        failed = [x for x in snrs if x < snr and x in fp32.index]
         text = f"in {kind} noise "
         if failed:
             text += (f"fp32 itself fails at {', '.join(f'{x:g}' for x in failed)} dB (WER "
