@@ -182,13 +182,16 @@ class ResultStore:
         return [s for p in sorted(self.root.glob("*.json")) if (s := read_summary_or_none(p)) is not None]
 
     def archive_outdated(self, slug: str) -> Path | None:
-        """Keep an outdated summary as ``older-decoding/<slug>.json`` before it is re-run (rows are not kept).
+        """Keep an outdated result as ``older-decoding/<slug>.json`` and ``.jsonl`` before it is re-run.
 
-        The book compares its WER with the refreshed one, so the effect of the decoding change is measured.
+        The book compares its transcripts with the refreshed ones on the utterances both cover, so the effect of
+        the decoding change is measured, not confused with a change of the utterance set.
         """
         if self.get(slug) is None or not self.is_outdated(slug):
             return None
         target = self.root / "older-decoding" / f"{slug}.json"
+        if self.rows_path(slug).exists():
+            atomic_write_text(target.with_suffix(".jsonl"), self.rows_path(slug).read_text())
         atomic_write_text(target, self.summary_path(slug).read_text())
         return target
 
