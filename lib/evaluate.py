@@ -184,6 +184,8 @@ def record_failure(summary: dict[str, Any], stage: str, exc: BaseException | Non
     summary.update(status="failed", failed_stage=stage,
                    error=portable(error or f"{type(exc).__name__}: {exc}")[:2000],
                    traceback=portable(trace or traceback.format_exc())[-4000:])
+    if getattr(exc, "outcome", None):  # e.g. lib.runtimes.NotOffered: what this CPU offers, not a bug
+        summary["outcome"] = exc.outcome
 
 
 def save_result(store: ResultStore, summary: dict[str, Any], lines: list[str] | None, keeps_rows: bool) -> bool:

@@ -179,6 +179,8 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     except Exception as exc:
         summary.update(status="failed", failed_stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000],
                        traceback=traceback.format_exc()[-4000:])
+        if getattr(exc, "outcome", None):  # lib.runtimes.NotOffered: what this CPU offers
+            summary["outcome"] = exc.outcome
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     summary["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     store.save(slug, summary)

@@ -39,6 +39,16 @@ RECIPE_KWARGS = {"language": "en", "task": "transcribe", "return_timestamps": Fa
                  "do_sample": False, "force_unique_generate_call": True}
 
 
+class NotOffered(RuntimeError):
+    """A kernel or compute type this CPU does not offer (CTranslate2 int16 on AMD, bf16 where no BF16 unit is).
+
+    A row outcome, never a harness error: the run is recorded as failed with ``outcome: "not offered on this
+    CPU"`` and the reason, e.g. ``NotOffered("CTranslate2 4.8.5 on this CPU has no int16 compute type")``.
+    """
+
+    outcome = "not offered on this CPU"
+
+
 def require(module: str, pip: str):
     """Import a runtime's package, or fail with the one-line fix.
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import (EOT, FIRST_TIMESTAMP, HookedEncoder, PROMPT, RuntimeModel, require, runtime_dir,
+from . import (EOT, NotOffered, FIRST_TIMESTAMP, HookedEncoder, PROMPT, RuntimeModel, require, runtime_dir,
                save_transformers, thread_count)
 from ..quantize import check_allowed
 
@@ -98,7 +98,7 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
     wanted = compute_type(spec)
     supported = sorted(ct2.get_supported_compute_types("cpu"))
     if wanted not in supported:
-        raise ValueError(f"CTranslate2 {ct2.__version__} on this CPU has no {wanted} compute type; "
+        raise NotOffered(f"CTranslate2 {ct2.__version__} on this CPU has no {wanted} compute type; "
                          f"get_supported_compute_types('cpu') = {supported}")
     from ctranslate2.converters import TransformersConverter
 
