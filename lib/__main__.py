@@ -63,11 +63,36 @@ def log_to_stdout(level: int = logging.INFO) -> None:
     root = logging.getLogger("lib")
     for old in [h for h in root.handlers if getattr(h, "_lib_cli", False)]:  # one handler, on today's stdout
         root.removeHandler(old)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
-    handler._lib_cli = True
-    root.addHandler(handler)
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S")
+    info = logging.StreamHandler(sys.stdout)  # progress: below WARNING
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings = logging.StreamHandler(sys.stderr)  # warnings stay out of `table > file.md`
+    warnings.setLevel(logging.WARNING)
+    for handler in (info, warnings):
+        handler.setFormatter(formatter)
+        handler._lib_cli = True
+        root.addHandler(handler)
     root.setLevel(level)
+
+
+def absolute_inputs(a: argparse.Namespace) -> None:
+    """Resolve the paths a command line names once, against the folder it was typed in, so every executor
+    (in-process, papermill kernel in the repository root, Ray worker) reads the same files:
+    ``--data``, ``--results`` and ``$LIBRISPEECH_DIR``. ``--allow-unlisted`` becomes the environment flag
+    that :func:`lib.data.unlisted_allowed` reads."""
+    import os
+    from pathlib import Path
+
+    for name in ("data", "results"):
+        value = getattr(a, name, None)
+        if value and value != "hub":
+            setattr(a, name, str(Path(value).expanduser().absolute()))
+    if os.environ.get("LIBRISPEECH_DIR"):
+        os.environ["LIBRISPEECH_DIR"] = str(Path(os.environ["LIBRISPEECH_DIR"]).expanduser().absolute())
+    if getattr(a, "allow_unlisted", False):
+        from .data import ALLOW_UNLISTED_ENV
+
+        os.environ[ALLOW_UNLISTED_ENV] = "1"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR) or 'hub'")
     run.add_argument("--results", default=None, help="results folder (default results/)")
     run.add_argument("--force", action="store_true", help="re-run even if the result exists")
+    run.add_argument("--allow-unlisted", action="store_true",
+                     help="decode utterances missing from MANIFEST.tsv (the result records it)")
     run.add_argument("--noise", default=None, choices=NOISE_KINDS, help="mix this noise into the audio (with --snr)")
     run.add_argument("--snr", type=float, default=None, help="with --noise: active-speech SNR in dB")
     run.add_argument("--noise-seed", type=int, default=0, help="with --noise: seed of the noise audio")
@@ -116,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--model", default=None, help="override the grids' model, e.g. openai/whisper-small")
     sw.add_argument("--limit", type=int, default=None, help="first N utterances of each split")
     sw.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR) or 'hub'")
+    sw.add_argument("--allow-unlisted", action="store_true",
+                    help="decode utterances missing from MANIFEST.tsv (the result records it)")
     sw.add_argument("--cluster", default=None, metavar="ADDRESS",
                     help="decode on Ray: 'auto' (ray.init(): $RAY_ADDRESS, else a local cluster) or "
                          "ray://HOST:PORT; WER only (footprint timing stays single-machine)")
@@ -165,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a = parser.parse_args(argv)
     log_to_stdout()
+    absolute_inputs(a)
     try:
         if a.command == "run":
             from .evaluate import evaluate
@@ -262,7 +292,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only or full results/, a missing folder: the path and the first error
+        print(f"error: {io_error_line(exc)}", file=sys.stderr)
+        return 2
     return 2
+
+
+def io_error_line(exc: OSError) -> str:
+    """One line for an I/O failure: the path and the first error in its chain, e.g.
+    ``'I/O failure at results/x.json: [Errno 30] Read-only file system'``."""
+    from .paths import portable
+
+    first = exc
+    while first.__context__ is not None and isinstance(first.__context__, OSError):
+        first = first.__context__
+    path = first.filename or getattr(exc, "filename", None)
+    where = f" {portable(str(path))}" if path else ""
+    return f"I/O failure at{where}: [Errno {first.errno}] {first.strerror or first}"
 
 
 def _one_line(summary: dict) -> str:
@@ -271,7 +317,10 @@ def _one_line(summary: dict) -> str:
     parts = [summary["slug"]]
     for split, m in summary.get("metrics", {}).items():
         if "wer" in m:
-            parts.append(f"{split} WER {m['wer']:.2f} (n={m['utterances']}, RTFx {m['rtfx']:.2f})")
+            speed = f", RTFx {m['rtfx']:.2f}" if m.get("rtfx") is not None else ""
+            parts.append(f"{split} WER {m['wer']:.2f} (n={m['utterances']}{speed})")
+    if summary.get("speed_note"):
+        parts.append(summary["speed_note"])
     size = summary.get("size", {})
     if size:
         parts.append(f"{size['stored_bytes'] / 1e6:.1f} MB ({size['compression_pct']:+.1f}% smaller)")

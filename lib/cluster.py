@@ -28,6 +28,7 @@ joins the cluster in ``RAY_ADDRESS`` when that is set); ``--cluster ray://HOST:P
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterable
 
 from .config import ConfigError, RunConfig
 from .grids import Job
+from .locks import configuration_lock, held_elsewhere
 
 log = logging.getLogger(__name__)
 TIMING_NOTE = ("per-task throughput on the cluster's workers (tasks ran in parallel); latency and footprint "
@@ -66,8 +68,37 @@ def connect(address: str = "auto", num_cpus: int | None = None, **options: Any) 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         local = address == "auto" and not os.environ.get("RAY_ADDRESS")
         kwargs = {"num_cpus": num_cpus, "include_dashboard": False} if local else {}
-        ray.init(address=None if address == "auto" else address, log_to_driver=False, **kwargs, **options)
+        if not local:
+            check_reachable(address if address != "auto" else os.environ["RAY_ADDRESS"])
+        try:
+            ray.init(address=None if address == "auto" else address, log_to_driver=False, **kwargs, **options)
+        except Exception as exc:  # one line, not Ray's traceback
+            raise ConfigError(f"cannot join the Ray cluster at {address}: {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
     return address if address != "auto" else os.environ.get("RAY_ADDRESS") or "local"
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in one line, within ``timeout_s``, when nothing listens at a ``ray://HOST:PORT`` or ``HOST:PORT``.
+
+    >>> check_reachable("ray://127.0.0.1:1", timeout_s=1)
+    Traceback (most recent call last):
+    lib.config.ConfigError: no Ray cluster answers at ray://127.0.0.1:1 (ConnectionRefusedError within 1 s); start one (ray start --head) or use --cluster auto
+    """
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--cluster {address!r}: use auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({type(exc).__name__} within {timeout_s:g} s); "
+                          "start one (ray start --head) or use --cluster auto") from None
 
 
 def shard_ranges(utterances: int, batch_size: int, batches_per_shard: int) -> list[tuple[int, int, int]]:
@@ -258,7 +289,12 @@ def decode_on_cluster(jobs: Iterable[Job], *, results_dir: Path | str, data: str
         run.tasks += 1
 
     unsaved: dict[str, str] = {}
+    locks = contextlib.ExitStack()  # each configuration's lock (lib.locks), held until its result is saved
     for job in jobs:
+        if not locks.enter_context(configuration_lock(store.root, job.slug)):
+            unsaved[job.slug] = (f"ConfigurationBusy: {job.slug} is being decoded by another process (pid "
+                                 f"{held_elsewhere(store.root, job.slug) or '?'})")
+            continue
         try:
             plan = plan_run(job.config, data, store, force, retry_failed, refresh_outdated)
         except Exception as exc:  # bad input (e.g. no data on the driver): this configuration only
@@ -272,6 +308,13 @@ def decode_on_cluster(jobs: Iterable[Job], *, results_dir: Path | str, data: str
         runs.append(run)
         submit(run, None)
     log.info("cluster: %d configuration(s) to decode", len(runs))
+    with locks:
+        _collect(ray, pending, unsaved, store, batches_per_shard, submit)
+    return unsaved
+
+
+def _collect(ray, pending: dict, unsaved: dict[str, str], store, batches_per_shard: int, submit) -> None:
+    """Wait for every shard, accept it, and save each configuration whose shards are all back."""
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
         run, shard = pending.pop(ref)
@@ -286,7 +329,6 @@ def decode_on_cluster(jobs: Iterable[Job], *, results_dir: Path | str, data: str
             error = finish(run, store, batches_per_shard)
             if error:
                 unsaved[run.job.slug] = error
-    return unsaved
 
 
 def accept(run: ClusterRun, shard: Shard | None, result: dict[str, Any], store, batches_per_shard: int,

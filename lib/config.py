@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -405,11 +407,43 @@ def layer_at_depth(name: str, model_layers: int, depth: int) -> str:
     return f"{match.group(1)}{int(match.group(2)) * depth // model_layers}{match.group(3)}"
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.onnx")
+_weights_digests: dict[tuple, str | None] = {}
+
+
+def weights_sha256(folder: str | Path) -> str | None:
+    """sha256 over a local model folder's weight files (names and bytes, in name order), or None when the folder
+    does not exist or holds none. Cached per process by name, size and modification time.
+
+    Two fine-tunes in folders with the same name get different digests, so they never share a result.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return None
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in root.glob(pattern) if p.is_file()})
+    stamp = (str(root.resolve()), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if stamp not in _weights_digests:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(p.name.encode() + b"\0")
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        _weights_digests[stamp] = digest.hexdigest() if files else None
+    return _weights_digests[stamp]
+
+
 def model_tag(model: str) -> str:
-    """``'embedded:whisper-base'`` -> ``'whisper-base'``; ``'openai/whisper-small'`` -> ``'openai-whisper-small'``."""
+    """``'embedded:whisper-base'`` -> ``'whisper-base'``; ``'openai/whisper-small'`` -> ``'openai-whisper-small'``.
+
+    A ``local:`` folder is named by its base name and the first 12 hex digits of :func:`weights_sha256`
+    (``'local:/x/whisper-base'`` -> ``'whisper-base-07cadb9f2567'``), so a result belongs to the weights, not to
+    the folder's name (a folder that does not exist here keeps the bare name; a run refuses it anyway).
+    """
     name = model.split(":", 1)[1] if ":" in model and not model.startswith("/") else model
     if model.startswith(("local:", "/", ".")):
-        name = name.rstrip("/").split("/")[-1]
+        digest = weights_sha256(name)
+        name = name.rstrip("/").split("/")[-1] + (f"-{digest[:12]}" if digest else "")
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 

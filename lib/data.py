@@ -131,18 +131,35 @@ def list_split(root: Path, split: str) -> list[tuple[str, Path, str]]:
     return sorted(rows)
 
 
+ALLOW_UNLISTED_ENV = "WHISPER_PTQ_ALLOW_UNLISTED"
+
+
+def unlisted_allowed() -> bool:
+    """Whether utterances missing from ``MANIFEST.tsv`` may be decoded (``--allow-unlisted`` sets
+    ``$WHISPER_PTQ_ALLOW_UNLISTED=1``, so papermill kernels and Ray workers see it too)."""
+    return os.environ.get(ALLOW_UNLISTED_ENV, "") not in ("", "0")
+
+
 def iter_directory(root: Path, split: str, limit: int | None = None, verify: bool = True) -> Iterator[Utterance]:
-    """Yield utterances of one split; with a manifest, each file's sha256 is checked."""
+    """Yield utterances of one split. With a manifest, both ways: each file's sha256 and each transcript must
+    equal the manifest's, and an utterance the manifest does not list is refused (unless :func:`unlisted_allowed`).
+    """
     manifest = read_manifest(root) if verify else {}
     for utt_id, path, text in list_split(root, split)[:limit]:
         if not path.exists():
             raise DataError(f"missing audio {path} (listed in its trans.txt); restore the file or fix the transcript")
         entry = manifest.get(utt_id)
+        if manifest and entry is None and not unlisted_allowed():
+            raise DataError(f"{utt_id} ({path.parent.name}/{path.name}) is not listed in {root}/MANIFEST.tsv; "
+                            "add it to the manifest, remove it, or pass --allow-unlisted to decode it anyway")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if entry is not None:
             if digest != entry["sha256_flac"]:
                 raise DataError(f"corrupt audio {path}: sha256 {digest[:12]}... does not match "
                                 f"MANIFEST.tsv ({entry['sha256_flac'][:12]}...); restore the original file")
+            if entry.get("transcript") is not None and text != entry["transcript"].strip():
+                raise DataError(f"transcript of {utt_id} in its trans.txt differs from MANIFEST.tsv "
+                                f"({text[:40]!r} vs {entry['transcript'][:40]!r}); restore the original line")
         yield Utterance(utt_id, split, text, load_audio(path), portable_path(path), digest)
 
 
@@ -192,7 +209,8 @@ def describe_data(data: str | os.PathLike | None) -> dict[str, str | None]:
     if data == "hub":
         return {"kind": "hub", "dataset": HUB_DATASET, "manifest_sha256": None}
     root = resolve_data_dir(data)
-    return {"kind": "directory", "path": portable_path(root), "manifest_sha256": manifest_sha256(root)}
+    return {"kind": "directory", "path": portable_path(root), "manifest_sha256": manifest_sha256(root),
+            **({"unlisted_allowed": True} if unlisted_allowed() else {})}
 
 
 def coverage(utterances_by_split: dict[str, list[Utterance]]) -> dict[str, dict[str, str | None]]:

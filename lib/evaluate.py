@@ -12,10 +12,11 @@ import logging
 import resource
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .checks import check_run
+from .locks import configuration_lock, held_elsewhere
 from .config import ConfigError, RunConfig
 from .data import (DataError, calibration_set, coverage, describe_data, jfk_path, load_audio, load_split,
                    resolve_data_dir)
@@ -75,6 +76,8 @@ class Plan:
     todo: dict[str, list]
     reuse: dict[str, Any] | None = None
     noise: dict[str, Any] | None = None  # lib.noise.noise_record of a noisy run (its utterances hold noisy audio)
+    others: dict[tuple[str, str], str] = field(default_factory=dict)  # stored lines of ids today's data lacks
+    others_coverage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def decodes(self) -> bool:
@@ -94,15 +97,20 @@ def plan_run(config: RunConfig, data: str | None, store: ResultStore, force: boo
         store.discard_checkpoints(config.slug)
     stored = None if force else store.load_or_none(config.slug)
     kept: dict[tuple[str, str], str] = {}  # (split, id) -> the stored JSONL line, kept byte for byte
+    others: dict[tuple[str, str], str] = {}
+    others_coverage: dict[str, dict[str, Any]] = {}
     reuse = None
     if stored is not None:
         state = store.state(config.slug)
         if (state == "failed" and not retry_failed) or (state == "outdated" and not refresh_outdated):
             reuse = stored
         elif state == "ok":
-            kept = store.valid_lines(config.slug, stored, today, None if data == "hub" else resolve_data_dir(data))
+            root = None if data == "hub" else resolve_data_dir(data)
+            references = {(s, u.id): u.reference for s, utts in utterances.items() for u in utts}
+            kept = store.valid_lines(config.slug, stored, today, root, references)
+            others, others_coverage = store.other_lines(config.slug, stored, today, root)
     todo = {s: [u for u in utts if (s, u.id) not in kept] for s, utts in utterances.items()}
-    return Plan(config, data_info, utterances, today, stored, kept, todo, reuse, noise)
+    return Plan(config, data_info, utterances, today, stored, kept, todo, reuse, noise, others, others_coverage)
 
 
 def new_summary(config: RunConfig, data_info: dict[str, Any], env: dict[str, Any] | None = None,
@@ -175,6 +183,13 @@ def complete_summary(summary: dict[str, Any], plan: Plan, sessions: list[dict[st
     summary["harness"] = sessions[-1]["harness"]
     summary["sessions"] = sessions
     summary["coverage"] = plan.today
+    if plan.others:  # rows of utterances today's data lacks: kept, never dropped (scored when that data is back)
+        lines = lines + sorted(plan.others.values(), key=lambda x: (json.loads(x)["split"], json.loads(x)["id"]))
+        summary["metrics"] = metrics_by_split([json.loads(line) for line in lines], plan.config.split)
+        for split, timing in timings.items():
+            summary["metrics"][split]["timing"] = timing
+        summary["coverage"] = {s: {**plan.others_coverage.get(s, {}), **plan.today.get(s, {})}
+                               for s in {*plan.today, *plan.others_coverage}}
     return lines
 
 
@@ -215,20 +230,38 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
     """
     store = store or ResultStore(results_dir)
     plan = plan_run(config, data, store, force, retry_failed, refresh_outdated)
+    if plan.reuse is None and plan.decodes:
+        with configuration_lock(store.root, config.slug) as mine:
+            if not mine:
+                raise ConfigurationBusy(f"{config.slug} is being decoded by another process (pid "
+                                        f"{held_elsewhere(store.root, config.slug) or '?'}); wait for it to finish "
+                                        "or stop it, then run again")
+            plan = plan_run(config, data, store, force, retry_failed, refresh_outdated)  # it may have finished
+            return _evaluate(config, plan, store, data, progress, refresh_outdated, fidelity)
+    return _evaluate(config, plan, store, data, progress, refresh_outdated, fidelity)
+
+
+class ConfigurationBusy(ConfigError):
+    """Another process holds the configuration's lock (:mod:`lib.locks`): nothing is decoded or recorded."""
+
+
+def _evaluate(config: RunConfig, plan: Plan, store: ResultStore, data: str | None, progress: bool,
+              refresh_outdated: bool, fidelity: bool) -> dict[str, Any]:
+    """:func:`evaluate` once the plan is made (under the configuration's lock when it decodes)."""
     if plan.reuse is not None:
-        return plan.reuse
+        return speed_for(plan.reuse, config)
     stored, kept, today, todo = plan.stored, plan.kept, plan.today, plan.todo
     if not plan.decodes:
         if fidelity and stored.get("status") == "ok":
             update_fidelity(config, store, data, progress=progress)
         if stored_matches(stored, today):
-            return stored
+            return speed_for(stored, config)
         if len(kept) == len(store.load_rows(config.slug)):  # a result from before coverage was recorded
             stored = {**stored, "coverage": today, "metrics": metrics_by_split(
                 [json.loads(line) for line in kept.values()], config.split)}
             store.save(config.slug, stored)
-            return stored
-        return restricted_summary(stored, store, config, kept, today)
+            return speed_for(stored, config)
+        return speed_for(restricted_summary(stored, store, config, kept, today), config)
     refreshing = refresh_outdated and store.archive_outdated(config.slug) is not None
     summary = new_summary(config, plan.data_info, noise=plan.noise)
     sessions = prior_sessions(plan)
@@ -261,7 +294,45 @@ def evaluate(config: RunConfig, *, data: str | None = None, results_dir=RESULTS_
         return summary
     if summary["status"] == "ok" and fidelity:
         update_fidelity(config, store, data, model=model, processor=processor, progress=progress)
+    if summary["status"] == "ok" and plan.others:  # the file keeps rows today's data lacks: score today's only
+        today_lines = {k: line for k, line in zip(((s, u.id) for s, utts in plan.utterances.items() for u in utts),
+                                                   lines)}
+        return restricted_summary(summary, store, config, today_lines, today)
     return summary
+
+
+SPEED_FIELDS = ("rtfx", "wall_seconds", "cpu_seconds", "encoder_seconds", "batch_wall_seconds", "timing")
+
+
+def speed_settings(summary: dict[str, Any]) -> dict[str, Any]:
+    """The settings a stored result's speed was measured under, e.g. ``{'threads': 2, 'batch_size': 8}``."""
+    decoding = summary.get("decoding") or {}
+    config = summary.get("config") or {}
+    return {k: decoding.get(k, config.get(k)) for k in ("threads", "batch_size")}
+
+
+def speed_for(summary: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """A stored result as the answer to ``config``: its WER stands (transcripts do not depend on threads or
+    batch size), but a speed measured under other settings is not this run's: its speed fields are dropped and
+    ``speed_note`` says where they were measured.
+
+    >>> s = {"status": "ok", "decoding": {"threads": 2, "batch_size": 8}, "metrics": {"test-clean": {"wer": 5.0, "rtfx": 9.0}}}
+    >>> out = speed_for(s, RunConfig(threads=1, batch_size=1))
+    >>> out["metrics"]["test-clean"], out["speed_note"]
+    ({'wer': 5.0}, 'speed not shown: the stored result was timed at threads=2, batch_size=8 (asked: threads=1, batch_size=1); pass --force to time it here')
+    """
+    measured = speed_settings(summary)
+    asked = {"threads": config.threads, "batch_size": config.batch_size}
+    if summary.get("status") != "ok" or measured == asked or None in measured.values():
+        return summary
+    def text(d):
+        return ", ".join(f"{k}={v}" for k, v in d.items())
+
+    metrics = {split: {k: v for k, v in m.items() if k not in SPEED_FIELDS}
+               for split, m in (summary.get("metrics") or {}).items()}
+    return {**summary, "metrics": metrics, "speed_measured_at": measured,
+            "speed_note": f"speed not shown: the stored result was timed at {text(measured)} "
+                          f"(asked: {text(asked)}); pass --force to time it here"}
 
 
 def session_record(summary: dict[str, Any]) -> dict[str, Any]:

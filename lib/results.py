@@ -36,6 +36,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # like any file the user writes (mkstemp makes 0600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -73,6 +74,49 @@ def read_summary_or_none(path: Path) -> dict[str, Any] | None:
         return None
 
 
+_rows_checked: dict[str, tuple[tuple[int, int], str | None]] = {}
+
+
+def rows_error(path: Path) -> str | None:
+    """None when the JSONL at ``path`` is absent or every line is JSON, else one line naming file and line, e.g.
+    ``'results/x.jsonl, line 1: not valid JSON (a merge conflict or a torn copy); ...'``. Cached by size and
+    modification time, so every lookup of a result can afford it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    stamp = (st.st_size, st.st_mtime_ns)
+    cached = _rows_checked.get(str(path))
+    if cached and cached[0] == stamp:
+        return cached[1]
+    error = None
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as exc:
+            error = (f"{relative_to_repo(path)}, line {number}: not valid JSON ({exc.msg}; a merge conflict or a "
+                     "torn copy?); its configuration counts as not done until the file is restored or re-run")
+            break
+    _rows_checked[str(path)] = (stamp, error)
+    return error
+
+
+def unreadable_results(root: Path | str) -> list[str]:
+    """One line for each result file in ``root`` that cannot be read (summary or transcripts), e.g. for a
+    chapter to name the rows it cannot show."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.glob("*.json")):
+        try:
+            read_summary(path)
+        except CorruptResult as exc:
+            out.append(str(exc))
+    out += [e for p in sorted(root.glob("*.jsonl")) if (e := rows_error(p))]
+    return out
+
+
 def is_outdated(summary: dict[str, Any], rows: Callable[[], Iterable[dict[str, Any]]] | None = None) -> bool:
     """An ok result whose decoding recipe differs from today's (:func:`lib.decoding.outdated_fields`)."""
     return summary.get("status") == "ok" and bool(outdated_fields(summary.get("decoding"), rows))
@@ -97,8 +141,29 @@ class ResultStore:
         return (self.get(slug) or {}).get("status")
 
     def get(self, slug: str) -> dict[str, Any] | None:
-        """The summary, or None when there is none or it is unreadable (:func:`read_summary_or_none`)."""
-        return read_summary_or_none(self.summary_path(slug)) if self.exists(slug) else None
+        """The summary, or None when there is none or it or its transcripts are unreadable (logged once, one
+        line naming the file and line: :func:`read_summary_or_none`, :func:`rows_error`)."""
+        if not self.exists(slug):
+            return None
+        error = rows_error(self.rows_path(slug))
+        if error is not None:
+            if error not in _reported:
+                _reported.add(error)
+                log.warning("%s", error)
+            return None
+        return read_summary_or_none(self.summary_path(slug))
+
+    def problem(self, slug: str) -> str | None:
+        """Why a stored result cannot be read (one line naming the file and line), or None."""
+        if not self.exists(slug):
+            return None
+        error = rows_error(self.rows_path(slug))
+        if error is None:
+            try:
+                read_summary(self.summary_path(slug))
+            except CorruptResult as exc:
+                error = str(exc)
+        return error
 
     def reusable(self, slug: str, force: bool = False, retry_failed: bool = False,
                  refresh_outdated: bool = False) -> dict[str, Any] | None:
@@ -135,26 +200,41 @@ class ResultStore:
         return self.get(slug)
 
     def load_lines(self, slug: str) -> list[str]:
-        """The JSONL lines of a result, as stored (a torn last line is dropped)."""
+        """The JSONL lines of a result, as stored; :class:`CorruptResult` (file and line) when one is not JSON."""
         path = self.rows_path(slug)
         if not path.exists():
             return []
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        try:
-            json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError:
-            lines = lines[:-1]
-        return lines
+        error = rows_error(path)
+        if error is not None:
+            raise CorruptResult(error)
+        return [line for line in path.read_text().splitlines() if line.strip()]
 
     def valid_lines(self, slug: str, summary: dict[str, Any], today: dict[str, dict[str, str | None]],
-                    data_root: Path | None = None) -> dict[tuple[str, str], str]:
-        """Stored lines whose utterance has today's audio, keyed by ``(split, id)``; see :func:`stored_coverage`."""
+                    data_root: Path | None = None, references: dict[tuple[str, str], str] | None = None
+                    ) -> dict[tuple[str, str], str]:
+        """Stored lines whose utterance has today's audio and, where ``references`` are given, today's reference
+        text, keyed by ``(split, id)``; see :func:`stored_coverage`."""
         lines = self.load_lines(slug)
         rows = [json.loads(line) for line in lines]
         covered = stored_coverage(summary, rows, data_root)
         return {(r["split"], r["id"]): line for r, line in zip(rows, lines)
                 if (today.get(r["split"]) or {}).get(r["id"]) is not None
-                and covered.get(r["split"], {}).get(r["id"]) == today[r["split"]][r["id"]]}
+                and covered.get(r["split"], {}).get(r["id"]) == today[r["split"]][r["id"]]
+                and (references is None or references.get((r["split"], r["id"])) == r.get("reference"))}
+
+    def other_lines(self, slug: str, summary: dict[str, Any], today: dict[str, dict[str, str | None]],
+                    data_root: Path | None = None) -> tuple[dict[tuple[str, str], str], dict[str, dict[str, Any]]]:
+        """Stored lines of utterances today's data does not hold (a smaller or other copy of the sample), with
+        their recorded coverage: a run keeps them, so it never drops rows it did not decode."""
+        lines = self.load_lines(slug)
+        rows = [json.loads(line) for line in lines]
+        covered = stored_coverage(summary, rows, data_root)
+        kept, coverage = {}, {}
+        for r, line in zip(rows, lines):
+            if r["id"] not in (today.get(r["split"]) or {}) and r["id"] in covered.get(r["split"], {}):
+                kept[(r["split"], r["id"])] = line
+                coverage.setdefault(r["split"], {})[r["id"]] = covered[r["split"]][r["id"]]
+        return kept, coverage
 
     def save_lines(self, slug: str, summary: dict[str, Any], lines: list[str] | None) -> Path:
         """Like :meth:`save`, with the JSONL given as lines (stored rows are written back unchanged)."""
@@ -164,10 +244,7 @@ class ResultStore:
         return self.summary_path(slug)
 
     def load_rows(self, slug: str) -> list[dict[str, Any]]:
-        path = self.rows_path(slug)
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.load_lines(slug)]
 
     def save(self, slug: str, summary: dict[str, Any], rows: Iterable[dict[str, Any]] | None = None) -> Path:
         if summary.get("status") == "failed":  # tracebacks name files: keep them free of machine paths

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .config import ConfigError, model_tag
 from .footprint import measured_elsewhere
 from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
+from .locks import held_elsewhere
 from .paths import REPO_ROOT, RUNS_DIR, portable, relative_to_repo
 from .results import RESULTS_DIR, ResultStore, result_cpu
 
@@ -39,8 +40,26 @@ class SweepReport:
 
     def text(self) -> str:
         lines = [f"ran {len(self.ran)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"]
-        lines += [f"  FAILED {slug}: {err.splitlines()[-1] if err else ''}" for slug, err in self.failed.items()]
+        lines += [f"  FAILED {slug}: {first_line(err)}" for slug, err in self.failed.items()]
         return "\n".join(lines)
+
+
+def first_line(error: str | None) -> str:
+    """The reason a failure's record leads with, never blank: ``'ValueError: bad\\ntrace...'`` -> ``'ValueError: bad'``."""
+    lines = [x.strip() for x in (error or "").splitlines() if x.strip()]
+    return lines[0] if lines else "no error text was recorded (see logs/runs/<slug>.log)"
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line for why a job raised: a notebook's own error (papermill's ``ename: evalue``, colour codes
+    removed) rather than papermill's wrapper, e.g. ``'DataError: LibriSpeech directory 'x' does not exist; ...'``."""
+    import re
+
+    if getattr(exc, "ename", None):
+        text = f"{exc.ename}: {exc.evalue}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return first_line(re.sub(r"\x1b\[[0-9;]*m", "", text))
 
 
 def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
@@ -163,14 +182,20 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     Ray); each job is then run as usual, without ``force``/``retry_failed``/``refresh_outdated``, so its
     notebook reads the merged result instead of decoding again.
     """
+    paths = list(paths)
     unique: dict[str, Job] = {}
     for job in (j for p in paths for j in expand_grid(p, overrides)):
         if not footprint:
             job = dataclasses.replace(job, footprint=False)
         unique.setdefault(job.slug, job)  # a configuration shared by two chapters runs once
     jobs = prioritize(list(unique.values()), list(first), list(last))
+    if not jobs:
+        raise ConfigError(f"{', '.join(Path(p).name for p in paths)}: no configurations; add entries under "
+                          "'runs:' or 'expand:'")
     if only:
         jobs = [j for j in jobs if only in j.slug]
+        if not jobs:
+            raise ConfigError(f"--only {only!r} matches no configuration of {', '.join(Path(p).name for p in paths)}")
     store = ResultStore(results_dir)
     fstore = ResultStore(footprint_dir or Path(results_dir) / "footprint")
     if refresh_outdated:
@@ -213,6 +238,11 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                 print(f"{label} {job.slug}" + (f" (batches saved: {saved})" if saved else "") + counts, flush=True)
             continue
         wait_while_paused(pause_file, pause_poll_s)
+        holder = held_elsewhere(store.root, job.slug)
+        if holder is not None:  # another sweep is decoding it: never twice at once
+            log.info("skip %s: being decoded by another process (pid %s)", job.slug, holder)
+            report.skipped.append(job.slug)
+            continue
         started = time.time()
         log.info("start %s", job.slug)
         periodic = (calling_every(during_job_every_s, functools.partial(during_job, job)) if during_job
@@ -231,7 +261,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                 else:
                     run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
         except Exception as exc:  # one failing configuration never stops the sweep
-            report.failed[job.slug] = portable(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-1500:]}")
+            report.failed[job.slug] = portable(f"{failure_line(exc)}\n{traceback.format_exc()[-1500:]}")
+            log.warning("FAILED %s: %s", job.slug, first_line(report.failed[job.slug]))
         else:
             report.ran.append(job.slug)
             for slug, st in ((job.slug, store), (job.footprint_slug, fstore)):
@@ -497,14 +528,78 @@ CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "
 BOOK_DIR = REPO_ROOT / "book"
 
 
+def notebook_defaults(notebook) -> dict[str, Any]:
+    """The names and default values of a jupytext-read notebook's ``parameters`` cell (literals only).
+
+    >>> import nbformat
+    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("limit = None  # e.g. 5\\ngroup_size = 64",
+    ...                                                               metadata={"tags": ["parameters"]})])
+    >>> notebook_defaults(nb)
+    {'limit': None, 'group_size': 64}
+    """
+    import ast
+
+    for cell in notebook.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return {}
+
+
+def check_parameters(name: str, given: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` (one line) when a parameter is not in the chapter's parameters cell or its value
+    has another type than the default's (None accepts anything; an int passes for a float).
+
+    >>> check_parameters("bitwidth", {"group_size": "abc"}, {"group_size": 64})
+    Traceback (most recent call last):
+    lib.config.ConfigError: chapter bitwidth: parameter group_size takes an int (default 64), not 'abc'
+    """
+    for key, value in given.items():
+        if key not in defaults:
+            raise ConfigError(f"chapter {name}: no parameter {key!r}; it takes "
+                              f"{', '.join(f'{k} (default {v!r})' for k, v in defaults.items()) or 'none'}")
+        default = defaults[key]
+        if default is None or value is None:
+            continue
+        wanted = type(default)
+        ok = (isinstance(value, wanted) and not (wanted is int and isinstance(value, bool))
+              or (wanted is float and isinstance(value, int) and not isinstance(value, bool)))
+        if not ok:
+            raise ConfigError(f"chapter {name}: parameter {key} takes a{'n' if wanted.__name__[0] in 'aeiou' else ''} "
+                              f"{wanted.__name__} (default {default!r}), not {value!r}")
+
+
 def execute_chapter(name: str, parameters: dict[str, Any] | None = None) -> Path:
-    """Execute ``notebooks/<name>.md`` with papermill into ``book/<name>.ipynb``."""
+    """Execute ``notebooks/<name>.md`` with papermill into ``book/<name>.ipynb``.
+
+    Parameters are checked against the chapter's parameters cell first (:func:`check_parameters`); a failed
+    execution raises :class:`ChapterFailed` and leaves the committed page as it was. Result files that cannot be
+    read are named on stderr (the page names them in its rows' status: ``unreadable``).
+    """
+    import sys
+
     import jupytext
+    import papermill
+
+    from .results import unreadable_results
 
     source = CHAPTER_SOURCES / f"{name}.md"
     if not source.exists() or name == "run_config":
         chapters = sorted(p.stem for p in CHAPTER_SOURCES.glob("*.md") if p.stem != "run_config")
         raise ConfigError(f"no chapter {name!r}; chapters: {', '.join(chapters)}")
+    notebook = jupytext.read(source)
+    check_parameters(name, parameters or {}, notebook_defaults(notebook))
+    for line in unreadable_results(RESULTS_DIR):
+        print(f"warning: {line}", file=sys.stderr)
     output = BOOK_DIR / f"{name}.ipynb"
-    run_papermill(jupytext.read(source), output, parameters or {})
+    try:
+        run_papermill(notebook, output, parameters or {})
+    except papermill.PapermillExecutionError as exc:
+        raise ChapterFailed(f"chapter {name} failed at cell {exc.exec_count}: {failure_line(exc)}; "
+                            f"{relative_to_repo(output)} was left as it was") from None
     return output
+
+
+class ChapterFailed(ConfigError):
+    """A chapter's execution raised; its committed page is untouched."""

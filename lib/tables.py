@@ -69,11 +69,13 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
                                "granularity": q.granularity or "default", "group_size": q.group_size,
                                "scope": q.scope, "proj_out": q.proj_out, "slug": job.slug}
         summary = store.get(job.slug)
-        row["status"] = summary["status"] if summary else "pending"
-        row["error"] = (summary or {}).get("error")
+        problem = None if summary else store.problem(job.slug)
+        row["status"] = summary["status"] if summary else "unreadable" if problem else "pending"
+        row["error"] = (summary or {}).get("error") or problem
         row["older_decoding"] = bool(summary and store.is_outdated(job.slug, summary))
         if summary and summary["status"] == "ok":
-            base_rows = store.load_rows(baseline_config(job.config).slug)
+            base_slug = baseline_config(job.config).slug
+            base_rows = store.load_rows(base_slug) if store.get(base_slug) else []
             q_rows = store.load_rows(job.slug)
             for split, m in metrics_by_split(q_rows, job.config.split).items():
                 tag = split_tag(split)
