@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lib.config import QuantSpec
 from lib.data import load_split
-from lib.results import atomic_write_text, cpu_description, cpu_label, environment
+from lib.results import atomic_write_text
+from lib.machine import cpu_description, cpu_label, environment
 
 CONFIGS = [QuantSpec(), QuantSpec(library="hqq", scheme="weight_only", weights="int4", group_size=64),
            QuantSpec(library="torch_ao", scheme="dynamic", weights="int8", activations="int8",

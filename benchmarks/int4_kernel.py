@@ -27,7 +27,8 @@ import torch
 
 from lib import QuantSpec
 from lib.quantize.torchao import config_for
-from lib.results import RESULTS_DIR, atomic_write_text, environment
+from lib.results import RESULTS_DIR, atomic_write_text
+from lib.machine import environment
 
 
 def median_seconds(module, x, repeats: int) -> float:

@@ -37,7 +37,8 @@ import torch
 
 from lib.models import load_model
 from lib.quantize.torch_ao import pt2e_quantize_encoder
-from lib.results import RESULTS_DIR, atomic_write_text, environment
+from lib.results import RESULTS_DIR, atomic_write_text
+from lib.machine import environment
 
 
 def build_and_warm(build, x) -> tuple[torch.nn.Module, dict]:

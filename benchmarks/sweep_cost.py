@@ -22,7 +22,8 @@ from pathlib import Path
 
 from lib.data import default_data_dir, read_manifest
 from lib.decoding import RECIPE
-from lib.results import RESULTS_DIR, ResultStore, atomic_write_text, result_cpu
+from lib.results import RESULTS_DIR, ResultStore, atomic_write_text
+from lib.machine import result_cpu
 
 FAMILIES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
             "bnb": "bitsandbytes"}

@@ -18,7 +18,8 @@ import pandas as pd
 from .diagnostics import DIAGNOSTICS_DIR, FAMILIES, HALVES, static_slug
 from .display import shorten
 from .metrics import spread_pct
-from .results import RESULTS_DIR, ResultStore, result_cpu
+from .results import RESULTS_DIR, ResultStore
+from .machine import result_cpu
 
 
 STATIC_ABLATION_FACTS = ("kernel", "recipe", "inputs", "outputs", "worst_family", "worst_family_cosine",

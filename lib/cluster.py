@@ -183,7 +183,7 @@ def decode_shard(config: dict[str, Any], split: str | None, ids: list[str], sha2
     ``{"error", "traceback", "stage", "host"}``: the driver makes it a failed row.
     """
     from .evaluate import Stage, load_quantized, peak_rss_mb
-    from .results import environment
+    from .machine import environment
 
     run = RunConfig.from_dict(config)
     stage, facts = Stage("data"), {}

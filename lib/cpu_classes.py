@@ -13,7 +13,8 @@ import pandas as pd
 
 from .config import RunConfig
 from .footprint import FOOTPRINT_DIR
-from .results import RESULTS_DIR, ResultStore, reference_cpu, result_cpu
+from .results import RESULTS_DIR, ResultStore
+from .machine import reference_cpu, result_cpu
 from .tables import quant_label, timing_spread_pct
 
 

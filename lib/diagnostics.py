@@ -24,7 +24,8 @@ from .evaluate import cosine, encoder_output
 from .metrics import word_error_rate
 from .models import load_model
 from .quantize import quantize
-from .results import RESULTS_DIR, ResultStore, environment
+from .results import RESULTS_DIR, ResultStore
+from .machine import environment
 from .transcribe import features, generate
 
 DIAGNOSTICS_DIR = RESULTS_DIR / "diagnostics"

@@ -23,7 +23,8 @@ from .data import (DataError, calibration_set, coverage, describe_data, jfk_path
 from .metrics import serialized_bytes, stored_bytes
 from .noise import noisy_utterances
 from .paths import portable
-from .results import RESULTS_DIR, ResultStore, environment
+from .results import RESULTS_DIR, ResultStore
+from .machine import environment
 from .scoring import metrics_by_split
 from .transcribe import decoding_recipe, transcribe
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from .decoding import END_OF_TEXT, PROMPT
 from .paths import portable
-from .results import RESULTS_DIR, ResultStore, atomic_write_text, environment
+from .results import RESULTS_DIR, ResultStore, atomic_write_text
+from .machine import environment
 
 FIDELITY_SUBDIR = "fidelity"
 CACHE_VERSION = 2  # bump when what the cache holds changes

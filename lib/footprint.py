@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from .checks import check_quant
+from .machine import MIN_PAIRS, QUIET_SHARE, CpuMeter, is_quiet
 from .config import ConfigError, QuantSpec, footprint_slug
 from .data import DataError, calibration_set
 from .metrics import serialized_bytes, stored_bytes, summarize_samples
 from .models import FIRST_TIMESTAMP, check_model_spec, load_model
 from .quantize import quantize
-from .results import RESULTS_DIR, ResultStore, cpu_label, environment, reference_cpu, result_cpu
+from .results import RESULTS_DIR, ResultStore
+from .machine import cpu_label, environment, reference_cpu, result_cpu
 from .transcribe import encoder_timer, features, generate
 
 FORCED_TOKENS = 32
-PAIRS = 5  # interleaved fp32/configuration pairs per latency ratio, at least
+PAIRS = MIN_PAIRS  # interleaved fp32/configuration pairs per latency ratio, at least (lib.machine)
 MAX_RELATIVE_WIDTH = 0.15  # re-measure while the ratio's 95% interval is wider than 15% of it
 FOOTPRINT_DIR = RESULTS_DIR / "footprint"
 
@@ -90,11 +92,15 @@ def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, m
     generated = time_forced_generate(candidate, input_features, repeats=1)["sequence_length"]
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     runs: dict[str, list] = {"reference": [], "candidate": []}
+    pair_shares: list[float | None] = []  # the CPU time other processes used during each pair, as a share
+    window, pair_meter = CpuMeter(), CpuMeter()
     rounds = 0
     while True:
         for _ in range(pairs):
+            pair_meter.start()
             runs["reference"].append(one(reference))
             runs["candidate"].append(one(candidate))
+            pair_shares.append(pair_meter.read()["foreign_cpu_share"])
         ratios = [c[0] / r[0] for r, c in zip(runs["reference"], runs["candidate"])]
         interval = median_interval(ratios)
         width = (interval["high"] - interval["low"]) / interval["median"]
@@ -102,6 +108,7 @@ def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, m
             break
         rounds += 1
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    foreign = window.read()
 
     def summary(samples):
         wall = [x[0] for x in samples]
@@ -111,7 +118,11 @@ def time_interleaved(reference, candidate, input_features, pairs: int = PAIRS, m
     return {"method": "interleaved pairs", "pairs": len(ratios), "ratios": ratios, "ratio": interval["median"],
             "ratio_low": interval["low"], "ratio_high": interval["high"], "relative_width": width,
             "max_relative_width": max_relative_width, "remeasured": rounds, "load_average_before": load_before,
-            "load_average_after": load_after, "fp32": summary(runs["reference"]),
+            "load_average_after": load_after, "foreign_cpu_share": foreign["foreign_cpu_share"],
+            "foreign_cpu_seconds": foreign["foreign_cpu_seconds"], "window_seconds": foreign["wall_seconds"],
+            "pair_foreign_cpu_shares": pair_shares, "quiet_share_limit": QUIET_SHARE,
+            "quiet": is_quiet({"pairs": len(ratios), "foreign_cpu_share": foreign["foreign_cpu_share"]}),
+            "fp32": summary(runs["reference"]),
             "configuration": summary(runs["candidate"])}
 
 
@@ -204,7 +215,7 @@ def keep_by_class(slug: str, summary: dict[str, Any], store: ResultStore) -> Non
 def measured_elsewhere(summary: dict[str, Any], store: ResultStore) -> bool:
     """True for a finished footprint timed on another CPU class than most of ``store`` while this machine is of
     that class: its latency ratio is not comparable with the others, and re-measuring it here makes it so."""
-    from .results import cpu_description  # looked up at call time: tests fake this machine's CPU
+    from .machine import cpu_description  # looked up at call time: tests fake this machine's CPU
 
     if summary.get("status") != "ok":
         return False

@@ -14,22 +14,17 @@ import hashlib
 import json
 import logging
 import os
-import platform
-import subprocess
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .data import read_manifest
 from .decoding import outdated_fields
+from .machine import reference_cpu, result_cpu  # noqa: F401  (the report reads them from here too)
 from .paths import REPO_ROOT, portable, relative_to_repo
 
 log = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "results"
-TRACKED_PACKAGES = ("torch", "transformers", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "jiwer",
-                    "whisper-normalizer", "numpy", "datasets", "soundfile", "scipy",
-                    "ctranslate2", "onnxruntime", "onnx", "onnxscript", "openvino", "nncf", "pywhispercpp", "gguf")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -394,89 +389,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (set, tuple)):
         return list(obj)
     return str(obj)
-
-
-def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def cpu_description() -> dict[str, Any]:
-    """CPU model, logical cores and the SIMD flags that decide int8 speed (AVX2/AVX-512/VNNI/AMX)."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "", platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = sorted(flags & SIMD_FLAGS)
-    return {"model": model, "logical_cores": os.cpu_count(), "simd": simd, "machine": platform.machine()}
-
-
-SIMD_FLAGS = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
-              "amx_int8", "amx_bf16"}
-
-
-def cpu_label(cpu: dict[str, Any] | None) -> str:
-    """The instruction-set class that decides which int8/bf16 kernels a CPU gets, from a recorded description.
-
-    >>> cpu_label({"simd": ["avx2", "fma"]})
-    'AVX2'
-    >>> cpu_label({"simd": ["avx2", "avx512_vnni", "avx512f", "fma"]})
-    'AVX-512 VNNI'
-
-    Latencies measured on CPUs with different labels are not comparable.
-    """
-    simd = set((cpu or {}).get("simd") or [])
-    if "amx_int8" in simd:
-        return "AMX"
-    if "avx512f" in simd:
-        return "AVX-512 VNNI" if "avx512_vnni" in simd else "AVX-512"
-    if "avx2" in simd:
-        return "AVX2 VNNI" if "avx_vnni" in simd else "AVX2"
-    return "no AVX2" if cpu else "unknown"
-
-
-def result_cpu(summary: dict[str, Any]) -> str:
-    """:func:`cpu_label` of the machine a result was measured on."""
-    return cpu_label((summary.get("environment") or {}).get("cpu"))
-
-
-def reference_cpu(store: "ResultStore") -> str | None:
-    """The CPU label most finished results in ``store`` were measured on (ties: the first in name order).
-
-    The report compares latencies on this CPU only; a footprint measured elsewhere is re-measured when the
-    sweep next runs on it (``--refresh-outdated``).
-    """
-    from collections import Counter
-
-    counts = Counter(result_cpu(s) for s in store.summaries() if s.get("status") == "ok")
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def git_commit() -> dict[str, Any]:
-    def run(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-
-    try:
-        sha = run("rev-parse", "HEAD").stdout.strip() or None
-        dirty = bool(run("status", "--porcelain", "--untracked-files=no", "lib").stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "lib_dirty": None}
-    return {"commit": sha, "lib_dirty": dirty}
-
-
-def environment(threads: int) -> dict[str, Any]:
-    """Everything a reader needs to know about where a number was measured."""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_description(),
-            "threads": threads, "load_average_1_5_15": load,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "packages": package_versions(), "git": git_commit()}

@@ -22,10 +22,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .config import ConfigError, model_tag
 from .footprint import measured_elsewhere
+from .git import git
 from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
 from .locks import held_elsewhere
 from .paths import REPO_ROOT, RUNS_DIR, portable, relative_to_repo
-from .results import RESULTS_DIR, ResultStore, result_cpu
+from .results import RESULTS_DIR, ResultStore
+from .machine import result_cpu
 
 log = logging.getLogger(__name__)
 NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
@@ -295,14 +297,14 @@ def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), re
     index lock); the files then wait for the next commit.
     """
     repo = Path(repo or REPO_ROOT)
-    identity = [] if _git(repo, "config", "user.email").stdout.strip() else [
+    identity = [] if git(repo, "config", "user.email").stdout.strip() else [
         "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
     message = f"Sweep {kind}: {job.config.quant.label} ({job.slug})"
     existing = [p for p in paths if (repo / p).exists()]
     steps = {"add": ["add", "--", *existing],
              "commit": [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]}
     for name, args in steps.items():
-        out = _git(repo, *args)
+        out = git(repo, *args)
         if out.returncode != 0:
             reason = (out.stderr or out.stdout).strip().splitlines()
             log.warning("not committed: git %s: %s", name, reason[-1] if reason else "no output")
@@ -316,7 +318,7 @@ def commit_checkpoints(job: Job, repo: Path | str | None = None) -> bool:
     """
     repo = Path(repo or REPO_ROOT)
     partial = repo / "results" / ".partial"
-    tracked = _git(repo, "ls-files", "--", "results/.partial").stdout.strip()
+    tracked = git(repo, "ls-files", "--", "results/.partial").stdout.strip()
     if not tracked and not any(partial.glob("*.jsonl")):
         return False  # nothing saved yet and nothing to delete
     return commit_results(job, paths=("results/.partial",), repo=repo, kind="checkpoint")
@@ -343,12 +345,6 @@ def calling_every(seconds: float, callback: Callable[[], Any]):
     finally:
         stop.set()
         thread.join()
-
-
-def _git(repo: Path, *args: str):
-    import subprocess
-
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
 
 
 def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> None:

@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 
 from .config import ConfigError, QuantSpec, model_tag
 from .paths import portable
-from .results import RESULTS_DIR, ResultStore, environment
+from .results import RESULTS_DIR, ResultStore
+from .machine import environment
 
 SENSITIVITY_SUBDIR = "sensitivity"
 PER_SPLIT = 16  # utterances per split: the first 16 of each split's fidelity subset

@@ -23,7 +23,8 @@ from .fidelity import fidelity_rows, fidelity_stats
 from .metrics import spread_pct
 from .scoring import compare_wer, metrics_by_split
 from .decoding import outdated_fields
-from .results import RESULTS_DIR, ResultStore, reference_cpu, result_cpu
+from .results import RESULTS_DIR, ResultStore
+from .machine import reference_cpu, result_cpu
 
 NOISY_SPREAD_PCT = 10.0  # max/min of three identical forced-length runs; quiet runs here stay within ~7%
 

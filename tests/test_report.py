@@ -63,25 +63,25 @@ def _footprint(store, name, env, library="hqq", ratio=1.5):
 
 
 def test_latencies_from_another_cpu_class_are_flagged_and_re_measured_on_the_study_class(tmp_path, monkeypatch):
-    import lib.results
+    import lib.machine
     from lib.footprint import measured_elsewhere
     from lib.display import OTHER_CPU_MARK, display_table
     from lib.tables import all_footprints
-    from lib.results import reference_cpu
+    from lib.machine import reference_cpu
 
     store = ResultStore(tmp_path)
     for name in ("a", "b"):
         _footprint(store, name, AVX2)
     _footprint(store, "c", AVX512)
     assert reference_cpu(store) == "AVX2"
-    monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX2["cpu"])
+    monkeypatch.setattr(lib.machine, "cpu_description", lambda: AVX2["cpu"])
     late = store.load("whisper-small__c__footprint")
     assert measured_elsewhere(late, store) and not measured_elsewhere(store.load("whisper-small__a__footprint"), store)
     from lib.runner import footprint_done
 
     assert footprint_done(store, "whisper-small__c__footprint", False) and not footprint_done(
         store, "whisper-small__c__footprint", False, refresh_outdated=True)  # the sweep re-measures it here
-    monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX512["cpu"])
+    monkeypatch.setattr(lib.machine, "cpu_description", lambda: AVX512["cpu"])
     assert not measured_elsewhere(late, store)  # re-measuring on the other class again would change nothing
     fp = all_footprints(tmp_path)
     assert list(fp["cpu"]) == ["AVX2", "AVX2", "AVX-512 VNNI"] and list(fp["other_cpu"]) == [False, False, True]
@@ -201,7 +201,7 @@ def test_benchmark_by_cpu_puts_each_cpu_class_in_a_column(tmp_path):
     assert per_class_text(table, "pt2e int8 compiled (freezing)") == "0.60× on AVX2, 0.30× on AVX-512 VNNI"
 
 
-def test_a_corrupt_summary_reads_as_pending_in_the_tables(tmp_path, caplog):
+def test_a_corrupt_summary_reads_as_unreadable_in_the_tables(tmp_path, caplog):
     from lib.grids import expand_grid
     from lib.tables import all_footprints, grid_table
 
@@ -217,14 +217,14 @@ def test_a_corrupt_summary_reads_as_pending_in_the_tables(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="lib.results"):
         table = grid_table(grid, results_dir=tmp_path / "r", footprint_dir=tmp_path / "fp")
         footprints = all_footprints(tmp_path / "fp")
-    assert list(table["status"]) == ["failed", "pending"] and footprints.empty
+    assert list(table["status"]) == ["failed", "unreadable"] and footprints.empty  # named, not "pending"
     messages = [r.getMessage() for r in caplog.records]
     assert sum(f"{hqq}.json, line 1: not valid JSON" in m for m in messages) == 1
     assert sum("x__footprint.json, line 1: not valid JSON" in m for m in messages) == 1
 
 
 def test_re_timing_on_the_study_class_keeps_the_other_class_timing(tmp_path, monkeypatch):
-    import lib.results
+    import lib.machine
     from lib.config import QuantSpec
     from lib.footprint import measure_footprint
     from lib.tables import class_stores, latency_by_class
@@ -235,7 +235,7 @@ def test_re_timing_on_the_study_class_keeps_the_other_class_timing(tmp_path, mon
     slug = "whisper-small__torch_cast-bfloat16__footprint"
     store.save(slug, {**store.load("whisper-small__a__footprint"), "slug": slug, "latency_ratio": 0.5,
                       "environment": AVX512, "quant": {"library": "torch_cast", "weights": "bfloat16"}})
-    monkeypatch.setattr(lib.results, "cpu_description", lambda: AVX2["cpu"])
+    monkeypatch.setattr(lib.machine, "cpu_description", lambda: AVX2["cpu"])
     monkeypatch.setattr("lib.footprint.load_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("re-timed")))
     redone = measure_footprint(QuantSpec(library="torch_cast", weights="bfloat16"), results_dir=tmp_path,
                                refresh_outdated=True)

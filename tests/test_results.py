@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from lib.results import ResultStore, atomic_write_text, environment
+from lib.results import ResultStore, atomic_write_text
+from lib.machine import environment
 
 
 def test_summary_is_written_last_and_marks_done(tmp_path):

@@ -312,7 +312,7 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     assert store.state(old) == "outdated"
     status = sweep_status([grid], tmp_path / "r")
     assert [r["wer"] for r in status] == ["ok", "outdated", "ok", "ok"]
-    from lib.results import cpu_description, cpu_label
+    from lib.machine import cpu_description, cpu_label
 
     assert {r["wer CPU"] for r in status} == {cpu_label(cpu_description())} and {r["footprint CPU"] for r in status} == {""}
     assert run_grids([grid], **kw).ran == []  # an outdated result still counts as done by default
