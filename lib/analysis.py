@@ -144,22 +144,33 @@ def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | s
 
 
 def highlights(df: pd.DataFrame) -> dict[str, Any]:
-    """Headline facts of a chapter table, for glue: counts and the best configuration per split.
+    """Headline facts of a chapter table, for glue: counts and, per split, the configuration with the smallest
+    ΔWER against fp32 (on the utterances both cover, with its speaker-resampled 95% interval), never the lowest
+    raw WER, which may come from another utterance set. Rows tied with it (intervals overlapping its own) are
+    counted, not ranked.
 
-    >>> df = pd.DataFrame({"configuration": ["a", "b"], "status": "ok", "wer_clean": [4.0, 3.5]})
+    >>> df = pd.DataFrame({"configuration": ["fp32", "a", "b"], "library": ["fp32", "HQQ", "HQQ"], "status": "ok",
+    ...                    "delta_wer_clean": [None, 0.9, 0.6], "delta_wer_clean_low": [None, 0.1, -0.2],
+    ...                    "delta_wer_clean_high": [None, 1.5, 1.4], "common_clean": [None, 99, 99]})
     >>> facts = highlights(df)
-    >>> facts["counts"], facts["best_clean"], facts["best_other"]
-    ('2 ok', 'b', 'none')
+    >>> facts["counts"], facts["best_clean"], facts["best_clean_delta"], facts["best_other"]
+    ('3 ok', 'b', '+0.60 [-0.20, +1.40], n = 99', 'none')
+    >>> facts["best_clean_ties"]
+    'within its interval: 1 more'
     """
     out: dict[str, Any] = {"counts": status_counts(df) if len(df) else "no configurations"}
-    ok = df[df["status"] == "ok"] if len(df) else df
-    for col, key in (("wer_clean", "clean"), ("wer_other", "other")):
+    ok = df[(df["status"] == "ok") & (df.get("library", "") != LIBRARY_NAMES["none"])] if len(df) else df
+    for key in ("clean", "other"):
+        col = f"delta_wer_{key}"
         if len(ok) and col in ok and ok[col].notna().any():
             best = ok.loc[ok[col].idxmin()]
+            low, high = best[f"{col}_low"], best[f"{col}_high"]
+            ties = ok[(ok.index != best.name) & (ok[f"{col}_low"] <= high)]
             out[f"best_{key}"] = best["configuration"]
-            out[f"best_{key}_wer"] = float(best[col])
+            out[f"best_{key}_delta"] = f"{best[col]:+.2f} [{low:+.2f}, {high:+.2f}], n = {int(best[f'common_{key}'])}"
+            out[f"best_{key}_ties"] = f"within its interval: {len(ties)} more" if len(ties) else "no other row"
         else:
-            out[f"best_{key}"], out[f"best_{key}_wer"] = "none", float("nan")
+            out[f"best_{key}"], out[f"best_{key}_delta"], out[f"best_{key}_ties"] = "none", "–", "–"
     return out
 
 

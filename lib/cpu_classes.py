@@ -13,9 +13,9 @@ import pandas as pd
 
 from .config import RunConfig
 from .footprint import FOOTPRINT_DIR
+from .machine import MIN_PAIRS, QUIET_SHARE, reference_cpu, result_cpu
 from .results import RESULTS_DIR, ResultStore
-from .machine import reference_cpu, result_cpu
-from .tables import quant_label, timing_spread_pct
+from .tables import quant_label, quiet_columns
 
 
 def cpu_classes(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR):
@@ -53,24 +53,39 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     if len(stores) == 1:
         return None, {"cpu_classes_compared": "no second class yet", "cpu_fp32_seconds": "n/a", "cpu_faster": "n/a",
                       "cpu_spread": "n/a"}
-    ratios, fp32_seconds, spreads = {}, {}, {}
+    ratios, fp32_seconds, quiet = {}, {}, {}
     for store in stores:
         for x in store.summaries():
             if x.get("status") != "ok":
                 continue
-            label = result_cpu(x)
-            ratios.setdefault(quant_label(x["quant"]), {})[f"latency ratio ({label})"] = x["latency_ratio"]
+            label, name = result_cpu(x), quant_label(x["quant"])
+            if f"latency ratio ({label})" in ratios.get(name, {}):
+                continue  # the first store of a class wins (the study's folder, then by-cpu/<class>)
+            q = quiet_columns(x)
+            low, high = x.get("latency_ratio_low"), x.get("latency_ratio_high")
+            interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None and low != high else ""
+            ratios.setdefault(name, {})[f"latency ratio ({label})"] = (
+                f"{x['latency_ratio']:.2f}{interval}" + ("" if q["quiet"] else " ¶"))
+            ratios[name][f"pairs, other CPU % ({label})"] = (
+                f"{q['pairs']}, " + (f"{q['foreign_pct']:.1f}" if q["foreign_pct"] == q["foreign_pct"] else "not recorded"))
             fp32_seconds.setdefault(label, []).append(x["fp32_latency"]["median"])
-            spreads.setdefault(label, {})[quant_label(x["quant"])] = timing_spread_pct(x)
+            quiet.setdefault(label, {})[name] = q["quiet"]
     second = {quant_label(x["quant"]) for st in stores[1:] for x in st.summaries()}
     table = pd.DataFrame.from_dict(ratios, orient="index").loc[sorted(second & set(ratios))]
     study = reference_cpu(stores[0])
-    table = table[sorted(table.columns, key=lambda c: c != f"latency ratio ({study})")].round(2)  # study's first
-    labels = [c[len("latency ratio ("):-1] for c in table.columns]
-    faster = {k: ", ".join(table.index[table[f"latency ratio ({k})"] < 0.95]) or "none" for k in labels}
+    labels = sorted({c[c.rindex("(") + 1:-1] for c in table.columns}, key=lambda k: (k != study, k))  # study's first
+    table = table[[f"{kind} ({k})" for k in labels for kind in ("latency ratio", "pairs, other CPU %")]].fillna("–")
+
+    def ratio(value):
+        return float(value.split()[0]) if isinstance(value, str) and value != "–" else float("nan")
+
+    faster = {k: ", ".join(n for n in table.index if ratio(table.loc[n, f"latency ratio ({k})"]) < 0.95
+                           and quiet[k].get(n)) or "none" for k in labels}
     facts = {"cpu_classes_compared": " and ".join(labels),
              "cpu_fp32_seconds": ", ".join(f"{median(fp32_seconds[k]):.1f} s on {k}" for k in labels),
              "cpu_faster": "; ".join(f"on {k}: {v}" for k, v in faster.items()),
-             "cpu_spread": ", ".join(f"{median([spreads[k][c] for c in table.index if c in spreads[k]]):.0f}% on {k}"
-                                 for k in labels)}
+             "cpu_quiet": "; ".join(f"{sum(quiet[k].get(n, False) for n in table.index)} of "
+                                    f"{sum(n in quiet[k] for n in table.index)} on {k}" for k in labels),
+             "quiet_rule": f"at least {MIN_PAIRS} interleaved pairs, and other processes used at most "
+                           f"{100 * QUIET_SHARE:.0f}% of the CPU during them"}
     return table.rename_axis(None), facts

@@ -10,33 +10,63 @@ from pathlib import Path
 import pandas as pd
 
 from .grids import GRIDS, expand_grid, grid_path
+from .machine import result_cpu
+from .metrics import corpus_wer
 from .results import RESULTS_DIR, ResultStore
+from .scoring import common_rows, score_rows
 from .tables import quant_label, split_tag
 
 
 def decoding_changes(results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
-    """WER of each refreshed row with the older decoding (archived) and with one ``generate`` call per batch.
+    """Each refreshed row's transcripts with the older decoding (archived) against one ``generate`` call per
+    batch, **on the utterances both cover** (the older rows covered a smaller sample): WER before and after,
+    how many transcripts are identical, and the CPU class of each run.
 
-    Columns are labels, e.g. ``'WER other older'``, ``'WER other one call'``, ``'ΔWER other'``.
-    Empty until the sweep has re-run an outdated row with ``--refresh-outdated``.
+    Columns are labels, e.g. ``'WER other older'``, ``'WER other one call'``, ``'ΔWER other'``,
+    ``'identical other'`` (``'98 of 101'``), ``'n other'``, ``'CPU older → now'``. Empty until the sweep has
+    re-run an outdated row with ``--refresh-outdated``; a row whose older transcripts were not archived is left
+    out (only its summary was kept then, so nothing can be matched).
     """
     store = ResultStore(results_dir)
+    folder = store.root / "older-decoding"
     rows = []
     for slug, old in store.older_decoding().items():
         new = store.get(slug) or {}
-        if new.get("status") != "ok" or store.is_outdated(slug, new):
+        old_path = folder / f"{slug}.jsonl"
+        if new.get("status") != "ok" or store.is_outdated(slug, new) or not old_path.exists():
             continue
+        old_rows = ResultStore(folder).load_rows(slug)
+        new_rows = store.load_rows(slug)
         row = {"configuration": quant_label(new["config"]["quant"])}
-        for split, m in new["metrics"].items():
-            if split not in old.get("metrics", {}):
+        for split in new["metrics"]:
+            before, after = common_rows(score_rows(old_rows), score_rows(new_rows), split)
+            if not before:
                 continue
-            col = f"WER {split_tag(split).replace('_', '-')}"
-            before, after = old["metrics"][split]["wer"], m["wer"]
-            row[f"{col} older"], row[f"{col} one call"], row[f"Δ{col}"] = before, after, after - before
+            tag = split_tag(split).replace("_", "-")
+            same = sum(a["hypothesis"] == b["hypothesis"] for a, b in zip(before, after))
+            row[f"n {tag}"] = len(before)
+            row[f"WER {tag} older"], row[f"WER {tag} one call"] = corpus_wer(before), corpus_wer(after)
+            row[f"ΔWER {tag}"] = row[f"WER {tag} one call"] - row[f"WER {tag} older"]
+            row[f"identical {tag}"] = f"{same} of {len(before)}"
+        row["CPU older → now"] = f"{result_cpu(old)} → {result_cpu(new)}"
         rows.append(row)
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).set_index("configuration").rename_axis(None).round(2)
+
+
+def fp32_unchanged(results_dir: Path | str = RESULTS_DIR) -> dict[str, str]:
+    """Glue-ready facts of the fp32 row in :func:`decoding_changes`: identical transcripts per split and the CPU
+    classes of the two runs, e.g. ``{'fp32_identical': '30 of 30 (test-clean) and 101 of 101 (test-other)',
+    'fp32_classes': 'AVX2 → AMX'}``; ``'not re-run yet'`` before the fp32 row is refreshed."""
+    table = decoding_changes(results_dir)
+    fp32 = [i for i in table.index if i.lower().startswith("fp32")] if len(table) else []
+    if not fp32:
+        return {"fp32_identical": "not re-run yet", "fp32_classes": "–"}
+    row = table.loc[fp32[0]]
+    parts = [f"{row[f'identical {t}']} (test-{t})" for t in ("clean", "other") if f"identical {t}" in row
+             and isinstance(row[f"identical {t}"], str)]
+    return {"fp32_identical": " and ".join(parts), "fp32_classes": row["CPU older → now"]}
 
 
 def decoding_counts(results_dir: Path | str = RESULTS_DIR) -> dict[str, int]:

@@ -29,7 +29,8 @@ LABELS = {"small_mb": "MB (whisper-small architecture)", "base_mb": "MB (whisper
           "other_cpu": "other CPU", "cpu": "CPU", "encoder_s": "encoder s", "decoder_s": "decoder s",
           "encoder_ratio": "encoder ratio", "decoder_ratio": "decoder ratio", "timing_spread_pct": "timing spread %",
           "load_1min_end": "load (1 min) at end", "encoder_cosine": "encoder cosine", "weight_error": "weight error",
-          "encoder_distance": "encoder distance", "older_decoding": "older decoding"}
+          "encoder_distance": "encoder distance", "older_decoding": "older decoding", "pairs": "pairs",
+          "foreign_pct": "other processes' CPU %", "quiet": "quiet (evidence)"}
 _SPLIT_COLUMN = re.compile(r"(delta_)?(wer|rtfx)_(.+?)(_low_utt|_high_utt|_low|_high|_ci)?")
 _SPLIT_METRICS = {"kld": "KLD", "agree": "top-1 agree %", "dnll": "ΔNLL", "n": "n", "common": "n", "words": "words",
                   "fid_n": "n fidelity", "fp32_wer": "fp32 WER"}

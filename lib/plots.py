@@ -155,7 +155,7 @@ def wer_vs_bits(df):
     for column, split in enumerate(("test-clean", "test-other")):
         part = long[long["split"] == split]
         col = split.replace("test-", "wer_")
-        fp32 = (df[col] - df[f"delta_{col}"]).dropna() if f"delta_{col}" in df else []
+        fp32 = df[f"ref_{col}"].dropna() if f"ref_{col}" in df else []  # fp32 on the points' utterances
         for row, (low, high) in enumerate(((4, 8), (1, 4))):
             ax = axes[row, column]
             window = part[(part["bits"] >= low) & (part["bits"] <= high)]

@@ -91,10 +91,11 @@ def winners(df: pd.DataFrame, cpu_class: str) -> dict[str, Any]:
 
     box = ship_box(df, cpu_class)
     ok = df[(df["status"] == "ok") & (df["slug"] != df["reference_slug"])]
-    ok = ok[ok["wer_other"].notna()] if "wer_other" in ok else ok.iloc[0:0]
-    best = ok.sort_values(["wer_other", "configuration"]).iloc[0] if len(ok) else None
+    ok = ok[ok["delta_wer_other"].notna()] if "delta_wer_other" in ok else ok.iloc[0:0]
+    best = ok.sort_values(["delta_wer_other", "configuration"]).iloc[0] if len(ok) else None
     accuracy = ({"configuration": best["configuration"], "slug": best["slug"], "row": best,
-                 "reason": "lowest WER on test-other among the quantized runtime rows"} if best is not None
+                 "reason": "smallest ΔWER against PyTorch fp32 on test-other (matched utterances) among the "
+                           "quantized runtime rows"} if best is not None
                 else {"configuration": None, "reason": "no quantized runtime row has a result"})
     return {"speed": box["fastest"], "no_loss": box["smallest_no_loss"], "size": box["max_compression"],
             "accuracy": accuracy}
@@ -139,6 +140,7 @@ def runtime_view(df: pd.DataFrame, classes: list[str], part: str = "accuracy") -
             col = class_column(c)
             v = r.get(col)
             out[f"latency ratio {c}"] = (f"{v:.2f} [{r.get(col + '_low'):.2f}, {r.get(col + '_high'):.2f}]"
+                                         + ("" if r.get(col + "_quiet") is True else " ¶")
                                          if v == v and v is not None else "")
         out["WER clean"], out["WER other"] = r.get("wer_clean"), r.get("wer_other")
         out["ΔWER other vs PyTorch fp32"] = _interval(r.get("delta_wer_other", float("nan")),
@@ -199,7 +201,25 @@ def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
         lines.append(f"On {c}, " + "; ".join(parts) + ".")
     facts["rt_winners"] = " ".join(lines) or "No runtime row has a latency measurement yet."
     facts["rt_static"] = static_note(df)
+    facts["runtime_quiet"] = runtime_quiet(df, classes)
     return facts
+
+
+def runtime_quiet(df: pd.DataFrame, classes: list[str]) -> str:
+    """Per CPU class, how many runtime latencies pass the quiet rule (:func:`lib.machine.is_quiet`), e.g.
+    ``'AVX-512 VNNI: 14 of 14 rows; AMX: 0 of 13 rows'``; cells that fail it are marked ¶ and are not evidence."""
+    from .machine import MIN_PAIRS, QUIET_SHARE
+    from .ship import class_column
+
+    parts = []
+    for c in classes:
+        col = class_column(c)
+        timed = df[df[col].notna()] if col in df else df.iloc[0:0]
+        quiet = int((timed.get(col + "_quiet", pd.Series(dtype=bool)) == True).sum())  # noqa: E712
+        parts.append(f"{c}: {quiet} of {len(timed)} rows")
+    rule = (f"at least {MIN_PAIRS} pairs with other processes at most {100 * QUIET_SHARE:.0f}% of the CPU; "
+            "the rest are marked ¶")
+    return f"{'; '.join(parts) or 'no row timed yet'} ({rule})"
 
 
 def static_note(df: pd.DataFrame) -> str:

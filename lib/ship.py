@@ -78,7 +78,7 @@ def avoid_reason(row, cpu_class: str) -> str | None:
     if low >= AVOID["min_delta_wer_low"] or (not math.isnan(agree) and agree < AVOID["max_agreement"]):
         return (f"collapses: ΔWER other at least {low:+.1f} points" if low >= AVOID["min_delta_wer_low"]
                 else f"top-1 agreement with fp32 only {agree:.1f}%")
-    ratio = _value(row, class_column(cpu_class))
+    ratio = _value(row, class_column(cpu_class)) if quiet_timing(row, cpu_class) else float("nan")
     if ratio >= AVOID["min_latency_ratio"]:
         return f"{ratio:.1f}× slower than fp32 on {cpu_class}"
     return None
@@ -106,10 +106,19 @@ def _pick(candidates, key: str, reason: str, cpu_class: str, tie_low: str | None
             "ties": ties, "cpu_class": cpu_class}
 
 
+def quiet_timing(row, cpu_class: str) -> bool:
+    """Whether the row's latency on ``cpu_class`` is evidence: its record shows a quiet CPU over enough pairs
+    (:func:`lib.machine.is_quiet`, stored by :func:`lib.tables.latency_by_class` as ``<column>_quiet``)."""
+    return bool(row.get(class_column(cpu_class, "_quiet")) is True)
+
+
 def ship_box(df, cpu_class: str) -> dict[str, Any]:
-    """The three picks and the configurations to avoid on one CPU class."""
+    """The three picks and the configurations to avoid on one CPU class. Only timings that pass the quiet rule
+    count (:func:`quiet_timing`); rows timed without one are named in ``unquiet``."""
     rows = [r for _, r in df.iterrows() if r.get("status") == "ok" and r.get("library") != "fp32"]
-    timed = [r for r in rows if not math.isnan(_value(r, class_column(cpu_class)))]
+    measured = [r for r in rows if not math.isnan(_value(r, class_column(cpu_class)))]
+    timed = [r for r in measured if quiet_timing(r, cpu_class)]
+    unquiet = [_name(r) for r in measured if not quiet_timing(r, cpu_class)]
     budget = [r for r in timed if within_accuracy_budget(r)]
     faster = [r for r in budget if has_latency_interval(r, cpu_class)
               and _value(r, class_column(cpu_class, "_high")) < 1.0]
@@ -128,8 +137,11 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
              for _, r in df.iterrows() for why in [avoid_reason(r, cpu_class)] if why]
     order = {"col": 0, "top": 1, "fai": 2}
     avoid.sort(key=lambda a: (order.get(a["reason"][:3], 3), a["configuration"]))
+    if fastest["configuration"] is None and not timed:
+        fastest["reason"] = (f"no timing on {cpu_class} passes the quiet rule yet ({len(unquiet)} timed without a "
+                             "quiet record): re-time with benchmarks/cpu_class_latency.py on that class")
     return {"cpu_class": cpu_class, "fastest": fastest, "smallest_no_loss": smallest, "max_compression": maximum,
-            "avoid": avoid}
+            "avoid": avoid, "unquiet": unquiet}
 
 
 def measured_classes(df) -> list[str]:
@@ -217,7 +229,9 @@ def latency_text(row, cpu_class: str) -> str:
     if math.isnan(ratio):
         return f"not timed on {cpu_class}"
     if not has_latency_interval(row, cpu_class):
-        return f"latency ×{ratio:.2f} (median of 3, no interval)"
+        return f"latency ×{ratio:.2f} (median of 3, no interval; not evidence)"
+    if not quiet_timing(row, cpu_class):
+        return f"latency ×{ratio:.2f} [{low:.2f}, {high:.2f}] (CPU not shown quiet; not evidence)"
     return f"latency ×{ratio:.2f} [{low:.2f}, {high:.2f}]"
 
 

@@ -24,7 +24,7 @@ from .metrics import spread_pct
 from .scoring import compare_wer, metrics_by_split
 from .decoding import outdated_fields
 from .results import RESULTS_DIR, ResultStore
-from .machine import reference_cpu, result_cpu
+from .machine import is_quiet, reference_cpu, result_cpu
 
 NOISY_SPREAD_PCT = 10.0  # max/min of three identical forced-length runs; quiet runs here stay within ~7%
 
@@ -80,8 +80,9 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
             q_rows = store.load_rows(job.slug)
             for split, m in metrics_by_split(q_rows, job.config.split).items():
                 tag = split_tag(split)
-                row[f"wer_{tag}"], row[f"n_{tag}"] = m["wer"], m["utterances"]
-                row[f"rtfx_{tag}"] = m["rtfx"]
+                row.update(reference_set_columns(tag, m, same_utterances(q_rows, base_rows, split),
+                                                 metrics_by_split(base_rows, [split])[split] if base_rows else None))
+                row[f"n_{tag}"], row[f"rtfx_{tag}"] = m["utterances"], m["rtfx"]
                 d = compare_wer(base_rows, q_rows, split) if bootstrap and not q.is_baseline else None
                 if d:
                     row.update({f"delta_wer_{tag}": d["delta"], f"delta_wer_{tag}_low": d["low_spk"],
@@ -108,6 +109,31 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
             row.update(latency_by_class(job.footprint_slug, by_class))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def same_utterances(rows, reference_rows, split: str) -> bool:
+    """Whether ``rows`` cover exactly the utterances (ids and audio) of ``reference_rows`` on ``split``."""
+    def ids(rs):
+        return {(r["id"], r.get("audio_sha256")) for r in rs if r["split"] == split}
+
+    return bool(reference_rows) and ids(rows) == ids(reference_rows)
+
+
+def reference_set_columns(tag: str, metrics: dict[str, Any], on_reference: bool,
+                          reference: dict[str, Any] | None) -> dict[str, Any]:
+    """Raw-WER columns of one row and split, like for like: ``wer_<tag>`` only when the row covers the table's
+    reference set (fp32's utterances); a row on another set keeps its WER as ``subset_wer_<tag>`` (its ΔWER is on
+    the utterances both cover). ``ref_wer_<tag>``/``ref_n_<tag>`` are fp32 on the reference set, the value every
+    fp32 line of a figure draws.
+
+    >>> reference_set_columns("other", {"wer": 10.79, "utterances": 101}, False, {"wer": 9.33, "utterances": 167})
+    {'wer_other': nan, 'subset_wer_other': 10.79, 'on_reference_other': False, 'ref_wer_other': 9.33, 'ref_n_other': 167}
+    """
+    nan = float("nan")
+    return {f"wer_{tag}": metrics["wer"] if on_reference else nan,
+            f"subset_wer_{tag}": nan if on_reference else metrics["wer"], f"on_reference_{tag}": on_reference,
+            f"ref_wer_{tag}": reference["wer"] if reference else nan,
+            f"ref_n_{tag}": reference["utterances"] if reference else nan}
 
 
 def fidelity_columns(slug: str, split: str, results_dir: Path | str = RESULTS_DIR) -> dict[str, Any]:
@@ -146,6 +172,10 @@ def latency_by_class(footprint_slug: str, stores: list[ResultStore]) -> dict[str
         out[column] = fp["latency_ratio"]
         out[column + "_low"] = fp.get("latency_ratio_low", fp["latency_ratio"])
         out[column + "_high"] = fp.get("latency_ratio_high", fp["latency_ratio"])
+        timing = fp.get("timing") or {}
+        out[column + "_pairs"] = timing.get("pairs")
+        out[column + "_foreign"] = timing.get("foreign_cpu_share")
+        out[column + "_quiet"] = is_quiet(timing)  # evidence only when its record shows a quiet CPU
     return out
 
 
@@ -222,6 +252,7 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR) -> pd.DataFrame:
                         "serialized_mb": (s["size"]["serialized"]["bytes"] or float("nan")) / 1e6,
                         "timing_spread_pct": timing_spread_pct(s),
                         "load_1min_end": (s.get("load_average_end") or [float("nan")])[0]})
+            row.update(quiet_columns(s))
         rows.append(row)
     df = pd.DataFrame(rows, columns=None if rows else ["configuration", "library", "status", "bits", "cpu", "error"])
     df["other_cpu"] = (df["status"] == "ok") & (df["cpu"] != reference_cpu(store))
@@ -229,6 +260,21 @@ def all_footprints(footprint_dir: Path | str = FOOTPRINT_DIR) -> pd.DataFrame:
         df["_order"] = df["library"].map({name: i for i, name in enumerate(LIBRARY_NAMES.values())})
         df = df.sort_values(["_order", "bits", "configuration"], ascending=[True, False, True]).drop(columns="_order")
     return df
+
+
+def quiet_columns(footprint: dict[str, Any]) -> dict[str, Any]:
+    """What a footprint's record says about its CPU: ``pairs``, ``foreign_pct`` (the CPU time other processes
+    used during the timing, % of the machine's) and ``quiet`` (:func:`lib.machine.is_quiet`: evidence or not).
+
+    >>> quiet_columns({"timing": {"pairs": 10, "foreign_cpu_share": 0.012}})
+    {'pairs': 10, 'foreign_pct': 1.2, 'quiet': True}
+    >>> quiet_columns({"latency": {"samples": [1.0, 1.1, 1.2]}})["quiet"]
+    False
+    """
+    timing = footprint.get("timing") or {}
+    share = timing.get("foreign_cpu_share")
+    return {"pairs": timing.get("pairs") or len((footprint.get("latency") or {}).get("samples") or []),
+            "foreign_pct": round(100 * share, 1) if share is not None else float("nan"), "quiet": is_quiet(timing)}
 
 
 def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR) -> pd.DataFrame:
