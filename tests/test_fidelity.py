@@ -115,13 +115,9 @@ def test_reference_text_is_sentence_case(reference, text):
                                                            ("ctranslate2", "fp32", False)])
 def test_a_runtime_scores_through_its_own_logits_or_says_why_not(library, weights, expect_logits, tiny, clips,
                                                                   cache):
-    import importlib.util
-
     from lib.config import QuantSpec
     from lib.quantize import quantize
 
-    if importlib.util.find_spec(library) is None:
-        pytest.skip(f"{library} is not installed")
     runtime, _ = quantize(copy.deepcopy(tiny.model), QuantSpec(library=library, weights=weights),
                           processor=tiny.processor, measure_error=False)
     if not expect_logits:

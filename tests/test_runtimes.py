@@ -58,14 +58,14 @@ PACKAGE = {"torch_cast": "torch", "ctranslate2": "ctranslate2", "onnxruntime": "
            "openvino": "openvino", "whisper_cpp": "pywhispercpp"}
 
 
-def needs(library: str):
-    return pytest.mark.skipif(importlib.util.find_spec(PACKAGE[library]) is None,
-                              reason=f"{PACKAGE[library]} is not installed")
-
-
 def rows(selected=None):
-    return [pytest.param(slug, spec, marks=needs(spec["library"]), id=slug)
-            for slug, spec in ROWS.items() if selected is None or slug in selected]
+    """Every runtime package is pinned in requirements.txt: a missing or broken install fails these tests."""
+    return [pytest.param(slug, spec, id=slug) for slug, spec in ROWS.items() if selected is None or slug in selected]
+
+
+@pytest.mark.parametrize("package", sorted(set(PACKAGE.values())))
+def test_every_pinned_runtime_package_imports(package):
+    assert importlib.import_module(package) is not None
 
 
 @pytest.mark.parametrize("slug,spec", [(s, d) for s, d in ROWS.items()])
@@ -199,7 +199,8 @@ def test_evaluate_and_footprint_through_the_harness(slug, spec, fake_librispeech
     summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
     assert summary["status"] == "ok", summary.get("error")
     assert summary["metrics"]["test-clean"]["utterances"] == 2 and summary["size"]["stored_bytes"] > 0
-    assert -1.0 <= summary["encoder_cosine_jfk"] <= 1.0
+    # the encoder output on the JFK clip stays close to fp32's (a broken conversion gives ~0 or NaN)
+    assert summary["encoder_cosine_jfk"] >= (0.999 if spec["library"] == "torch_cast" else 0.9)
     assert summary["environment"]["packages"].get(PACKAGE[spec["library"]])
     fp = measure_footprint(QuantSpec(**spec), model="test:tiny", results_dir=tmp_path / "fp", repeats=3,
                            threads=1, data=str(fake_librispeech))
@@ -208,7 +209,6 @@ def test_evaluate_and_footprint_through_the_harness(slug, spec, fake_librispeech
     assert fp["size"]["stored_bytes"] < fp["size"]["fp32_stored_bytes"] * (1.2 if "fp32" in slug else 1.0)
 
 
-@needs("ctranslate2")
 def test_compute_type_the_cpu_lacks_is_a_failed_row(fake_librispeech, tmp_path, monkeypatch):
     import ctranslate2
 
@@ -243,7 +243,6 @@ EXPECTED_FAILURES = {"ct2-bfloat16": "no bfloat16 compute type", "ct2-dyn-int8-a
                      "ggml-fp32": "cannot run an f32 ggml file"}
 
 
-@needs("whisper_cpp")
 @pytest.mark.parametrize("spec,message", [
     (dict(library="whisper_cpp", weights="fp32"), "cannot run an f32 ggml file"),
     (dict(library="whisper_cpp", weights="float16"), "ffn_dim = 4 x d_model"),  # test:tiny has 2 x d_model
