@@ -66,3 +66,36 @@ def older_subset_table(df: pd.DataFrame) -> pd.DataFrame:
                                                    else "not re-decoded yet (scripts/redecode.sh)")
         rows.append(row)
     return pd.DataFrame(rows).set_index("configuration").rename_axis(None) if rows else pd.DataFrame()
+
+
+def redecode_effect(results_dir=None) -> pd.DataFrame:
+    """Each row re-decoded on the whole sample: its ΔWER against fp32 on the older subset (older transcripts,
+    archived in ``older-decoding/``, against today's fp32 on the utterances both cover) and on the whole sample
+    now, with the width of each 95% interval (speakers resampled).
+
+    Columns: ``n before``, ``ΔWER other before``, ``width before``, ``n now``, ``ΔWER other now``, ``width now``.
+    """
+    from .config import RunConfig
+    from .results import RESULTS_DIR, ResultStore
+    from .scoring import compare_wer
+    from .tables import quant_label
+
+    store = ResultStore(results_dir or RESULTS_DIR)
+    archive = ResultStore(store.root / "older-decoding")
+    fp32 = store.load_rows(RunConfig().slug)
+    rows = []
+    for slug, old in store.older_decoding().items():
+        new = store.get(slug)
+        if slug == RunConfig().slug or not new or new.get("status") != "ok" or store.is_outdated(slug, new) \
+                or not archive.rows_path(slug).exists():
+            continue
+        before = compare_wer(fp32, archive.load_rows(slug), "test-other")
+        now = compare_wer(fp32, store.load_rows(slug), "test-other")
+        if not before or not now:
+            continue
+        rows.append({"configuration": quant_label(new["config"]["quant"]), "n before": before["utterances"],
+                     "ΔWER other before": f"{before['delta']:+.2f} [{before['low_spk']:+.2f}, {before['high_spk']:+.2f}]",
+                     "width before": round(before["high_spk"] - before["low_spk"], 2), "n now": now["utterances"],
+                     "ΔWER other now": f"{now['delta']:+.2f} [{now['low_spk']:+.2f}, {now['high_spk']:+.2f}]",
+                     "width now": round(now["high_spk"] - now["low_spk"], 2)})
+    return pd.DataFrame(rows).set_index("configuration").rename_axis(None) if rows else pd.DataFrame()
