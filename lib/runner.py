@@ -519,8 +519,22 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
 
 
 CHAPTER_SOURCES = REPO_ROOT / "notebooks"
-CHAPTERS = ("intro", "setup", "baseline", "scheme", "granularity", "bitwidth", "scope", "runtimes", "beyond",
-            "noise", "footprint", "summary", "reproduce", "runlog")
+def book_chapters(toc: Path = REPO_ROOT / "_toc.yml") -> tuple[str, ...]:
+    """The chapter pages in book order, read from ``_toc.yml`` (the one chapter list): the root, then every
+    ``file:`` entry (globs of run pages are not chapters).
+
+    >>> book_chapters()[:3]
+    ('intro', 'setup', 'baseline')
+    """
+    import yaml
+
+    data = yaml.safe_load(toc.read_text())
+    files = [data["root"]] + [c["file"] for part in data.get("parts", []) for c in part.get("chapters", [])
+                              if "file" in c]
+    return tuple(files)
+
+
+CHAPTERS = book_chapters()
 BOOK_DIR = REPO_ROOT / "book"
 
 
