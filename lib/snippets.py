@@ -47,7 +47,8 @@ NATIVE = {
     "torch_cast": '''# no library: cast the whole model
 model = model.to(torch.{weights})''',
     "ctranslate2": '''# CTranslate2 / faster-whisper on your own checkpoint
-# ct2-transformers-converter --model openai/whisper-small --output_dir whisper-small-ct2 --quantization {compute}
+# ct2-transformers-converter --model openai/whisper-small --output_dir whisper-small-ct2 --quantization {compute} \\
+#     --copy_files tokenizer.json preprocessor_config.json  # offline, faster-whisper reads the tokenizer from here
 from faster_whisper import WhisperModel
 
 model = WhisperModel("whisper-small-ct2", device="cpu", compute_type="{compute}", cpu_threads=2)
