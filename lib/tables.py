@@ -24,7 +24,8 @@ from .metrics import spread_pct
 from .scoring import compare_wer, metrics_by_split
 from .decoding import outdated_fields
 from .results import RESULTS_DIR, ResultStore
-from .machine import is_quiet, reference_cpu, result_cpu
+from .latency import Latency
+from .machine import reference_cpu, result_cpu
 
 NOISY_SPREAD_PCT = 10.0  # max/min of three identical forced-length runs; quiet runs here stay within ~7%
 
@@ -169,13 +170,10 @@ def latency_by_class(footprint_slug: str, stores: list[ResultStore]) -> dict[str
         column = class_column(result_cpu(fp))
         if column in out:
             continue
-        out[column] = fp["latency_ratio"]
-        out[column + "_low"] = fp.get("latency_ratio_low", fp["latency_ratio"])
-        out[column + "_high"] = fp.get("latency_ratio_high", fp["latency_ratio"])
-        timing = fp.get("timing") or {}
-        out[column + "_pairs"] = timing.get("pairs")
-        out[column + "_foreign"] = timing.get("foreign_cpu_share")
-        out[column + "_quiet"] = is_quiet(timing)  # evidence only when its record shows a quiet CPU
+        lat = Latency.from_footprint(fp)
+        out[column], out[column + "_low"], out[column + "_high"] = lat.ratio, lat.low, lat.high
+        out[column + "_pairs"], out[column + "_foreign"] = lat.pairs, lat.foreign_cpu_share
+        out[column + "_quiet"] = lat.quiet  # evidence only when its record shows a quiet CPU
     return out
 
 
@@ -271,10 +269,10 @@ def quiet_columns(footprint: dict[str, Any]) -> dict[str, Any]:
     >>> quiet_columns({"latency": {"samples": [1.0, 1.1, 1.2]}})["quiet"]
     False
     """
-    timing = footprint.get("timing") or {}
-    share = timing.get("foreign_cpu_share")
-    return {"pairs": timing.get("pairs") or len((footprint.get("latency") or {}).get("samples") or []),
-            "foreign_pct": round(100 * share, 1) if share is not None else float("nan"), "quiet": is_quiet(timing)}
+    lat = Latency.from_footprint({"status": "ok", "latency_ratio": float("nan"), **footprint})
+    share = lat.foreign_cpu_share
+    return {"pairs": lat.pairs, "foreign_pct": round(100 * share, 1) if share is not None else float("nan"),
+            "quiet": lat.quiet}
 
 
 def failures(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR) -> pd.DataFrame:
