@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_one_line(summary))
             return 0 if summary.get("status") == "ok" else 1
         if a.command == "sweep":
-            from .runner import commit_checkpoints, commit_results, run_grids
+            from .git import commit_checkpoints, commit_results
+            from .runner import run_grids
 
             overrides = {k: v for k, v in (("model", a.model), ("limit", a.limit)) if v is not None}
             options = dict(only=a.only, force=a.force, retry_failed=a.retry_failed,
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "chapter":
             import yaml
 
-            from .runner import CHAPTERS, execute_chapter
+            from .notebooks import CHAPTERS, execute_chapter
 
             params = {k: yaml.safe_load(v) for k, v in a.parameter}
             for name in (CHAPTERS if a.names == ["all"] else a.names):

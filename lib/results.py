@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterable
 
 from .data import read_manifest
 from .decoding import outdated_fields
-from .machine import reference_cpu, result_cpu  # noqa: F401  (the report reads them from here too)
 from .paths import REPO_ROOT, portable, relative_to_repo
 
 log = logging.getLogger(__name__)

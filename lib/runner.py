@@ -13,25 +13,23 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
-from .config import ConfigError, model_tag
+from . import executors
+from .config import ConfigError
 from .footprint import measured_elsewhere
-from .git import git
-from .grids import EXPERIMENTS_DIR, Job, expand_grid, grid_path
+from .grids import Job, expand_grid, grid_path
 from .locks import held_elsewhere
-from .paths import REPO_ROOT, RUNS_DIR, portable, relative_to_repo
-from .results import RESULTS_DIR, ResultStore
 from .machine import result_cpu
+from .notebooks import failure_line, first_line
+from .paths import RUNS_DIR, portable
+from .results import RESULTS_DIR, ResultStore
 
 log = logging.getLogger(__name__)
-NOTEBOOK_SOURCE = REPO_ROOT / "notebooks" / "run_config.md"
-LOG_DIR = REPO_ROOT / "logs" / "runs"  # live stdout/stderr of each per-configuration notebook (not committed)
 
 
 @dataclass
@@ -44,24 +42,6 @@ class SweepReport:
         lines = [f"ran {len(self.ran)}, skipped {len(self.skipped)} (already done), failed {len(self.failed)}"]
         lines += [f"  FAILED {slug}: {first_line(err)}" for slug, err in self.failed.items()]
         return "\n".join(lines)
-
-
-def first_line(error: str | None) -> str:
-    """The reason a failure's record leads with, never blank: ``'ValueError: bad\\ntrace...'`` -> ``'ValueError: bad'``."""
-    lines = [x.strip() for x in (error or "").splitlines() if x.strip()]
-    return lines[0] if lines else "no error text was recorded (see logs/runs/<slug>.log)"
-
-
-def failure_line(exc: BaseException) -> str:
-    """One line for why a job raised: a notebook's own error (papermill's ``ename: evalue``, colour codes
-    removed) rather than papermill's wrapper, e.g. ``'DataError: LibriSpeech directory 'x' does not exist; ...'``."""
-    import re
-
-    if getattr(exc, "ename", None):
-        text = f"{exc.ename}: {exc.evalue}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return first_line(re.sub(r"\x1b\[[0-9;]*m", "", text))
 
 
 def prioritize(jobs: list[Job], first: list[str], last: list[str]) -> list[Job]:
@@ -222,6 +202,8 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     if decode_pending is not None and not dry_run and not fidelity_only:
         predecoded = decode_pending([job for job, *_, done in states if not done])
         force = retry_failed = refresh_outdated = False  # decoded already: the runs below read the results
+    executor = make_executor(fidelity_only, use_notebooks, store.root, fstore.root, runs_dir, force, data, progress,
+                             retry_failed, refresh_outdated)
     for job, wer_todo, fidelity_todo, done in states:
         if predecoded and job.slug in predecoded:  # failed on the cluster, finished rows kept: nothing to show
             report.failed[job.slug] = predecoded[job.slug]
@@ -251,17 +233,7 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
                     else contextlib.nullcontext())
         try:
             with periodic:
-                if fidelity_only:
-                    from .fidelity import ensure_fidelity, job_lock
-
-                    with job_lock(store.root, job.slug) as mine:  # two fidelity sweeps share the work
-                        if mine:
-                            ensure_fidelity(job.config, results_dir=store.root, data=data, progress=progress)
-                elif use_notebooks:
-                    execute_notebook(job, Path(runs_dir), store.root, fstore.root, force, data,
-                                     retry_failed=retry_failed, refresh_outdated=refresh_outdated)
-                else:
-                    run_job(job, store.root, fstore.root, force, data, progress, retry_failed, refresh_outdated)
+                executor.run(job)
         except Exception as exc:  # one failing configuration never stops the sweep
             report.failed[job.slug] = portable(f"{failure_line(exc)}\n{traceback.format_exc()[-1500:]}")
             log.warning("FAILED %s: %s", job.slug, first_line(report.failed[job.slug]))
@@ -280,48 +252,23 @@ def run_grids(paths: Iterable[Path | str], *, only: str | None = None, force: bo
     return report
 
 
+def make_executor(fidelity_only: bool, use_notebooks: bool, results_dir: Path, footprint_dir: Path,
+                  runs_dir: Path | str, force: bool, data: str | None, progress: bool, retry_failed: bool,
+                  refresh_outdated: bool):
+    """The executor a sweep hands each job to (:mod:`lib.executors`): fidelity only, papermill or in-process."""
+    common = dict(results_dir=results_dir, footprint_dir=footprint_dir, force=force, data=data, progress=progress,
+                  retry_failed=retry_failed, refresh_outdated=refresh_outdated)
+    if fidelity_only:
+        return executors.FidelityOnly(**common)
+    return executors.Papermill(**common, runs_dir=Path(runs_dir)) if use_notebooks else executors.InProcess(**common)
+
+
 def run_chapter_grid(grid: str, limit: int | None = None, footprint: bool = True, **options: Any) -> SweepReport:
     """Run the configurations of a chapter's grid that have no result yet, with the fp32 run each ΔWER compares
     against (``baseline.yml`` with the same ``limit``); a chapter's ``run_missing`` cell calls this before it
     loads its table. ``footprint=False`` makes the runs WER-only; ``options`` go to :func:`run_grids`."""
     overrides = {"limit": limit} if limit else None
     return run_grids([grid_path("baseline"), grid_path(grid)], overrides=overrides, footprint=footprint, **options)
-
-
-def commit_results(job: Job, paths: Sequence[str] = ("results", "book/runs"), repo: Path | str | None = None,
-                   kind: str = "result") -> bool:
-    """Commit only ``paths`` after ``job`` finished, so a sweep that outlives the session keeps its results.
-
-    The message names the configuration, e.g. ``'Sweep result: HQQ weight-only int2 g32 (whisper-base__...)'``.
-    Returns False, with git's reason logged, when git refuses (nothing new, or another commit holds the
-    index lock); the files then wait for the next commit.
-    """
-    repo = Path(repo or REPO_ROOT)
-    identity = [] if git(repo, "config", "user.email").stdout.strip() else [
-        "-c", "user.name=whisper-ptq sweep", "-c", "user.email=sweep@whisper-ptq.invalid"]
-    message = f"Sweep {kind}: {job.config.quant.label} ({job.slug})"
-    existing = [p for p in paths if (repo / p).exists()]
-    steps = {"add": ["add", "--", *existing],
-             "commit": [*identity, "commit", "-q", "-m", message, "--only", "--", *existing]}
-    for name, args in steps.items():
-        out = git(repo, *args)
-        if out.returncode != 0:
-            reason = (out.stderr or out.stdout).strip().splitlines()
-            log.warning("not committed: git %s: %s", name, reason[-1] if reason else "no output")
-            return False
-    return True
-
-
-def commit_checkpoints(job: Job, repo: Path | str | None = None) -> bool:
-    """Commit the finished batches of the running ``job`` (``results/.partial``), so a row that outlives the
-    session resumes in a fresh checkout instead of starting over; the message reads ``'Sweep checkpoint: ...'``.
-    """
-    repo = Path(repo or REPO_ROOT)
-    partial = repo / "results" / ".partial"
-    tracked = git(repo, "ls-files", "--", "results/.partial").stdout.strip()
-    if not tracked and not any(partial.glob("*.jsonl")):
-        return False  # nothing saved yet and nothing to delete
-    return commit_results(job, paths=("results/.partial",), repo=repo, kind="checkpoint")
 
 
 @contextlib.contextmanager
@@ -357,136 +304,6 @@ def wait_while_paused(pause_file: Path | str | None, poll_s: float = 10.0) -> No
     log.info("resumed")
 
 
-def run_job(job: Job, results_dir: Path, footprint_dir: Path, force: bool = False, data: str | None = None,
-            progress: bool = True, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
-    """What the per-configuration notebook does, without papermill."""
-    from .evaluate import evaluate  # looked up at call time, so tests can stand in for a run
-    from .footprint import measure_footprint
-
-    out = {"evaluate": evaluate(job.config, data=data, results_dir=results_dir, force=force, progress=progress,
-                                retry_failed=retry_failed, refresh_outdated=refresh_outdated)}
-    if job.footprint:
-        out["footprint"] = measure_footprint(job.config.quant, model=job.footprint_model, results_dir=footprint_dir,
-                                             force=force, data=data, retry_failed=retry_failed,
-                                             refresh_outdated=refresh_outdated)
-    return out
-
-
-def notebook_parameters(job: Job, results_dir: Path, footprint_dir: Path, force: bool,
-                        data: str | None, retry_failed: bool = False, refresh_outdated: bool = False) -> dict[str, Any]:
-    """The per-configuration notebook's parameters; folders inside the repository are relative to it
-    (``'results'``), since the kernel runs in the repository root and the cell is committed."""
-    c = job.config
-    return {"model": c.model, "split": list(c.split), "limit": c.limit, "quant": c.quant.to_dict(),
-            "batch_size": c.batch_size, "threads": c.threads, "max_new_tokens": c.max_new_tokens,
-            "footprint": job.footprint, "footprint_model": job.footprint_model,
-            "results_dir": relative_to_repo(results_dir), "footprint_dir": relative_to_repo(footprint_dir),
-            "force": force, "retry_failed": retry_failed, "refresh_outdated": refresh_outdated, "data": data,
-            **({"noise": c.noise.to_dict()} if c.noise is not None else {})}  # clean runs: as before
-
-
-def run_title(job: Job) -> str:
-    """Page title of an executed run, e.g. ``'Run: HQQ weight-only int4 g64 (whisper-base, all utterances)'``,
-    or for a run with an utterance limit ``'Smoke run, 2 utterances per split: HQQ weight-only int4 g64
-    (whisper-base)'``."""
-    c = job.config
-    noise = f", {c.noise.label}" if c.noise is not None else ""
-    if c.limit:
-        return f"Smoke run, {c.limit} utterances per split: {c.quant.label} ({model_tag(c.model)}{noise})"
-    return f"Run: {c.quant.label} ({model_tag(c.model)}, all utterances{noise})"
-
-
-def execute_notebook(job: Job, runs_dir: Path, results_dir: Path, footprint_dir: Path, force: bool = False,
-                     data: str | None = None, log_dir: Path | None = LOG_DIR, retry_failed: bool = False,
-                     refresh_outdated: bool = False) -> Path:
-    """Execute ``notebooks/run_config.md`` for one job; the output is ``runs_dir/<slug>.ipynb``.
-
-    While it runs, the kernel's stdout/stderr (progress bars every 30 s) stream to
-    ``log_dir/<slug>.log``, so a long run can be followed with ``tail -f``.
-    """
-    import jupytext
-
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    output = runs_dir / f"{job.slug}.ipynb"
-    notebook = jupytext.read(NOTEBOOK_SOURCE)
-    notebook.cells[0].source = notebook.cells[0].source.replace("# One configuration", f"# {run_title(job)}", 1)
-    os.environ.setdefault("TQDM_MININTERVAL", "30")  # a progress line every 30 s, not every batch
-    with contextlib.ExitStack() as log:
-        streams = {}
-        if log_dir is not None:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            handle = log.enter_context(open(Path(log_dir) / f"{job.slug}.log", "w", buffering=1))
-            streams = {"log_output": True, "stdout_file": handle, "stderr_file": handle}
-        run_papermill(notebook, output, notebook_parameters(job, results_dir, footprint_dir, force, data,
-                                                            retry_failed, refresh_outdated),
-                      keep_failed=True, **streams)  # a failed run's notebook shows its error
-    return output
-
-
-def run_papermill(notebook, output: Path, parameters: dict[str, Any], keep_failed: bool = False,
-                  **options: Any) -> None:
-    """Execute a jupytext-read ``notebook`` with papermill into ``output`` (atomically: a partial file is renamed).
-
-    The kernel runs in the repository root, and the paths papermill records in the notebook
-    (``metadata.papermill.input_path``/``output_path``) are relative to it, e.g.
-    ``'book/runs/.<slug>.source.ipynb'`` (the converted source, deleted afterwards), so an executed notebook
-    holds no machine path. ``keep_failed`` keeps the output of a run that raised.
-    """
-    import jupytext
-    import papermill
-
-    source = output.with_name(f".{output.stem}.source.ipynb")
-    partial = output.with_name(f".{output.stem}.part.ipynb")
-    jupytext.write(notebook, source)
-    succeeded = False
-    try:
-        with contextlib.chdir(REPO_ROOT):
-            papermill.execute_notebook(relative_to_repo(source), relative_to_repo(partial), parameters=parameters,
-                                       cwd=".", kernel_name="python3", progress_bar=False, **options)
-        succeeded = True
-    finally:
-        source.unlink(missing_ok=True)
-        if partial.exists() and (succeeded or keep_failed):
-            partial.write_text(cleaned_notebook(partial.read_text()))
-            os.replace(partial, output)
-
-
-def _library_warning_display(output) -> bool:
-    """A rich/NNCF progress display that carries a library warning (``UserWarning: install "ipywidgets"``)."""
-    if output.get("output_type") != "display_data":
-        return False
-    plain = output.get("data", {}).get("text/plain", "")
-    return "Warning: " in ("".join(plain) if isinstance(plain, list) else str(plain))
-
-
-def cleaned_notebook(text: str) -> str:
-    """An executed notebook (its JSON text) as the book shows it: without stderr outputs (library warnings,
-    torchao's ``.so`` load failures, tqdm bars, which the live log under ``logs/runs`` keeps), with papermill's
-    injected parameters folded (``hide-input``: one click shows what ran), the default parameters they
-    replace removed (``remove-cell``), and this machine's paths made portable (:func:`lib.paths.portable`).
-    Errors and printed results stay.
-
-    >>> nb = '{"cells": [{"cell_type": "code", "id": "a", "source": "", "metadata": {}, "execution_count": 1, "outputs": ['
-    >>> nb += '{"output_type": "stream", "name": "stderr", "text": "50%|#####"}, '
-    >>> nb += '{"output_type": "stream", "name": "stdout", "text": "ok"}]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
-    >>> [o["name"] for o in __import__("json").loads(cleaned_notebook(nb))["cells"][0]["outputs"]]
-    ['stdout']
-    """
-    import nbformat
-
-    notebook = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
-    for cell in notebook.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:  # the record of what ran, folded away
-            cell.metadata["tags"] = [*tags, "hide-input"]
-        if "parameters" in tags and "remove-cell" not in tags:  # defaults that papermill overrode: misleading
-            cell.metadata["tags"] = [*tags, "remove-cell"]
-        if cell.get("outputs"):
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
-                            and not _library_warning_display(o)]
-    return portable(nbformat.writes(notebook))
-
-
 def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_DIR) -> list[dict[str, Any]]:
     """One row per job for the run log: its configuration's readable name, whether its WER and footprint
     results exist, the WER per split that its summary records, the CPU class each ran on, and for a failed
@@ -518,98 +335,3 @@ def sweep_status(paths: Iterable[Path | str], results_dir: Path | str = RESULTS_
     return rows
 
 
-CHAPTER_SOURCES = REPO_ROOT / "notebooks"
-def book_chapters(toc: Path = REPO_ROOT / "_toc.yml") -> tuple[str, ...]:
-    """The chapter pages in book order, read from ``_toc.yml`` (the one chapter list): the root, then every
-    ``file:`` entry (globs of run pages are not chapters).
-
-    >>> book_chapters()[:3]
-    ('intro', 'setup', 'baseline')
-    """
-    import yaml
-
-    data = yaml.safe_load(toc.read_text())
-    files = [data["root"]] + [c["file"] for part in data.get("parts", []) for c in part.get("chapters", [])
-                              if "file" in c]
-    return tuple(files)
-
-
-CHAPTERS = book_chapters()
-BOOK_DIR = REPO_ROOT / "book"
-
-
-def notebook_defaults(notebook) -> dict[str, Any]:
-    """The names and default values of a jupytext-read notebook's ``parameters`` cell (literals only).
-
-    >>> import nbformat
-    >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("limit = None  # e.g. 5\\ngroup_size = 64",
-    ...                                                               metadata={"tags": ["parameters"]})])
-    >>> notebook_defaults(nb)
-    {'limit': None, 'group_size': 64}
-    """
-    import ast
-
-    for cell in notebook.cells:
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-                    for t in node.targets if isinstance(t, ast.Name)}
-    return {}
-
-
-def check_parameters(name: str, given: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` (one line) when a parameter is not in the chapter's parameters cell or its value
-    has another type than the default's (None accepts anything; an int passes for a float).
-
-    >>> check_parameters("bitwidth", {"group_size": "abc"}, {"group_size": 64})
-    Traceback (most recent call last):
-    lib.config.ConfigError: chapter bitwidth: parameter group_size takes an int (default 64), not 'abc'
-    """
-    for key, value in given.items():
-        if key not in defaults:
-            raise ConfigError(f"chapter {name}: no parameter {key!r}; it takes "
-                              f"{', '.join(f'{k} (default {v!r})' for k, v in defaults.items()) or 'none'}")
-        default = defaults[key]
-        if default is None or value is None:
-            continue
-        wanted = type(default)
-        ok = (isinstance(value, wanted) and not (wanted is int and isinstance(value, bool))
-              or (wanted is float and isinstance(value, int) and not isinstance(value, bool)))
-        if not ok:
-            raise ConfigError(f"chapter {name}: parameter {key} takes a{'n' if wanted.__name__[0] in 'aeiou' else ''} "
-                              f"{wanted.__name__} (default {default!r}), not {value!r}")
-
-
-def execute_chapter(name: str, parameters: dict[str, Any] | None = None) -> Path:
-    """Execute ``notebooks/<name>.md`` with papermill into ``book/<name>.ipynb``.
-
-    Parameters are checked against the chapter's parameters cell first (:func:`check_parameters`); a failed
-    execution raises :class:`ChapterFailed` and leaves the committed page as it was. Result files that cannot be
-    read are named on stderr (the page names them in its rows' status: ``unreadable``).
-    """
-    import sys
-
-    import jupytext
-    import papermill
-
-    from .results import unreadable_results
-
-    source = CHAPTER_SOURCES / f"{name}.md"
-    if not source.exists() or name == "run_config":
-        chapters = sorted(p.stem for p in CHAPTER_SOURCES.glob("*.md") if p.stem != "run_config")
-        raise ConfigError(f"no chapter {name!r}; chapters: {', '.join(chapters)}")
-    notebook = jupytext.read(source)
-    check_parameters(name, parameters or {}, notebook_defaults(notebook))
-    for line in unreadable_results(RESULTS_DIR):
-        print(f"warning: {line}", file=sys.stderr)
-    output = BOOK_DIR / f"{name}.ipynb"
-    try:
-        run_papermill(notebook, output, parameters or {})
-    except papermill.PapermillExecutionError as exc:
-        raise ChapterFailed(f"chapter {name} failed at cell {exc.exec_count}: {failure_line(exc)}; "
-                            f"{relative_to_repo(output)} was left as it was") from None
-    return output
-
-
-class ChapterFailed(ConfigError):
-    """A chapter's execution raised; its committed page is untouched."""

@@ -1,4 +1,4 @@
-"""Clean the committed run pages as the runner now writes them (:func:`lib.runner.cleaned_notebook`): no stderr
+"""Clean the committed run pages as the runner now writes them (:func:`lib.notebooks.cleaned_notebook`): no stderr
 outputs (library warnings, torchao ``.so`` load failures, tqdm bars), no machine paths.
 
     python scripts/clean_run_pages.py           # rewrite book/runs/*.ipynb in place
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from lib.paths import RUNS_DIR
-from lib.runner import cleaned_notebook
+from lib.notebooks import cleaned_notebook
 
 
 def main(argv: list[str] | None = None) -> int:

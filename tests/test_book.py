@@ -23,7 +23,7 @@ def built(tmp_path_factory):
 
 
 def test_every_chapter_is_rendered(built):
-    from lib.runner import CHAPTERS  # the one chapter list, read from _toc.yml
+    from lib.notebooks import CHAPTERS  # the one chapter list, read from _toc.yml
 
     for page in CHAPTERS:
         assert (built / f"{page}.html").exists(), page

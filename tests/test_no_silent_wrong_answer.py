@@ -153,33 +153,33 @@ def test_a_conflicted_jsonl_leaves_the_other_commands_working(tmp_path, fake_lib
     ({"nonexistent": 3}, "no parameter 'nonexistent'"),
 ])
 def test_chapter_refuses_a_bad_parameter_and_leaves_the_page(params, message, monkeypatch):
-    import lib.runner
+    import lib.notebooks
 
     page = REPO / "book" / "bitwidth.ipynb"
     before = page.read_bytes()
-    monkeypatch.setattr(lib.runner, "run_papermill", lambda *a, **k: pytest.fail("executed"))
+    monkeypatch.setattr(lib.notebooks, "run_papermill", lambda *a, **k: pytest.fail("executed"))
     with pytest.raises(ConfigError, match=message):
-        lib.runner.execute_chapter("bitwidth", params)
+        lib.notebooks.execute_chapter("bitwidth", params)
     assert page.read_bytes() == before
 
 
 def test_a_failed_chapter_exits_non_zero_and_leaves_the_page(monkeypatch, tmp_path):
     import papermill
 
-    import lib.runner
+    import lib.notebooks
 
     page = tmp_path / "book" / "scope.ipynb"
     page.parent.mkdir()
     page.write_text("committed")
-    monkeypatch.setattr(lib.runner, "BOOK_DIR", page.parent)
-    monkeypatch.setattr(lib.runner, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(lib.notebooks, "BOOK_DIR", page.parent)
+    monkeypatch.setattr(lib.notebooks, "REPO_ROOT", tmp_path)
 
     def boom(notebook, output, parameters, **kw):
         raise papermill.PapermillExecutionError(3, 3, "table = x", "KeyError", "'wer_clean'", [])
 
-    monkeypatch.setattr(lib.runner, "run_papermill", boom)
-    with pytest.raises(lib.runner.ChapterFailed, match=r"failed at cell 3: KeyError: 'wer_clean'.*left as it was"):
-        lib.runner.execute_chapter("scope", {})
+    monkeypatch.setattr(lib.notebooks, "run_papermill", boom)
+    with pytest.raises(lib.notebooks.ChapterFailed, match=r"failed at cell 3: KeyError: 'wer_clean'.*left as it was"):
+        lib.notebooks.execute_chapter("scope", {})
     assert page.read_text() == "committed"
 
 
@@ -200,7 +200,8 @@ def test_a_row_whose_file_is_unreadable_is_named_in_the_table(monkeypatch, tmp_p
 def test_a_notebook_failure_shows_the_notebooks_own_error():
     import papermill
 
-    from lib.runner import SweepReport, failure_line
+    from lib.notebooks import failure_line
+    from lib.runner import SweepReport
 
     exc = papermill.PapermillExecutionError(2, 2, "run()", "DataError", "\x1b[0;31mLibriSpeech directory 'x' does not exist",
                                             [])

@@ -61,7 +61,7 @@ def test_the_parameter_cell_names_folders_relative_to_the_repository():
     from lib.config import RunConfig
     from lib.grids import Job
     from lib.paths import REPO_ROOT
-    from lib.runner import notebook_parameters
+    from lib.notebooks import notebook_parameters
 
     params = notebook_parameters(Job("g", RunConfig()), REPO_ROOT / "results", REPO_ROOT / "results" / "footprint",
                                  force=False, data=None)
@@ -74,15 +74,15 @@ def test_papermill_records_repository_relative_paths(tmp_path, monkeypatch):
     import nbformat
 
     import lib.paths
-    import lib.runner
+    import lib.notebooks
 
-    for module in (lib.paths, lib.runner):
+    for module in (lib.paths, lib.notebooks):
         monkeypatch.setattr(module, "REPO_ROOT", tmp_path)  # the repository is tmp_path for this run
     header = "---\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n"
     notebook = jupytext.reads(header + "```{code-cell} ipython3\n:tags: [parameters]\nx = 1\n```\n", fmt="md:myst")
     output = tmp_path / "book" / "page.ipynb"
     output.parent.mkdir()
-    lib.runner.run_papermill(notebook, output, {"x": 2})
+    lib.notebooks.run_papermill(notebook, output, {"x": 2})
     recorded = nbformat.read(output, as_version=4).metadata.papermill
     assert (recorded.input_path, recorded.output_path) == ("book/.page.source.ipynb", "book/.page.part.ipynb")
     assert sorted(p.name for p in output.parent.iterdir()) == ["page.ipynb"]  # the converted source is gone

@@ -7,7 +7,9 @@ import pytest
 from lib.config import ConfigError
 from lib.results import ResultStore
 from lib.grids import Job, expand_grid
-from lib.runner import commit_results, execute_notebook, run_grids, sweep_status
+from lib.git import commit_results
+from lib.notebooks import execute_notebook
+from lib.runner import run_grids, sweep_status
 
 TINY_DEFAULTS = "defaults: {model: 'test:tiny', split: [test-clean], limit: 1, threads: 1, max_new_tokens: 4}"
 
@@ -191,7 +193,7 @@ def test_commit_results_commits_only_the_result_paths(grid, tmp_path, monkeypatc
 def test_commit_checkpoints_commits_finished_batches_and_their_removal(grid, tmp_path, monkeypatch):
     import subprocess
 
-    from lib.runner import commit_checkpoints
+    from lib.git import commit_checkpoints
 
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
@@ -332,7 +334,11 @@ def test_refresh_outdated_reruns_results_decoded_with_an_older_recipe(grid, data
     from lib.decoding_audit import decoding_changes
 
     changes = decoding_changes(tmp_path / "r")
-    assert list(changes.columns) == ["WER clean older", "WER clean one call", "ΔWER clean"] and len(changes) == 1
+    assert list(changes.columns) == ["n clean", "WER clean older", "WER clean one call", "ΔWER clean",
+                                     "identical clean", "CPU older → now"] and len(changes) == 1
+    assert (tmp_path / "r" / "older-decoding" / f"{old}.jsonl").exists()  # transcripts kept: matched utterances
+    row = changes.iloc[0]
+    assert row["n clean"] == summary["metrics"]["test-clean"]["utterances"] and row["ΔWER clean"] == 0
 
 
 def test_refresh_order_is_new_rows_then_the_fp32_reference_then_the_highest_wer(tmp_path):
