@@ -40,6 +40,9 @@ ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs o
                                  options={"sym": False}),
     "ov-static-int8-aint8-cal4": dict(library="openvino", scheme="static", weights="int8", activations="int8",
                                       calibration=4),
+    "ov-fp32-precisionbf16": dict(library="openvino", weights="fp32", options={"precision": "bf16"}),
+    "ov-wo-int8-pc-precisionbf16-sym1": dict(library="openvino", scheme="weight_only", weights="int8",
+                                             granularity="per_channel", options={"sym": True, "precision": "bf16"}),
     "ggml-float16": dict(library="whisper_cpp", weights="float16"),
     "ggml-dyn-int8-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int8", activations="int8",
                                     group_size=32),
@@ -125,7 +128,16 @@ def tiny4(tiny):
 
 
 def offered_here(spec: QuantSpec) -> bool:
-    """Whether this CPU offers the kernel ``spec`` needs (only CTranslate2's compute types vary by CPU here)."""
+    """Whether this CPU offers the kernel ``spec`` needs (CTranslate2's compute types, OpenVINO's bf16)."""
+    if spec.library == "openvino":
+        from lib.runtimes import NotOffered
+        from lib.runtimes.openvino import check_precision, precision
+
+        try:
+            check_precision(precision(spec))
+        except NotOffered:
+            return False
+        return True
     if spec.library != "ctranslate2":
         return True
     import ctranslate2
@@ -150,7 +162,7 @@ def test_convert_generate_time_and_size(slug, spec, tiny, tiny4, clips):
     if not offered_here(spec):  # e.g. CTranslate2 int16 on AMD: a row outcome on this CPU, not a failure
         from lib.runtimes import NotOffered
 
-        with pytest.raises(NotOffered, match="compute type"):
+        with pytest.raises(NotOffered, match="compute type|no bf16"):
             quantize(copy.deepcopy(tiny.model), spec, processor=tiny.processor, measure_error=False)
         return
     model, meta = quantize(copy.deepcopy(tiny.model), spec, processor=tiny.processor, calibration=calibration,
@@ -263,3 +275,20 @@ def test_grid_rows_are_all_tested():
     grid = {j.config.quant.slug for j in expand_grid(REPO / "experiments" / "runtimes.yml")}
     assert grid == set(ROWS) | set(EXPECTED_FAILURES)
     assert all(j.footprint for j in expand_grid(REPO / "experiments" / "runtimes.yml"))
+
+
+def test_openvino_runs_the_precision_a_row_asks_for(tiny):
+    """f32 rows stay f32 on every CPU; a bf16 row runs bf16 where the CPU offers it, and is NotOffered elsewhere."""
+    from lib.quantize import quantize
+    from lib.runtimes import NotOffered
+
+    _, meta = quantize(copy.deepcopy(tiny.model), QuantSpec(library="openvino", weights="fp32"),
+                       processor=tiny.processor, measure_error=False)
+    assert meta["resolved_precision"] == "f32"
+    bf16 = QuantSpec(library="openvino", weights="fp32", options={"precision": "bf16"})
+    if offered_here(bf16):
+        _, meta = quantize(copy.deepcopy(tiny.model), bf16, processor=tiny.processor, measure_error=False)
+        assert meta["resolved_precision"] == "bf16" and meta["compile_config"]["INFERENCE_PRECISION_HINT"] == "bf16"
+    else:
+        with pytest.raises(NotOffered, match="no bf16"):
+            quantize(copy.deepcopy(tiny.model), bf16, processor=tiny.processor, measure_error=False)

@@ -5,8 +5,11 @@ cannot be installed beside this project's transformers 5.24, so
 the two graphs of :mod:`lib.runtimes.graphs` are converted directly with
 ``openvino.convert_model`` of the PyTorch modules and saved as IR (``.xml`` + ``.bin``,
 ``compress_to_fp16=False``).  They are compiled for the CPU with
-``INFERENCE_PRECISION_HINT=f32``: on a CPU with AMX or AVX-512-BF16 OpenVINO would otherwise
-run an fp32 model in bfloat16.  Decoding is :func:`lib.runtimes.greedy_loop`, as for ONNX Runtime.
+``INFERENCE_PRECISION_HINT=f32`` by default, so a row means the same on every CPU; with the option
+``precision: bf16`` a row runs as OpenVINO's users get it on a CPU with AMX or AVX-512-BF16, where bf16 is
+OpenVINO's default (``INFERENCE_PRECISION_HINT=bf16``). On a CPU without a BF16 unit that row is
+:class:`~lib.runtimes.NotOffered` (OpenVINO would silently run f32 there). Decoding is
+:func:`lib.runtimes.greedy_loop`, as for ONNX Runtime.
 
 ===========================================  ==================================================
 spec                                         what runs
@@ -40,7 +43,7 @@ SUPPORTED = [
     {"scheme": "weight_only", "weights": "int4", "granularity": (None, "per_group"), "group_size": (128,)},
     {"scheme": "static", "weights": "int8", "activations": "int8", "granularity": (None,), "group_size": (None,)},
 ]
-OPTIONS = {"sym": (True, False)}
+OPTIONS = {"sym": (True, False), "precision": ("f32", "bf16")}
 PIP = "openvino nncf"
 CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
@@ -53,6 +56,8 @@ def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
     from ..config import ConfigError
 
+    if precision(spec) == "bf16" and spec.scheme == "static":
+        raise ConfigError("openvino: precision bf16 applies to fp32 and weight-only rows, not nncf.quantize")
     if spec.scheme == "static" and "sym" in spec.option_dict:
         raise ConfigError("openvino: 'sym' applies to weight compression (weight_only), not nncf.quantize")
     if spec.scope != "all" or spec.proj_out:
@@ -88,11 +93,29 @@ def float_scope(ov_model):
     return nncf.IgnoredScope(names=names, types=["Convolution"], validate=False), names
 
 
+def precision(spec) -> str:
+    """The inference precision a spec asks for: ``'f32'`` unless ``options: {precision: bf16}``."""
+    return spec.option_dict.get("precision", "f32")
+
+
+def check_precision(wanted: str) -> None:
+    """Raise :class:`~lib.runtimes.NotOffered` when this CPU has no BF16 unit for ``wanted == 'bf16'``."""
+    from . import NotOffered
+
+    if wanted == "f32":
+        return
+    ov = require("openvino", PIP)
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in capabilities:
+        raise NotOffered(f"OpenVINO {ov.__version__} offers no bf16 inference on this CPU "
+                         f"(OPTIMIZATION_CAPABILITIES = {sorted(capabilities)}); it needs AMX or AVX-512-BF16")
+
+
 class OvSessions(Sessions):
-    def __init__(self, paths: dict[str, Path], threads: int):
+    def __init__(self, paths: dict[str, Path], threads: int, inference_precision: str = "f32"):
         ov = require("openvino", PIP)
         core = ov.Core()
-        config = {**CONFIG, "INFERENCE_NUM_THREADS": threads}
+        config = {**CONFIG, "INFERENCE_PRECISION_HINT": inference_precision, "INFERENCE_NUM_THREADS": threads}
         self.encoder = core.compile_model(str(paths["encoder"]), "CPU", config)
         self.decoder = core.compile_model(str(paths["decoder"]), "CPU", config)
 
@@ -121,6 +144,7 @@ def save(models: dict[str, Any], target: Path) -> dict[str, Path]:
 
 def convert(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> tuple[OvWhisper, dict]:
     ov = require("openvino", PIP)
+    check_precision(precision(spec))
     keep = runtime_dir("ov")
     root = Path(keep.name)
     gen = model.generation_config
@@ -128,7 +152,8 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
     models = convert_graphs(model)
     threads = thread_count()
     meta: dict[str, Any] = {"method": "openvino.convert_model", "openvino": ov.__version__,
-                            "compile_config": {**CONFIG, "INFERENCE_NUM_THREADS": threads}}
+                            "compile_config": {**CONFIG, "INFERENCE_PRECISION_HINT": precision(spec),
+                                               "INFERENCE_NUM_THREADS": threads}}
     if spec.scheme != "none":
         nncf = require("nncf", PIP)
         scopes = {part: float_scope(m) for part, m in models.items()}
@@ -160,4 +185,6 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
             shutil.rmtree(root / "fp32")
             meta.update(method="nncf.quantize(model_type=TRANSFORMER)", calibration_decoder_steps=steps)
     paths = save(models, root / "model")
-    return OvWhisper(root / "model", keep, OvSessions(paths, threads), **rules), meta
+    sessions = OvSessions(paths, threads, precision(spec))
+    meta["resolved_precision"] = str(sessions.encoder.get_property("INFERENCE_PRECISION_HINT"))
+    return OvWhisper(root / "model", keep, sessions, **rules), meta
