@@ -34,7 +34,7 @@ HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8"
             "quanto-dyn-int8-aint8",
             # deployment runtimes: the plain bf16 cast, each runtime's own reference and its int8 / 4-5-bit rows
             "torch_cast-bfloat16", "ct2-fp32", "ct2-dyn-int8-aint8__", "ct2-dyn-int8-aint8-floatfloat32", "ort-fp32",
-            "ort-dyn-int8-aint8-pc",
+            "ort-dyn-int8-aint8-pc", "ort-wo-int4-g32", "ort-wo-int4-g128",
             "ov-fp32__", "ov-wo-int8-pc-sym1", "ov-wo-int4-g128-sym1", "ov-fp32-precisionbf16",
             "ov-wo-int8-pc-precisionbf16-sym1", "ggml-float16", "ggml-dyn-int8-aint8-g32",
             "ggml-dyn-int5-aint8-g32", "ggml-dyn-int4-aint8-g32"]

@@ -17,6 +17,9 @@ spec                                        what runs
                                             quantized on the fly, MatMulInteger)
 ``static int8/uint8, per_channel, cal N``   ``quantize_static`` QDQ, MinMax ranges from N unscored
                                             utterances (encoder inputs and decoder steps of the fp32 export)
+``weight_only int4, group 32|128``          ``MatMulNBitsQuantizer`` (4-bit blocks, symmetric,
+                                            ``accuracy_level=4``: int8 activations in the kernel, ONNX
+                                            Runtime's CPU recipe), one ``MatMulNBits`` per Linear
 ==========================================  ======================================================
 
 Only the Linear layers' MatMuls are quantized (``nodes_to_quantize``: MatMuls with a weight
@@ -41,7 +44,9 @@ SUPPORTED = [
      "group_size": (None,)},
     {"scheme": "static", "weights": "int8", "activations": "uint8", "granularity": ("per_channel", "per_tensor"),
      "group_size": (None,)},
+    {"scheme": "weight_only", "weights": "int4", "granularity": (None, "per_group"), "group_size": (32, 128)},
 ]
+ACCURACY_LEVEL = 4  # MatMulNBits computes with int8 activations: ONNX Runtime's fast CPU path for 4-bit weights
 OPSET = 17
 PIP = "onnxruntime onnx"
 
@@ -233,6 +238,18 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
                              per_channel=per_channel, reduce_range=False, weight_type=QuantType.QInt8,
                              nodes_to_quantize=nodes[part][0])
         meta.update(method="onnxruntime.quantization.quantize_dynamic", weight_type="QInt8", per_channel=per_channel)
+    elif spec.scheme == "weight_only":
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        for part in paths:
+            quantizer = MatMulNBitsQuantizer(onnx.load(str(paths[part])), bits=4, block_size=spec.group_size,
+                                             is_symmetric=True, accuracy_level=ACCURACY_LEVEL,
+                                             nodes_to_include=nodes[part][0])
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(quantized[part]), use_external_data_format=False)
+        meta.update(method="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", bits=4,
+                    block_size=spec.group_size, is_symmetric=True, accuracy_level=ACCURACY_LEVEL)
     else:
         fp32 = OrtWhisper(fp32_dir, None, OrtSessions(paths, threads), **rules)
         steps = max(1, int(calibration_tokens))
