@@ -51,12 +51,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=None, help="substring a slug must contain")
     parser.add_argument("--list", action="store_true", help="print the configurations and exit")
+    parser.add_argument("--skip", action="append", default=[], metavar="SUBSTR",
+                        help="leave out configurations whose slug contains this (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-measure configurations already measured here")
     parser.add_argument("--retries", type=int, default=1,
                         help="measure again when a timing fails the quiet rule (lib.machine.is_quiet)")
     a = parser.parse_args(argv)
     here, study = cpu_label(cpu_description()), reference_cpu(ResultStore(FOOTPRINT_DIR))
-    jobs = headline_jobs(a.only)
+    jobs = [j for j in headline_jobs(a.only) if not any(k in j.slug for k in a.skip)]
     if a.list:
         print("\n".join(j.footprint_slug for j in jobs))
         return 0

@@ -179,8 +179,9 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
         [{"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 0.85em;"}])
 
 
-MARK_MEANINGS = {OLDER_DECODING_MARK.strip(): "‡ decoded with an older recipe (Setup, decoding recipe); re-run by "
-                 "the sweep", OTHER_CPU_MARK.strip(): "§ latency timed on another CPU class than the column's; not "
+MARK_MEANINGS = {OLDER_DECODING_MARK.strip(): "‡ decoded with an older recipe on an older, smaller subset (Setup, "
+                 "decoding recipe): no raw WER beside the others; its ΔWER is on the utterances it shares with fp32 "
+                 "(Summary, rows on the older subset)", OTHER_CPU_MARK.strip(): "§ latency timed on another CPU class than the column's; not "
                  "comparable"}
 
 
