@@ -186,5 +186,6 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
             meta.update(method="nncf.quantize(model_type=TRANSFORMER)", calibration_decoder_steps=steps)
     paths = save(models, root / "model")
     sessions = OvSessions(paths, threads, precision(spec))
-    meta["resolved_precision"] = str(sessions.encoder.get_property("INFERENCE_PRECISION_HINT"))
+    resolved = sessions.encoder.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type, e.g. f32
+    meta["resolved_precision"] = resolved.get_type_name() if hasattr(resolved, "get_type_name") else str(resolved)
     return OvWhisper(root / "model", keep, sessions, **rules), meta
