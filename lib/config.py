@@ -255,6 +255,10 @@ class QuantSpec:
         >>> QuantSpec(library="ctranslate2", scheme="dynamic", weights="int8", activations="int8",
         ...           options={"float": "float32"}).label
         'CTranslate2 int8_float32'
+        >>> QuantSpec(library="onnxruntime", scheme="weight_only", weights="int4", group_size=32).label
+        'ONNX Runtime int4 weight-only group 32'
+        >>> QuantSpec(library="openvino", weights="fp32", options={"precision": "bf16"}).label
+        'OpenVINO fp32 (bf16 inference)'
         """
         fmt = _RUNTIME_FORMATS[self.library].get(self.weights, self.weights)
         opts = self.option_dict
@@ -262,13 +266,15 @@ class QuantSpec:
             fmt = f"{fmt}_{opts['float']}"
         parts = [LIBRARY_NAMES[self.library], fmt]
         if self.library == "onnxruntime" and self.scheme != "none":
-            parts += [self.scheme, (self.granularity or "").replace("_", "-")]
+            parts += [self.scheme.replace("_", "-"), (self.granularity or "").replace("_", "-")]
         if self.library == "openvino" and self.scheme == "weight_only":
             parts += ["weights", "sym" if opts.get("sym", True) else "asym"]
         if self.library == "openvino" and self.scheme == "static":
             parts += ["static (nncf.quantize)"]
-        if self.group_size and self.library == "openvino":
+        if self.group_size and self.library in ("openvino", "onnxruntime"):
             parts.append(f"group {self.group_size}")
+        if self.library == "openvino" and opts.get("precision"):
+            parts.append(f"({opts['precision']} inference)")
         if self.calibration:
             parts.append(f"({self.calibration} calibration utterances)")
         return " ".join(p for p in parts if p)
