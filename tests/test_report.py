@@ -172,12 +172,40 @@ def test_latency_by_cpu_puts_a_second_cpu_class_beside_the_study_class(tmp_path)
     _footprint(main, "pt-dyn", AVX2, library="none", ratio=1.0)  # only in the study: not shown
     _footprint(second, "hqq-wo-int4-g64", AVX512, ratio=1.1)
     table, facts = latency_by_cpu(tmp_path)
-    assert list(table.columns) == ["latency ratio (AVX2)", "latency ratio (AVX-512 VNNI)"]
-    assert table.values.tolist() == [[1.6, 1.1]]
+    assert list(table.columns) == ["latency ratio (AVX2)", "pairs, other CPU % (AVX2)",
+                                   "latency ratio (AVX-512 VNNI)", "pairs, other CPU % (AVX-512 VNNI)"]
+    # records without a foreign CPU share are shown, marked ¶: not evidence
+    assert table.values.tolist() == [["1.60 ¶", "3, not recorded", "1.10 ¶", "3, not recorded"]]
     assert facts["cpu_classes_compared"] == "AVX2 and AVX-512 VNNI"
     assert facts["cpu_fp32_seconds"] == "1.0 s on AVX2, 1.0 s on AVX-512 VNNI"
     assert facts["cpu_faster"] == "on AVX2: none; on AVX-512 VNNI: none"
-    assert facts["cpu_spread"] == "0% on AVX2, 0% on AVX-512 VNNI"
+    assert facts["cpu_quiet"] == "0 of 1 on AVX2; 0 of 1 on AVX-512 VNNI"
+
+
+def test_only_a_quiet_timing_counts_as_evidence(tmp_path):
+    from lib.cpu_classes import latency_by_cpu
+    from lib.ship import quiet_timing
+    from lib.tables import class_stores, latency_by_class
+
+    main, second = ResultStore(tmp_path), ResultStore(tmp_path / "by-cpu" / "avx-512-vnni")
+    _footprint(main, "hqq-wo-int4-g64", AVX2, ratio=1.6)
+    for name, group, share in (("hqq-wo-int4-g64", 64, 0.01), ("hqq-wo-int4-g32", 32, 0.20)):
+        _footprint(second, name, AVX512, ratio=0.5)
+        slug = f"whisper-small__{name}__footprint"
+        stored = second.load(slug)
+        second.save(slug, {**stored, "latency_ratio_low": 0.45, "latency_ratio_high": 0.55,
+                           "quant": {**stored["quant"], "group_size": group},
+                           "timing": {"pairs": 10, "ratios": [0.5] * 10, "foreign_cpu_share": share}})
+    table, facts = latency_by_cpu(tmp_path)
+    assert facts["cpu_quiet"] == "0 of 1 on AVX2; 1 of 2 on AVX-512 VNNI"
+    assert "¶" not in table.loc["HQQ weight-only int4 g64", "latency ratio (AVX-512 VNNI)"]
+    assert table.loc["HQQ weight-only int4 g32", "latency ratio (AVX-512 VNNI)"].endswith("¶")  # 20% foreign
+    assert facts["cpu_faster"] == "on AVX2: none; on AVX-512 VNNI: HQQ weight-only int4 g64"
+    stores = class_stores(tmp_path)
+    quiet = latency_by_class("whisper-small__hqq-wo-int4-g64__footprint", stores)
+    noisy = latency_by_class("whisper-small__hqq-wo-int4-g32__footprint", stores)
+    assert quiet_timing(quiet, "AVX-512 VNNI") and not quiet_timing(noisy, "AVX-512 VNNI")
+    assert not quiet_timing(quiet, "AVX2")  # 3 samples, no foreign share recorded
 
 
 def test_benchmark_by_cpu_puts_each_cpu_class_in_a_column(tmp_path):
