@@ -5,11 +5,12 @@ import pytest
 from lib.ship import class_column, ship_box, ship_markdown
 
 
-def row(name, mb, ratio, low, high, dwer=(0.1, -0.5, 0.8), agree=99.5, dnll=(0.001, -0.002, 0.004), status="ok"):
+def row(name, mb, ratio, low, high, dwer=(0.1, -0.5, 0.8), agree=99.5, dnll=(0.001, -0.002, 0.004), status="ok",
+        quiet=True):
     d, lo, hi = dwer
     out = {"configuration": name, "slug": name, "library": "HQQ", "status": status, "small_mb": mb,
            "compression_pct": 100 * (1 - mb / 967), class_column("AMX"): ratio, class_column("AMX", "_low"): low,
-           class_column("AMX", "_high"): high}
+           class_column("AMX", "_high"): high, class_column("AMX", "_quiet"): quiet}
     for split in ("clean", "other"):
         out.update({f"delta_wer_{split}": d, f"delta_wer_{split}_low": lo, f"delta_wer_{split}_high": hi,
                     f"delta_wer_{split}_ci": f"[{lo:+.2f}, {hi:+.2f}]", f"agree_{split}": agree,
@@ -67,3 +68,12 @@ def test_provenance_counts_come_from_the_manifest_and_sources(tmp_path):
     assert overview.loc["test-clean", "original FLAC"] == 1 and overview.loc["test-clean", "WAV re-encoded to FLAC"] == 1
     assert sources_by_count(root).loc["a/b", "utterances"] == 1
     assert speaker_counts(root, "test-clean").loc["61", "utterances"] == 2
+
+
+def test_a_timing_that_fails_the_quiet_rule_is_never_a_pick(table):
+    table.loc[table["configuration"] == "int8 fast", class_column("AMX", "_quiet")] = False  # another job shared the CPU
+    box = ship_box(table, "AMX")
+    assert box["fastest"]["configuration"] == "int8 as fast" and "int8 fast" in box["unquiet"]
+    table[class_column("AMX", "_quiet")] = False
+    box = ship_box(table, "AMX")
+    assert box["fastest"]["configuration"] is None and "passes the quiet rule" in box["fastest"]["reason"]
