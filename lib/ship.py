@@ -133,10 +133,12 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
                      "smallest stored size with no measurable loss", cpu_class)
     maximum = _pick([r for r in rows if still_works(r)], "small_mb",
                     "smallest stored size that has not collapsed", cpu_class)
-    avoid = [{"configuration": _name(r), "slug": r["slug"], "reason": why}
+    avoid = [{"configuration": _name(r), "slug": r["slug"], "reason": why, "bits": _value(r, "bits")}
              for _, r in df.iterrows() for why in [avoid_reason(r, cpu_class)] if why]
-    order = {"col": 0, "top": 1, "fai": 2}
-    avoid.sort(key=lambda a: (order.get(a["reason"][:3], 3), a["configuration"]))
+    order = {"col": 0, "top": 1, "fai": 3}  # collapses, then low agreement, then too slow, then fails to run
+    # within each, the routes a reader would try first (8 bits and more) lead; int1/int2 rows come last
+    avoid.sort(key=lambda a: (order.get(a["reason"][:3], 2), -(a["bits"] if a["bits"] == a["bits"] else 0),
+                              a["configuration"]))
     if fastest["configuration"] is None and not timed:
         fastest["reason"] = (f"no timing on {cpu_class} passes the quiet rule yet ({len(unquiet)} timed without a "
                              "quiet record): re-time with benchmarks/cpu_class_latency.py on that class")
@@ -256,6 +258,7 @@ def ship_markdown(df, classes: list[str] | None = None, avoid_shown: int = 4) ->
         avoid = box["avoid"]
         if avoid:
             shown = "; ".join(f"{a['configuration']} ({a['reason']})" for a in avoid[:avoid_shown])
-            more = f"; and {len(avoid) - avoid_shown} more in the Summary" if len(avoid) > avoid_shown else ""
+            more = (f"; and {len(avoid) - avoid_shown} more in the Summary's complete list"
+                    if len(avoid) > avoid_shown else "")
             lines += ["", f"Avoid: {shown}{more}.", ""]
     return "\n".join(lines)

@@ -77,3 +77,10 @@ def test_a_timing_that_fails_the_quiet_rule_is_never_a_pick(table):
     table[class_column("AMX", "_quiet")] = False
     box = ship_box(table, "AMX")
     assert box["fastest"]["configuration"] is None and "passes the quiet rule" in box["fastest"]["reason"]
+
+
+def test_avoid_leads_with_the_routes_a_reader_would_try(table):
+    table["bits"] = [8, 8, 4, 3, 2, 8]
+    table.loc[len(table)] = {**row("int8 collapsed", 370, 0.9, 0.85, 0.95, dwer=(90, 80, 100), agree=50.0), "bits": 8}
+    names = [a["configuration"] for a in ship_box(table, "AMX")["avoid"]]
+    assert names.index("int8 collapsed") < names.index("int2 broken")  # both collapse: the int8 route first
