@@ -2,13 +2,11 @@
 case here (issue "No silent wrong answer"). Every case failed on the harness before the fix."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
