@@ -108,8 +108,7 @@ def plan_run(config: RunConfig, data: str | None, store: ResultStore, force: boo
         elif state == "ok":
             root = None if data == "hub" else resolve_data_dir(data)
             references = {(s, u.id): u.reference for s, utts in utterances.items() for u in utts}
-            kept = store.valid_lines(config.slug, stored, today, root, references)
-            others, others_coverage = store.other_lines(config.slug, stored, today, root)
+            kept, others, others_coverage = store.sorted_lines(config.slug, stored, today, root, references)
     todo = {s: [u for u in utts if (s, u.id) not in kept] for s, utts in utterances.items()}
     return Plan(config, data_info, utterances, today, stored, kept, todo, reuse, noise, others, others_coverage)
 

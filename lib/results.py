@@ -208,27 +208,29 @@ class ResultStore:
                     ) -> dict[tuple[str, str], str]:
         """Stored lines whose utterance has today's audio and, where ``references`` are given, today's reference
         text, keyed by ``(split, id)``; see :func:`stored_coverage`."""
-        lines = self.load_lines(slug)
-        rows = [json.loads(line) for line in lines]
-        covered = stored_coverage(summary, rows, data_root)
-        return {(r["split"], r["id"]): line for r, line in zip(rows, lines)
-                if (today.get(r["split"]) or {}).get(r["id"]) is not None
-                and covered.get(r["split"], {}).get(r["id"]) == today[r["split"]][r["id"]]
-                and (references is None or references.get((r["split"], r["id"])) == r.get("reference"))}
+        return self.sorted_lines(slug, summary, today, data_root, references)[0]
 
-    def other_lines(self, slug: str, summary: dict[str, Any], today: dict[str, dict[str, str | None]],
-                    data_root: Path | None = None) -> tuple[dict[tuple[str, str], str], dict[str, dict[str, Any]]]:
-        """Stored lines of utterances today's data does not hold (a smaller or other copy of the sample), with
-        their recorded coverage: a run keeps them, so it never drops rows it did not decode."""
+    def sorted_lines(self, slug: str, summary: dict[str, Any], today: dict[str, dict[str, str | None]],
+                     data_root: Path | None = None, references: dict[tuple[str, str], str] | None = None
+                     ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str], dict[str, dict[str, Any]]]:
+        """One read of the stored JSONL, sorted against today's data: the lines still valid (as
+        :meth:`valid_lines`), the lines of utterances today's data does not hold (a smaller or other copy of the
+        sample: a run keeps them, so it never drops rows it did not decode), and those lines' recorded coverage."""
         lines = self.load_lines(slug)
         rows = [json.loads(line) for line in lines]
         covered = stored_coverage(summary, rows, data_root)
-        kept, coverage = {}, {}
+        valid, others, coverage = {}, {}, {}
         for r, line in zip(rows, lines):
-            if r["id"] not in (today.get(r["split"]) or {}) and r["id"] in covered.get(r["split"], {}):
-                kept[(r["split"], r["id"])] = line
-                coverage.setdefault(r["split"], {})[r["id"]] = covered[r["split"]][r["id"]]
-        return kept, coverage
+            key, here = (r["split"], r["id"]), (today.get(r["split"]) or {})
+            recorded = covered.get(r["split"], {}).get(r["id"])
+            if r["id"] not in here:
+                if r["id"] in covered.get(r["split"], {}):
+                    others[key] = line
+                    coverage.setdefault(r["split"], {})[r["id"]] = recorded
+            elif (here[r["id"]] is not None and recorded == here[r["id"]]
+                  and (references is None or references.get(key) == r.get("reference"))):
+                valid[key] = line
+        return valid, others, coverage
 
     def save_lines(self, slug: str, summary: dict[str, Any], lines: list[str] | None) -> Path:
         """Like :meth:`save`, with the JSONL given as lines (stored rows are written back unchanged)."""
