@@ -22,11 +22,14 @@ spec                      compute type                        slug
 ========================  ==================================  ==============
 
 A compute type missing from ``ctranslate2.get_supported_compute_types("cpu")``
-fails the row with that list (this CPU build: no bfloat16).  No teacher-forced logits:
-CTranslate2's Whisper has no scoring call, and ``generate(..., return_logits_vocab=True)``
-matches transformers' logits only along its own greedy path; tokens after the
-``<|notimestamps|>`` prompt become a forced prefix whose logits differ from transformers'
-(max |diff| 0.5-1.1 on the tiny model, where the greedy path matches to 0.0).
+is not offered on this CPU (this build: no bfloat16; no int16 on AMD).
+
+Teacher-forced logits (the fidelity pass): CTranslate2's Whisper has no scoring call, but
+``generate`` takes the tokens after ``<|notimestamps|>`` as a forced prefix and, with
+``return_logits_vocab=True``, returns the raw logits of every forced position before the first
+free one (no suppression, ``max_length`` at least twice the sequence: the Whisper decoder stops
+at ``max_length // 2`` steps).  One call per sequence gives the logits transformers' forward
+gives, to a floating-point floor that the fp32 row measures (|diff| below 1e-4 on whisper-base).
 
 >>> compute_type(type("S", (), {"weights": "int8", "option_dict": {"float": "bfloat16"}})())
 'int8_bfloat16'
@@ -64,8 +67,6 @@ def validate(spec) -> None:
 
 class CT2Whisper(RuntimeModel):
     runtime = "ctranslate2"
-    logits_note = ("CTranslate2's Whisper has no scoring call; generate(return_logits_vocab=True) gives logits "
-                   "only along its own greedy path (a forced prefix returns different logits)")
 
     def __init__(self, model_dir, keep, compute: str, threads: int, suppress_tokens=(), begin_suppress_tokens=()):
         super().__init__(model_dir, keep, suppress_tokens, begin_suppress_tokens)
@@ -91,6 +92,32 @@ class CT2Whisper(RuntimeModel):
         results = self.model.generate(state, [PROMPT] * batch, beam_size=1, max_length=2 * max_new_tokens,
                                       suppress_blank=True, suppress_tokens=suppress, sampling_topk=1)
         return [list(r.sequences_ids[0])[:max_new_tokens] for r in results]
+
+
+    def teacher_forced_logits(self, input_features, decoder_input_ids):
+        """Logits ``[B, T, vocab]`` for ``decoder_input_ids`` (prompt + tokens), as transformers' forward gives
+        them; the positions inside the prompt before its last token are zero (the harness reads from there on)."""
+        import numpy as np
+        import torch
+
+        ids = [list(map(int, row)) for row in decoder_input_ids.tolist()]
+        if any(row[:len(PROMPT)] != PROMPT for row in ids):
+            raise ValueError(f"teacher-forced ids must start with the prompt {PROMPT}")
+        width = max(map(len, ids))
+        results = self.model.generate(self._encode(input_features), ids, beam_size=1, max_length=2 * width + 2,
+                                      return_logits_vocab=True, suppress_blank=False, suppress_tokens=[],
+                                      sampling_topk=1)
+        first = len(PROMPT) - 1
+        out = None
+        for b, (row, result) in enumerate(zip(ids, results)):
+            steps = result.logits[0]
+            if len(steps) < len(row) - first:
+                raise RuntimeError(f"CTranslate2 returned {len(steps)} logits for {len(row) - first} forced positions")
+            block = np.stack([np.asarray(steps[j], dtype=np.float32) for j in range(len(row) - first)])
+            if out is None:
+                out = torch.zeros(len(ids), width, block.shape[-1])
+            out[b, first:len(row)] = torch.from_numpy(block)
+        return out
 
 
 def convert(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> tuple[CT2Whisper, dict]:
