@@ -20,9 +20,13 @@ from .tables import find_row
 
 NOT_RESOLVABLE = "not resolvable at this sample size"
 
-#: The paper's headline (Quanto dynamic int8 improves on fp32): Quanto has two readings of "dynamic"
-#: (scheme chapter); torch.ao's dynamic int8 is the other library's answer to the same question.
-DYNAMIC_INT8_ROWS = ("__quanto-dyn-int8-aint8__test", "__quanto-wo-int8__test", "__pt-dyn-int8-aint8-pc__test")
+#: The paper's first claim, as the paper states it, and its rows: every whole-model dynamic int8 of the paper's
+#: libraries and of torchao (weight int8, activations int8 quantized per call). Quanto's weight-only int8 is no
+#: dynamic quantization, and the runtimes' dynamic int8 rows are the Runtimes chapter's.
+DYNAMIC_INT8_CLAIM = "Dynamic int8 keeps, or even improves, fp32's accuracy"
+DYNAMIC_INT8_ROWS = ("__pt-dyn-int8-aint8-pc__test", "__pt-dyn-int8-aint8-pt__test", "__torchao-dyn-int8-aint8__test",
+                     "__bnb-dyn-int8-aint8-threshold6__test", "__bnb-dyn-int8-aint8-threshold0__test",
+                     "__quanto-dyn-int8-aint8__test")
 #: Static against dynamic int8 (per-channel) for each static recipe: eager requantizes every Linear output,
 #: PT2E quantizes Linear inputs only (scheme chapter, "Why torch.ao static collapses").
 DYNAMIC_REFERENCE_ROW = "__pt-dyn-int8-aint8-pc__test"
@@ -114,17 +118,30 @@ def _delta_text(r) -> str:
             f"other {r['delta_wer_other']:+.2f} {r['delta_wer_other_ci']}{common}; {fidelity_text(r)}")
 
 
+def accuracy_word(r) -> str:
+    """What a row's ΔWER intervals (both splits) say against fp32: ``'loses'`` (an interval above zero),
+    ``'improves'`` (one below zero, none above) or ``'keeps'`` (both include zero).
+
+    >>> accuracy_word({"delta_wer_clean_low": -0.5, "delta_wer_clean_high": 0.3,
+    ...                "delta_wer_other_low": 0.2, "delta_wer_other_high": 1.9})
+    'loses'
+    """
+    lows = [r[f"delta_wer_{s}_low"] for s in ("clean", "other")]
+    highs = [r[f"delta_wer_{s}_high"] for s in ("clean", "other")]
+    if any(low > 0 for low in lows):
+        return "loses"
+    return "improves" if any(high < 0 for high in highs) else "keeps"
+
+
 def _dynamic_int8(df):
-    readings = [r for s in DYNAMIC_INT8_ROWS
-                if (r := find_row(df, s)) is not None and r["status"] == "ok" and "delta_wer_other_low" in df]
+    readings = _named(df, DYNAMIC_INT8_ROWS)
     if not readings:
-        return "not measured", "no quanto or torch.ao dynamic int8 WER result"
-    verdicts, parts = [], []
-    for r in readings:
-        verdicts.append(merge_verdicts([ci_verdict(r[f"delta_wer_{s}_low"], r[f"delta_wer_{s}_high"])
-                                        for s in ("clean", "other")], name_each=False))
-        parts.append(f"{_delta_text(r)} ({verdicts[-1]})")
-    return merge_verdicts(verdicts), "; ".join(parts) + " (negative = better than fp32)"
+        return "not measured", "no dynamic int8 WER result"
+    holds = [r for r in readings if accuracy_word(r) != "loses"]
+    verdict = ("supported" if len(holds) == len(readings) else "contradicted" if not holds
+               else f"depends on the library: holds for {len(holds)} of {len(readings)}")
+    parts = [f"{_delta_text(r)} ({accuracy_word(r)})" for r in readings]
+    return verdict, "; ".join(parts) + " (negative = better than fp32)"
 
 
 def _static_vs_dynamic(df, store):
@@ -178,21 +195,6 @@ def _named(df, parts) -> list:
     return [r for p in parts if (r := find_row(df, p)) is not None and r["status"] == "ok" and "delta_wer_other_low" in r]
 
 
-def _readings_sentence(rows, better_if_negative: bool = True) -> str:
-    """``'Worse than fp32: A (ΔWER other +2.56 [+1.17, +4.30]); not resolvable: B (...)'`` for rows of a claim."""
-    groups: dict[str, list[str]] = {}
-    for r in rows:
-        verdict = merge_verdicts([ci_verdict(r[f"delta_wer_{s}_low"], r[f"delta_wer_{s}_high"], better_if_negative)
-                                  for s in ("clean", "other")], name_each=False)
-        word = {"supported": "better than fp32", "contradicted": "worse than fp32",
-                NOT_RESOLVABLE: "not distinguishable from fp32 at this sample size"}.get(verdict, "mixed across splits")
-        fid = ("" if pd.isna(r.get("dnll_other")) else
-               "; " + likelihood_verdict(r["dnll_other_low"], r["dnll_other_high"]) + " by ΔNLL")
-        groups.setdefault(word, []).append(f"{r['configuration']} (ΔWER other {r['delta_wer_other']:+.2f} "
-                                           f"{r['delta_wer_other_ci']}{fid})")
-    return "; ".join(f"{word}: {', '.join(names)}" for word, names in groups.items())
-
-
 def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -201,10 +203,19 @@ def claim_sentences(df: pd.DataFrame, claims: pd.DataFrame) -> dict[str, str]:
     """Each claim's verdict as a sentence that names its evidence and intervals (speakers resampled)."""
     out = {}
     readings = _named(df, DYNAMIC_INT8_ROWS)
-    better = [r for r in readings if r["delta_wer_other_high"] < 0 and r["delta_wer_clean_high"] < 0]
-    out["Dynamic int8 (Quanto) improves on the fp32 WER"] = (
-        ("Supported by " if better else "Not supported: no reading of dynamic int8 is better than fp32 on both "
-         "splits. ") + _capital(_readings_sentence(readings)) + ".") if readings else "No result yet."
+    if readings:
+        by_word: dict[str, list[str]] = {}
+        for r in readings:
+            by_word.setdefault(accuracy_word(r), []).append(
+                f"{r['configuration']} (ΔWER clean {r['delta_wer_clean']:+.2f} {r['delta_wer_clean_ci']}, other "
+                f"{r['delta_wer_other']:+.2f} {r['delta_wer_other_ci']})")
+        words = {"improves": "Improves on fp32", "keeps": "keeps fp32's accuracy (both intervals include zero)",
+                 "loses": "loses accuracy"}
+        out[DYNAMIC_INT8_CLAIM] = (_capital(claims.loc[DYNAMIC_INT8_CLAIM, "verdict"]) + ". " + "; ".join(
+            f"{_capital(words[w])}: {', '.join(by_word[w])}" for w in ("improves", "keeps", "loses") if w in by_word)
+            + ".")
+    else:
+        out[DYNAMIC_INT8_CLAIM] = "No result yet."
     out["Static quantization is worse than dynamic"] = (
         claims.loc["Static quantization is worse than dynamic", "verdict"].capitalize() + ": "
         + claims.loc["Static quantization is worse than dynamic", "evidence"].removeprefix("per-channel weights; ")
@@ -232,18 +243,67 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise:
     """The paper's claims with a verdict, a sentence and the evidence from this study's result files; with
     ``noise``, the last row is the noise verdict (:func:`noise_claim`, the noise grid's results in ``results_dir``)."""
     store = ResultStore(results_dir)
-    rows = [("Dynamic int8 (Quanto) improves on the fp32 WER", *_dynamic_int8(df)),
+    rows = [(DYNAMIC_INT8_CLAIM, *_dynamic_int8(df)),
             ("Static quantization is worse than dynamic", *_static_vs_dynamic(df, store)),
             ("nf4 / int3 lose accuracy mainly on test-other", *_low_bits_on_other(df))]
     rows += [(claim.claim, *_compression(df, claim)) for claim in COMPRESSION_CLAIMS]
     table = pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
     table["sentence"] = pd.Series(claim_sentences(df, table))
+    table["key"] = pd.Series(claim_keys(df, store))
+    table["paper"] = pd.Series({c.claim: f"−{c.target_pct:g}%" for c in COMPRESSION_CLAIMS})
+    table["here"] = pd.Series({c.claim: here for c in COMPRESSION_CLAIMS if (here := _compression_here(df, c))})
     if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.robustness)
         from .robustness import noise_table
 
         found = noise_claim(noise_table(results_dir=results_dir, clean=False), results_dir)
-        table.loc[NOISE_CLAIM] = [found["verdict"], found["evidence"], found["sentence"]]
+        table.loc[NOISE_CLAIM, ["verdict", "evidence", "sentence", "key"]] = [
+            found["verdict"], found["evidence"], found["sentence"], found["key"]]
     return table
+
+
+def _short_delta(r, split: str = "other") -> str:
+    return f"{r[f'delta_wer_{split}']:+.2f} {r[f'delta_wer_{split}_ci']}"
+
+
+def claim_keys(df: pd.DataFrame, store: ResultStore) -> dict[str, str]:
+    """The key numbers of each claim in a line, for the landing page: ΔWER on test-other with its interval,
+    row by row (speakers resampled), or the measured compression."""
+    keys = {}
+    dynamic = _named(df, DYNAMIC_INT8_ROWS)
+    keys[DYNAMIC_INT8_CLAIM] = "; ".join(f"{r['configuration']} {accuracy_word(r)}: other {_short_delta(r)}"
+                                         for r in sorted(dynamic, key=lambda r: r["delta_wer_other"]))
+    dyn = find_row(df, DYNAMIC_REFERENCE_ROW)
+    parts = []
+    for recipe, part in STATIC_ROWS:
+        static = find_row(df, part)
+        if dyn is not None and static is not None and dyn["status"] == static["status"] == "ok":
+            d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), "test-other")
+            parts.append(f"{recipe} static − dynamic, other: {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
+    keys["Static quantization is worse than dynamic"] = "; ".join(parts)
+    keys["nf4 / int3 lose accuracy mainly on test-other"] = "; ".join(
+        f"{r['configuration']}: other {_short_delta(r)}, clean {_short_delta(r, 'clean')}"
+        for r in _named(df, LOW_BIT_ROWS))
+    for claim in COMPRESSION_CLAIMS:
+        keys[claim.claim] = _compression_here(df, claim) or ""
+    return keys
+
+
+def _compression_here(df: pd.DataFrame, claim: CompressionClaim) -> str | None:
+    """``'−56.9% (torch.ao dynamic ... +proj_out)'``: the primary row closest to the paper's number."""
+    found = [r for p in claim.primary if (r := find_row(df, p)) is not None and pd.notna(r.get("compression_pct"))]
+    if not found:
+        return None
+    best = min(found, key=lambda r: abs(r["compression_pct"] - claim.target_pct))
+    return f"−{best['compression_pct']:.1f}% ({best['configuration']})"
+
+
+def landing_claims(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims table of the landing page: verdict word, key numbers, and the paper's number beside ours."""
+    out = claims[["verdict", "key", "paper", "here"]].copy()
+    out["paper"] = out["paper"].fillna("—")
+    out["here"] = out["here"].fillna("—")
+    return out.rename(columns={"key": "key numbers (ΔWER in points, 95% interval, speakers resampled)",
+                               "paper": "paper", "here": "here"})
 
 
 # --------------------------------------------------------------------------- noise (experiments/noise.yml)
@@ -352,7 +412,7 @@ def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict
         evidence = (f"{have} of the {len(wanted)} runs it needs {'has' if have == 'none' else 'have'} a result; "
                     "without one: " + "; ".join(f"{name} ({conditions})" for name, conditions in per.items())
                     ) if len(missing) else "the runs it needs share no utterance"
-        return {"verdict": NOT_MEASURED, "evidence": evidence,
+        return {"verdict": NOT_MEASURED, "evidence": evidence, "key": "",
                 "sentence": f"Not yet measured: the verdict compares fp32, bitsandbytes nf4 and HQQ int3 g64 at "
                             f"{NOISE_HIGH_SNR:g} and {NOISE_LOW_SNR:g} dB SNR, and {evidence}."}
     verdict = merge_verdicts([r["verdict"] for r in readings])
@@ -370,6 +430,8 @@ def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict
         evidence += (f". Not used, because fp32 itself fails there (WER above {NOISE_REFERENCE_LIMIT:g}%): "
                      + "; ".join(f"{kind} at {', '.join(f'{snr:g} dB, fp32 WER {wer:.2f}%' for snr, wer in pairs)}"
                                  for kind, pairs in skipped.items()))
-    return {"verdict": verdict, "evidence": evidence,
+    key = "; ".join(f"{r['configuration']}, {r['noise']}: gap {r['delta']:+.2f} [{r['low_spk']:+.2f}, "
+                    f"{r['high_spk']:+.2f}] from {NOISE_HIGH_SNR:g} to {r['low_snr']:g} dB" for r in readings)
+    return {"verdict": verdict, "evidence": evidence, "key": key,
             "sentence": _capital(verdict) + ": " + evidence + " (test-clean with noise, whisper-base, points of "
                         "WER; positive change = the gap to fp32 is wider at the lower SNR)."}

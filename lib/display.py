@@ -21,6 +21,10 @@ from .paths import RUNS_DIR
 
 OLDER_DECODING_MARK = " ‡"
 OTHER_CPU_MARK = " §"
+#: The columns timed on the study's one CPU class (the § mark's subject); per-class columns
+#: (``latency_ratio_<class>``) name their class and never carry the mark.
+STUDY_CLASS_COLUMNS = {"latency_s", "latency_min_s", "latency_ratio", "fp32_latency_s", "encoder_s", "decoder_s",
+                       "encoder_ratio", "decoder_ratio", "latency_cpu", "cpu", "timing_spread_pct"}
 
 LABELS = {"small_mb": "MB (whisper-small architecture)", "base_mb": "MB (whisper-base)",
           "serialized_mb": "serialized MB (whisper-small architecture)",
@@ -160,7 +164,7 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
             view[c] = view[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     if "configuration" in view:
         view["configuration"] = marked_names(df, linked_names(df),
-                                             latency_shown=any(c.startswith("latency") or c == "cpu" for c in cols))
+                                             latency_shown=bool(STUDY_CLASS_COLUMNS & set(cols)))
     for c in view.columns:
         if view[c].dtype.kind == "f":
             view[c] = view[c].round(2)
@@ -181,8 +185,8 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
 
 MARK_MEANINGS = {OLDER_DECODING_MARK.strip(): "‡ decoded with an older recipe on an older, smaller subset (Setup, "
                  "decoding recipe): no raw WER beside the others; its ΔWER is on the utterances it shares with fp32 "
-                 "(Summary, rows on the older subset)", OTHER_CPU_MARK.strip(): "§ latency timed on another CPU class than the column's; not "
-                 "comparable"}
+                 "(Summary, rows on the older subset)", OTHER_CPU_MARK.strip(): "§ this row's latency comes from another CPU class than the "
+                 "table's (the study's class); not comparable with the other rows"}
 
 
 def marks_legend(names) -> str:

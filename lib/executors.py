@@ -77,4 +77,5 @@ class FidelityOnly(InProcess):
 
         with job_lock(self.results_dir, job.slug) as mine:  # two fidelity sweeps share the work
             if mine:
-                ensure_fidelity(job.config, results_dir=self.results_dir, data=self.data, progress=self.progress)
+                ensure_fidelity(job.config, results_dir=self.results_dir, data=self.data, progress=self.progress,
+                                force=self.force, retry_failed=self.retry_failed)

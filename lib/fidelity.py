@@ -242,14 +242,16 @@ def fidelity_store(results_dir: Path | str = RESULTS_DIR) -> ResultStore:
 
 
 def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | None = None, model=None,
-                    processor=None, progress: bool = True, force: bool = False) -> dict[str, Any]:
+                    processor=None, progress: bool = True, force: bool = False,
+                    retry_failed: bool = False) -> dict[str, Any]:
     """Compute fidelity rows for the utterances of ``config`` that lack them; return the fidelity summary.
 
     It scores the fixed :func:`fidelity_subset` of the data, wherever the fp32 result has a transcript.
 
     Needs the fp32 result of the same model and splits (its transcripts are the forced tokens); raises
     :class:`FidelityUnavailable` without it. ``model``/``processor`` reuse an already quantized model;
-    otherwise the configuration is loaded and quantized here. A failure is saved as a failed summary.
+    otherwise the configuration is loaded and quantized here. A failure is saved as a failed summary, which
+    later calls return as it is unless ``retry_failed`` (``sweep --fidelity-only --retry-failed``).
     """
     import dataclasses
 
@@ -274,7 +276,7 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
         if audio.get((row["split"], row["id"])) == row.get("audio_sha256"):
             valid[(row["split"], row["id"])] = line
     todo = [u for u in utterances if (u.split, u.id) not in valid and (u.split, u.id) in base]
-    if stored is not None and stored.get("status") == "failed" and not force:
+    if stored is not None and stored.get("status") == "failed" and not (force or retry_failed):
         return stored
     if not todo and stored is not None:
         return stored

@@ -1,9 +1,10 @@
 """What to ship on each CPU class, chosen by code from the study's table (no pick is typed by hand).
 
-Three goals per CPU class, each answered by one configuration (or "none qualifies"):
+Four goals per CPU class, each answered by one configuration (or "none qualifies"):
 
 - **fastest** within the accuracy budget (:data:`ACCURACY_BUDGET`): the lowest latency ratio on that class;
   configurations whose latency interval overlaps the winner's are named as ties, never ranked;
+- **accuracy first**: the fastest with no measurable loss (:data:`NO_LOSS`), faster than fp32 on that class;
 - **smallest with no measurable loss** (:data:`NO_LOSS`): the smallest stored size on the whisper-small
   architecture whose ΔWER intervals include zero on both splits and whose fidelity to fp32 is within bounds;
 - **maximum compression that still works** (:data:`STILL_WORKS`): the smallest stored size that has not
@@ -27,6 +28,9 @@ ACCURACY_BUDGET = {"max_delta_wer_high": 1.5, "min_agreement": 98.0}
 NO_LOSS = {"max_delta_nll_high": 0.01, "min_agreement": 99.0}
 STILL_WORKS = {"max_delta_wer_other_high": 5.0, "min_agreement": 95.0}
 AVOID = {"min_delta_wer_low": 5.0, "max_agreement": 90.0, "min_latency_ratio": 2.0}
+#: A slowdown this large is named even where its timing was not shown quiet (marked so): interleaved pairs
+#: share whatever else ran, and no foreign load seen on these machines moved a ratio by this much.
+UNQUIET_SLOWDOWN = 4.0
 
 
 def class_column(cpu_class: str, suffix: str = "") -> str:
@@ -78,9 +82,11 @@ def avoid_reason(row, cpu_class: str) -> str | None:
     if low >= AVOID["min_delta_wer_low"] or (not math.isnan(agree) and agree < AVOID["max_agreement"]):
         return (f"collapses: ΔWER other at least {low:+.1f} points" if low >= AVOID["min_delta_wer_low"]
                 else f"top-1 agreement with fp32 only {agree:.1f}%")
-    ratio = _value(row, class_column(cpu_class)) if quiet_timing(row, cpu_class) else float("nan")
-    if ratio >= AVOID["min_latency_ratio"]:
+    ratio = _value(row, class_column(cpu_class))
+    if quiet_timing(row, cpu_class) and ratio >= AVOID["min_latency_ratio"]:
         return f"{ratio:.1f}× slower than fp32 on {cpu_class}"
+    if ratio >= UNQUIET_SLOWDOWN:
+        return f"{ratio:.1f}× slower than fp32 on {cpu_class} (timing not shown quiet)"
     return None
 
 
@@ -120,8 +126,7 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
     timed = [r for r in measured if quiet_timing(r, cpu_class)]
     unquiet = [_name(r) for r in measured if not quiet_timing(r, cpu_class)]
     budget = [r for r in timed if within_accuracy_budget(r)]
-    faster = [r for r in budget if has_latency_interval(r, cpu_class)
-              and _value(r, class_column(cpu_class, "_high")) < 1.0]
+    faster = faster_than_fp32(budget, cpu_class)
     fastest = _pick(faster, class_column(cpu_class), "lowest latency ratio within the accuracy budget, and "
                     "faster than fp32 (its whole interval below 1)", cpu_class,
                     class_column(cpu_class, "_low"), class_column(cpu_class, "_high"))
@@ -129,6 +134,13 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
         near = min(budget, key=lambda r: _value(r, class_column(cpu_class)))
         fastest["reason"] = (f"nothing within the budget is faster than fp32 on {cpu_class}: keep fp32 for speed "
                              f"(the least slow is {_name(near)}, ×{_value(near, class_column(cpu_class)):.2f})")
+    lossless = [r for r in faster_than_fp32(timed, cpu_class) if no_measurable_loss(r)]
+    accuracy = _pick(lossless, class_column(cpu_class), "fastest with no measurable loss, and faster than fp32 "
+                     "(its whole interval below 1)", cpu_class, class_column(cpu_class, "_low"),
+                     class_column(cpu_class, "_high"))
+    if accuracy["configuration"] is None:
+        accuracy["reason"] = (f"nothing with no measurable loss is timed faster than fp32 on {cpu_class}: keep fp32"
+                              if timed else f"no timing on {cpu_class} passes the quiet rule yet")
     smallest = _pick([r for r in rows if no_measurable_loss(r)], "small_mb",
                      "smallest stored size with no measurable loss", cpu_class)
     maximum = _pick([r for r in rows if still_works(r)], "small_mb",
@@ -142,8 +154,13 @@ def ship_box(df, cpu_class: str) -> dict[str, Any]:
     if fastest["configuration"] is None and not timed:
         fastest["reason"] = (f"no timing on {cpu_class} passes the quiet rule yet ({len(unquiet)} timed without a "
                              "quiet record): re-time with benchmarks/cpu_class_latency.py on that class")
-    return {"cpu_class": cpu_class, "fastest": fastest, "smallest_no_loss": smallest, "max_compression": maximum,
-            "avoid": avoid, "unquiet": unquiet}
+    return {"cpu_class": cpu_class, "fastest": fastest, "accuracy_first": accuracy, "smallest_no_loss": smallest,
+            "max_compression": maximum, "avoid": avoid, "unquiet": unquiet}
+
+
+def faster_than_fp32(rows, cpu_class: str) -> list:
+    """The rows whose whole latency interval on ``cpu_class`` lies below fp32's (ratio 1)."""
+    return [r for r in rows if has_latency_interval(r, cpu_class) and _value(r, class_column(cpu_class, "_high")) < 1.0]
 
 
 def measured_classes(df) -> list[str]:
@@ -171,11 +188,13 @@ def _numbers(row, cpu_class: str) -> str:
         parts.append(f"top-1 agreement {get('agree_other'):.1f}% [{get('agree_other_low'):.1f}, "
                      f"{get('agree_other_high'):.1f}] (other)")
     else:
-        parts.append("fidelity not measured")
+        parts.append("no fidelity pass yet: judged on WER alone")
     return "; ".join(parts)
 
 
-GOAL_NAMES = {"fastest": "Fastest within the accuracy budget", "smallest_no_loss": "Smallest with no measurable loss",
+GOAL_NAMES = {"fastest": "Fastest within the accuracy budget",
+              "accuracy_first": "Accuracy first: fastest with no measurable loss",
+              "smallest_no_loss": "Smallest with no measurable loss",
               "max_compression": "Maximum compression that still works"}
 
 
@@ -213,8 +232,8 @@ def _short(row, cpu_class: str) -> str:
     parts.append(f"ΔWER other {get('delta_wer_other'):+.2f} {row.get('delta_wer_other_ci')}")
     if not math.isnan(get("agree_other")):
         parts.append(f"top-1 agreement {get('agree_other'):.1f}%")
-    else:  # a runtime without logits (CTranslate2, whisper.cpp): the WER interval decides alone
-        parts.append("no fidelity pass (the runtime exposes no logits): judged on WER alone")
+    else:  # no fidelity pass: the WER interval decides alone
+        parts.append("no fidelity pass yet: judged on WER alone")
     return "; ".join(parts)
 
 
@@ -237,7 +256,7 @@ def latency_text(row, cpu_class: str) -> str:
     return f"latency ×{ratio:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def ship_markdown(df, classes: list[str] | None = None, avoid_shown: int = 4) -> str:
+def ship_markdown(df, classes: list[str] | None = None, avoid_shown: int = 0) -> str:
     """The ship box as Markdown: per CPU class, one line per goal (pick, numbers, reason), then what to avoid.
 
     Numbers: stored size on the whisper-small architecture; latency ratio to fp32 on that class (median of
@@ -256,9 +275,102 @@ def ship_markdown(df, classes: list[str] | None = None, avoid_shown: int = 4) ->
             ties = f" (tied with {', '.join(pick['ties'])})" if pick.get("ties") else ""
             lines.append(f"| {name} | {pick['configuration']}{ties} | {_short(pick['row'], cpu_class)} |")
         avoid = box["avoid"]
-        if avoid:
+        if avoid and avoid_shown:
             shown = "; ".join(f"{a['configuration']} ({a['reason']})" for a in avoid[:avoid_shown])
-            more = (f"; and {len(avoid) - avoid_shown} more in the Summary's complete list"
-                    if len(avoid) > avoid_shown else "")
+            more = f"; and {len(avoid) - avoid_shown} more" if len(avoid) > avoid_shown else ""
             lines += ["", f"Avoid: {shown}{more}.", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- the reader's minute
+
+def class_status(df, cpu_class: str) -> str:
+    """``'timed'`` when the class has at least one quiet timing, else ``'no quiet timing'``."""
+    rows = [r for _, r in df.iterrows() if r.get("status") == "ok"]
+    return "timed" if any(quiet_timing(r, cpu_class) for r in rows) else "no quiet timing"
+
+
+def _cell(pick: dict, cpu_class: str) -> str:
+    if pick["configuration"] is None:
+        return "keep fp32" if "keep fp32" in pick["reason"] else "—"
+    row = pick["row"]
+    ratio = _value(row, class_column(cpu_class))
+    speed = (f"×{ratio:.2f} [{_value(row, class_column(cpu_class, '_low')):.2f}, "
+             f"{_value(row, class_column(cpu_class, '_high')):.2f}]" if quiet_timing(row, cpu_class)
+             else "speed not timed quietly")
+    return f"**{pick['configuration']}**<br>{speed}"
+
+
+def minute_table(df, classes: list[str] | None = None):
+    """The landing page's table: goals as rows, CPU classes as columns; each cell the pick and its latency
+    ratio to fp32 on that class (95% interval), or why there is none. Sizes and accuracy are in
+    :func:`picks_table`, which is the same on every class."""
+    import pandas as pd
+
+    classes = classes or measured_classes(df)
+    boxes = {c: ship_box(df, c) for c in classes}
+    table = {c: {GOAL_NAMES[g]: _cell(boxes[c][g], c) for g in GOAL_NAMES} for c in classes}
+    return pd.DataFrame(table)[classes]
+
+
+def picks_table(df, classes: list[str] | None = None):
+    """One row per configuration picked on any class: stored size on the whisper-small architecture, fp32's
+    WER and the pick's ΔWER on each split (95% interval, speakers resampled, whisper-base on the sample), and
+    its top-1 agreement with fp32 (teacher-forced, test-other)."""
+    import pandas as pd
+
+    rows = {}
+    for cpu_class in classes or measured_classes(df):
+        box = ship_box(df, cpu_class)
+        for goal in GOAL_NAMES:
+            pick = box[goal]
+            if pick["configuration"] is None or pick["configuration"] in rows:
+                continue
+            r = pick["row"]
+            agree = _value(r, "agree_other")
+            rows[pick["configuration"]] = {
+                "MB": f"{_value(r, 'small_mb'):.0f} ({_value(r, 'compression_pct'):.0f}% smaller)",
+                **{f"WER {s}: fp32 → Δ": f"{_value(r, f'fp32_wer_{s}'):.2f} → {_value(r, f'delta_wer_{s}'):+.2f} "
+                   f"{r.get(f'delta_wer_{s}_ci')}" for s in SPLITS},
+                "top-1 agreement (other)": "not measured" if math.isnan(agree) else f"{agree:.1f}%"}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def avoid_routes(df, classes: list[str] | None = None, shown: int = 6) -> list[dict[str, Any]]:
+    """The routes a reader would try and should not, each with its number: at 8 bits and more first, one row per
+    library and scheme (the first reason of the first class that names it), then the lower bit-widths."""
+    candidates = []
+    for cpu_class in classes or measured_classes(df):
+        for a in ship_box(df, cpu_class)["avoid"]:
+            if not a["reason"].startswith("fails to run"):  # a kernel this CPU or build lacks: no route to weigh
+                candidates.append((a, df[df["slug"] == a["slug"]].iloc[0]))
+    # the whole-model row speaks for its library and scheme (scope variants are in the complete list)
+    candidates.sort(key=lambda c: (c[1].get("scope") != "all", bool(c[1].get("proj_out"))))
+    seen, out = set(), []
+    for a, row in candidates:
+        family = (row.get("library"), row.get("scheme"))
+        if family not in seen:
+            seen.add(family)
+            out.append({**a, "library": family[0]})
+    out.sort(key=lambda a: -(a["bits"] if a["bits"] == a["bits"] else 0))
+    return out[:shown]
+
+
+def two_x_verdicts(df, classes: list[str] | None = None) -> dict[str, str]:
+    """Per CPU class, whether a configuration is at least 2× faster than fp32 with no measurable loss: the
+    accuracy-first pick's whole latency interval at or below 0.5. E.g.
+    ``{'AVX-512 VNNI': 'reached: CTranslate2 int8_float32, ×0.47 [0.45, 0.51]', 'AVX2': 'not established: ...'}``.
+    """
+    out = {}
+    for cpu_class in classes or measured_classes(df):
+        pick = ship_box(df, cpu_class)["accuracy_first"]
+        if pick["configuration"] is None:
+            out[cpu_class] = f"not established: {pick['reason']}"
+            continue
+        r = pick["row"]
+        ratio, low, high = (_value(r, class_column(cpu_class, x)) for x in ("", "_low", "_high"))
+        text = f"{pick['configuration']}, ×{ratio:.2f} [{low:.2f}, {high:.2f}]"
+        out[cpu_class] = (f"reached: {text}" if high <= 0.5 else
+                          f"not reached: the fastest with no measurable loss is {text}" if low > 0.5 else
+                          f"at the edge: {text} (its interval straddles ×0.50)")
+    return out

@@ -67,9 +67,11 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
         _study_row("pt-dyn-int8-aint8-pc-projout", "torch.ao dynamic +proj_out", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1), 56.9)])
     claims = claims_table(df, results_dir=tmp_path)
     assert claims.loc["Static quantization is worse than dynamic", "verdict"] == "not measured"
-    headline = claims.loc["Dynamic int8 (Quanto) improves on the fp32 WER"]
-    assert headline["verdict"] == "mixed: supported / contradicted"  # quanto better, torch.ao worse
-    assert "quanto weight-only int8: ΔWER clean -0.50" in headline["evidence"]
+    headline = claims.loc["Dynamic int8 keeps, or even improves, fp32's accuracy"]
+    assert headline["verdict"] == "contradicted"  # the only dynamic int8 row loses; weight-only int8 is no evidence
+    assert "quanto weight-only" not in headline["evidence"] + headline["key"]
+    assert claims.loc["Dynamic int8 shrinks the model by 57%", "paper"] == "−57%"
+    assert claims.loc["Dynamic int8 shrinks the model by 57%", "here"].startswith("−56.9%")
     assert claims.loc["Dynamic int8 shrinks the model by 57%", "verdict"] == "supported"  # 56.9 within 2 points
     assert claims.loc["nf4 / int3 shrink the model by up to 71%", "verdict"] == "not measured"
 
