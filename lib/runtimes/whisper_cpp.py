@@ -34,7 +34,9 @@ pywhispercpp loads, a second context on the same file and flags, the same harnes
 prompt in one decoder call then one token a call, as ``whisper_full`` decodes.  On the 4x-ffn
 test model (``tests/test_runtimes.py``) the f16 logits are within 0.015 of transformers fp32
 (logits up to 1.1; 6.5e-4 with flash attention off: ggml's f16 flash attention, whisper.cpp's
-default, is most of it), with the same argmax everywhere.
+default, is most of it), with the same argmax everywhere.  whisper-base f16 on two test-clean
+utterances (1089-134686-0000, 1221-135766-0001): KL(fp32 || f16) 3.2e-4 and 1.4e-4 nats a
+position on average (max 4.7e-3), top-1 agreement 39/39 and 56/56.
 
 >>> FORMAT["int4"], FORMAT["float16"]
 ('q4_0', 'f16')
