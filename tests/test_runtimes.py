@@ -202,6 +202,47 @@ def test_teacher_forced_logits_match_transformers(slug, spec, tiny, clips):
     assert float((logits[:, read] - expected[:, read]).abs().max()) < LOGITS[slug]
 
 
+@pytest.mark.parametrize("slug,spec", rows({"ggml-float16"}))
+def test_whisper_cpp_teacher_forced_logits(slug, spec, tiny4, clips):
+    """whisper.cpp f16 (ctypes on libwhisper) against transformers fp32 on tiny4, and against its own greedy path.
+
+    Measured: at most 0.015 apart (logits up to 1.1); 6.5e-4 with flash attention off, so the f16 flash
+    attention whisper.cpp runs by default, not the f16 weights, is most of it.  The same logits a position
+    late are 0.9 apart: an off-by-one fails both checks.
+    """
+    import torch
+
+    from lib.quantize import quantize
+    from lib.transcribe import generate
+
+    model, meta = quantize(copy.deepcopy(tiny4.model), QuantSpec(**spec), processor=tiny4.processor,
+                           measure_error=False)
+    assert meta["teacher_forced_logits"] and meta["logits_note"] is None
+    ids = torch.tensor([[50258, 50259, 50359, 50363, 264, 1000, 2000, 13, 50257]])
+    read = slice(3, None)  # the harness reads from the prompt's last token on (lib.fidelity.runtime_logprobs)
+    for clip in clips.split(1):
+        logits = model.teacher_forced_logits(clip, ids)
+        with torch.no_grad():
+            expected = tiny4.model(input_features=clip, decoder_input_ids=ids).logits
+        assert logits.shape == expected.shape and not logits[:, :3].any()
+        assert float((logits[:, read] - expected[:, read]).abs().max()) < 0.03
+        assert logits[0, read].argmax(-1).tolist() == expected[0, read].argmax(-1).tolist()
+    # greedy tokens = the argmax of the teacher-forced logits along their own path, under whisper.cpp's filters:
+    # specials and suppress_nst (transformers' suppress_tokens) always, blank and end of text at the first step
+    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    allowed[:50258] = True
+    allowed[list(tiny4.model.generation_config.suppress_tokens)] = False
+    for clip, row in zip(clips.split(1), generate(model, clips, max_new_tokens=16).tolist()):
+        path = row[:row.index(50257, 4) + 1] if 50257 in row[4:] else row
+        logits = model.teacher_forced_logits(clip, torch.tensor([path]))[0]
+        picked = []
+        for pos in range(3, len(path) - 1):
+            mask = allowed.clone()
+            mask[[220, 50257]] &= pos > 3
+            picked.append(int(logits[pos].masked_fill(~mask, float("-inf")).argmax()))
+        assert picked == path[4:]
+
+
 @pytest.mark.parametrize("slug,spec", rows({"torch_cast-bfloat16", "ct2-dyn-int8-aint8", "ort-static-int8-auint8-pc-cal4",
                                             "ov-wo-int4-g128-sym0"}))
 def test_evaluate_and_footprint_through_the_harness(slug, spec, fake_librispeech, tmp_path):
