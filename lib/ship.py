@@ -172,6 +172,12 @@ def measured_classes(df) -> list[str]:
     return [name for name, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n]
 
 
+def classes_by_evidence(df) -> list[str]:
+    """:func:`measured_classes`, the classes with quiet timings first."""
+    classes = measured_classes(df)
+    return sorted(classes, key=lambda c: class_status(df, c) != "timed")
+
+
 def _numbers(row, cpu_class: str) -> str:
     def get(key):
         return _value(row, key)
@@ -292,7 +298,8 @@ def class_status(df, cpu_class: str) -> str:
 
 def _cell(pick: dict, cpu_class: str) -> str:
     if pick["configuration"] is None:
-        return "keep fp32" if "keep fp32" in pick["reason"] else "—"
+        return ("keep fp32" if "keep fp32" in pick["reason"] else
+                "no quiet timing yet" if "quiet rule" in pick["reason"] else "none qualifies")
     row = pick["row"]
     ratio = _value(row, class_column(cpu_class))
     speed = (f"×{ratio:.2f} [{_value(row, class_column(cpu_class, '_low')):.2f}, "

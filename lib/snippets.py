@@ -30,94 +30,134 @@ def spec_line(spec: QuantSpec) -> str:
     return f"QuantSpec({', '.join(args)})"
 
 
-PRELUDE = '''from transformers import WhisperForConditionalGeneration, WhisperProcessor
+#: The placeholders a reader replaces (the tests replace them with the embedded whisper-base and the JFK clip).
+MODEL, AUDIO = "openai/whisper-small", "audio.flac"
+
+PRELUDE = f'''from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from lib.config import QuantSpec
+from lib.data import load_audio
 from lib.quantize import quantize
 from lib.transcribe import features, generate
 
-model = WhisperForConditionalGeneration.from_pretrained("openai/whisper-small")  # or your fine-tune
-processor = WhisperProcessor.from_pretrained("openai/whisper-small")'''
+model = WhisperForConditionalGeneration.from_pretrained("{MODEL}")  # or your fine-tune
+processor = WhisperProcessor.from_pretrained("{MODEL}")
+audio = load_audio("{AUDIO}")  # float32, resampled to 16 kHz mono'''
 APPLY = '''spec = {spec}
 model, info = quantize(model, spec{extra})
-ids = generate(model, features(processor, [audio]), durations=[len(audio) / 16_000])  # audio: 16 kHz mono
+ids = generate(model, features(processor, [audio]), durations=[len(audio) / 16_000])
 print(processor.batch_decode(ids, skip_special_tokens=True))'''
 
+#: Per runtime, the runtime's own tools on a model directory of one's own: (language, code) blocks, run in order.
 NATIVE = {
-    "torch_cast": '''# no library: cast the whole model
-model = model.to(torch.{weights})''',
-    "ctranslate2": '''# CTranslate2 / faster-whisper on your own checkpoint
-# ct2-transformers-converter --model openai/whisper-small --output_dir whisper-small-ct2 --quantization {compute} \\
-#     --copy_files tokenizer.json preprocessor_config.json  # offline, faster-whisper reads the tokenizer from here
-from faster_whisper import WhisperModel
+    "torch_cast": [("python", '''import torch
+
+model = WhisperForConditionalGeneration.from_pretrained("{model}", torch_dtype=torch.{weights})  # no library''')],
+    "ctranslate2": [
+        ("bash", '''# CTranslate2's converter; --copy_files keeps the tokenizer beside the model, so it loads offline
+# (add preprocessor_config.json where the model folder has one: large-v3's 128 mel bins are read from it)
+ct2-transformers-converter --model {model} --output_dir whisper-small-ct2 --quantization {compute} \\
+    --copy_files tokenizer.json --force'''),
+        ("python", '''from faster_whisper import WhisperModel  # the CTranslate2 front end deployers use
 
 model = WhisperModel("whisper-small-ct2", device="cpu", compute_type="{compute}", cpu_threads=2)
-segments, _ = model.transcribe(audio, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
-                               condition_on_previous_text=False, vad_filter=False)''',
-    "onnxruntime": '''# ONNX Runtime: the harness's export (encoder.onnx, decoder.onnx with KV cache) is in info["model_files"];
-# runtime.model_dir holds it while the object lives: copy it out to ship it
+segments, _ = model.transcribe("{audio}", language="en", beam_size=1, temperature=0.0, without_timestamps=True,
+                               condition_on_previous_text=False, vad_filter=False)
+print(" ".join(segment.text.strip() for segment in segments))''')],
+    "onnxruntime": [("python", '''# ONNX Runtime: the harness's export (encoder.onnx, decoder.onnx with KV cache) is in model.model_dir
+# while the object lives: copy it out to ship it
 import shutil
-shutil.copytree(model.model_dir, "whisper-small-onnx")''',
-    "openvino": '''# OpenVINO + NNCF: the harness's IR (encoder.xml/.bin, decoder.xml/.bin) is in model.model_dir;
+
+shutil.copytree(model.model_dir, "whisper-small-onnx", dirs_exist_ok=True)''')],
+    "openvino": [("python", '''# OpenVINO + NNCF: the harness's IR (encoder.xml/.bin, decoder.xml/.bin) is in model.model_dir;
 # copy it out, then load with openvino.Core().compile_model("whisper-small-ov/encoder.xml", "CPU")
 import shutil
-shutil.copytree(model.model_dir, "whisper-small-ov")''',
-    "whisper_cpp": '''# whisper.cpp: the harness writes ggml-model.bin ({fmt}) from the transformers weights
-import shutil
-shutil.copy(model.model_dir / "ggml-model.bin", "ggml-small-{fmt}.bin")
-# then: whisper-cli -m ggml-small-{fmt}.bin -f audio.wav -l en -bo 1 -bs 1 -nt -t 2''',
+
+shutil.copytree(model.model_dir, "whisper-small-ov", dirs_exist_ok=True)''')],
+    "whisper_cpp": [("python", '''# whisper.cpp: write the ggml file ({fmt}; ggml's block quantizers from the gguf package), then run it
+# with pywhispercpp; with a whisper.cpp build, `whisper-cli -m ggml-small-{fmt}.bin -f audio.wav -l en -bs 1 -nt`
+# runs the same file (not run by the tests: no whisper-cli binary here)
+from pywhispercpp.model import Model
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from lib.data import load_audio
+from lib.runtimes.ggml import write_ggml
+
+model = WhisperForConditionalGeneration.from_pretrained("{model}")
+write_ggml(model, WhisperProcessor.from_pretrained("{model}"), "ggml-small-{fmt}.bin", fmt="{fmt}")
+audio = load_audio("{audio}")  # float32, resampled to 16 kHz mono
+segments = Model("ggml-small-{fmt}.bin", n_threads=2).transcribe(audio, language="en")
+print(" ".join(segment.text for segment in segments))''')],
 }
 
 
-def snippet(spec: QuantSpec, prelude: bool = True) -> str:
-    """Python (and shell comments) that apply ``spec`` to a reader's own Whisper (``prelude``: with the
-    imports and the model loading, :data:`PRELUDE`)."""
+def snippet_blocks(spec: QuantSpec, prelude: bool = True) -> list[tuple[str, str]]:
+    """``(language, code)`` blocks that apply ``spec`` to a reader's own Whisper, in the order they run: the
+    harness's call (``prelude``: after the imports and the model loading of :data:`PRELUDE`), then, for a
+    deployment runtime, the runtime's own tools (:data:`NATIVE`)."""
     extra = ", processor=processor" if spec.library in NATIVE and spec.library != "torch_cast" else ""
     if spec.scheme == "static":  # calibration: a list of lib.data.Utterance, never utterances you score
         extra = ", calibration=calibration, processor=processor"
-    code = (PRELUDE + "\n" if prelude else "") + APPLY.format(spec=spec_line(spec), extra=extra)
-    native = NATIVE.get(spec.library)
-    if native:
-        from .runtimes.ctranslate2 import compute_type
-        from .runtimes.whisper_cpp import FORMAT
+    harness = (PRELUDE + "\n" if prelude else "") + APPLY.format(spec=spec_line(spec), extra=extra)
+    blocks = [("python", harness)]
+    from .runtimes.ctranslate2 import compute_type
+    from .runtimes.whisper_cpp import FORMAT
 
-        fill = {"weights": spec.weights, "fmt": FORMAT.get(spec.weights, spec.weights)}
-        if spec.library == "ctranslate2":
-            fill["compute"] = compute_type(spec)
-        code += "\n\n" + native.format(**fill)
-    return code
+    fill = {"weights": spec.weights, "fmt": FORMAT.get(spec.weights, spec.weights), "model": MODEL, "audio": AUDIO}
+    if spec.library == "ctranslate2":
+        fill["compute"] = compute_type(spec)
+    for language, code in NATIVE.get(spec.library, []):
+        if language == "python" and spec.library in ("onnxruntime", "openvino"):
+            blocks[0] = ("python", blocks[0][1] + "\n\n" + code.format(**fill))  # uses the harness's model
+        else:
+            blocks.append((language, code.format(**fill)))
+    return blocks
 
 
-def pick_snippets(box: dict) -> list[tuple[str, str, str]]:
-    """``(goal, configuration, code)`` for each pick of a ship box (:func:`lib.ship.ship_box`) that names one."""
+def snippet(spec: QuantSpec, prelude: bool = True) -> str:
+    """The Python of :func:`snippet_blocks` as one text (shell blocks as comments)."""
+    return "\n\n".join(code if language == "python" else "\n".join("# " + line for line in code.splitlines())
+                        for language, code in snippet_blocks(spec, prelude))
+
+
+def pick_snippets(box: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """``(goal, configuration, blocks)`` for each pick of a ship box (:func:`lib.ship.ship_box`) that names one."""
     from .grids import GRIDS, expand_grid, grid_path
+    from .ship import GOAL_NAMES
 
     specs = {job.slug: job.config.quant for g in GRIDS for job in expand_grid(grid_path(g))}
     out = []
-    for goal, title in (("fastest", "fastest within the accuracy budget"),
-                        ("smallest_no_loss", "smallest with no measurable loss"),
-                        ("max_compression", "maximum compression that still works")):
+    for goal, title in GOAL_NAMES.items():
         pick = box[goal]
         if pick.get("configuration") and pick.get("slug") in specs:
-            out.append((title, pick["configuration"], snippet(specs[pick["slug"]], prelude=False)))
+            out.append((title.lower(), pick["configuration"], snippet_blocks(specs[pick["slug"]], prelude=False)))
     return out
 
 
-def ship_snippets_markdown(df):
-    """Markdown (for a notebook cell) with the code of every ship-box pick, per measured CPU class; the same
-    configuration picked on several classes is shown once, with the classes that pick it."""
-    from IPython.display import Markdown
-
+def ship_snippets(df) -> list[tuple[str, list[str], list[tuple[str, str]]]]:
+    """``(configuration, goals, blocks)`` for every ship-box pick on a measured CPU class, each configuration
+    once, with the goals and classes that pick it."""
     from .ship import measured_classes, ship_box
 
-    seen: dict[str, list[str]] = {}
-    code: dict[str, tuple[str, str]] = {}
+    seen: dict[str, dict[str, list[str]]] = {}
+    code: dict[str, list[tuple[str, str]]] = {}
     for cpu_class in measured_classes(df):
-        for goal, configuration, text in pick_snippets(ship_box(df, cpu_class)):
-            seen.setdefault(configuration, []).append(f"{goal} on {cpu_class}")
-            code[configuration] = (configuration, text)
-    if not code:
+        for goal, configuration, blocks in pick_snippets(ship_box(df, cpu_class)):
+            seen.setdefault(configuration, {}).setdefault(goal, []).append(cpu_class)
+            code[configuration] = blocks
+    return [(name, [f"{goal} on {', '.join(classes)}" for goal, classes in seen[name].items()], blocks)
+            for name, blocks in code.items()]
+
+
+def ship_snippets_markdown(df):
+    """Markdown (for a notebook cell) with the code of every ship-box pick (:func:`ship_snippets`)."""
+    from IPython.display import Markdown
+
+    picks = ship_snippets(df)
+    if not picks:
         return Markdown("No configuration is picked on any measured CPU class.")
     parts = [f"First, for every pick:\n\n```python\n{PRELUDE}\n```"]
-    parts += [f"**{name}** ({'; '.join(seen[name])}):\n\n```python\n{text}\n```" for name, text in code.values()]
+    for name, goals, blocks in picks:
+        parts.append(f"**{name}** ({'; '.join(goals)}):")
+        parts += [f"```{language}\n{code}\n```" for language, code in blocks]
     return Markdown("\n\n".join(parts))
