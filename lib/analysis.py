@@ -226,6 +226,31 @@ def takeaway(df: pd.DataFrame) -> str:
     return text + "."
 
 
+def footprint_takeaway(df: pd.DataFrame, cpu: str) -> str:
+    """The Footprint chapter's takeaway from its table (rows timed on ``cpu``): the smallest configuration and its
+    compression, and how many quantized configurations run at least 5% faster or slower than fp32.
+
+    >>> df = pd.DataFrame({"configuration": ["fp32", "a", "b"], "status": "ok", "small_mb": [967.0, 300.0, 200.0],
+    ...                    "compression_pct": [0.0, 69.0, 79.3], "latency_ratio": [1.0, 1.2, 0.9]})
+    >>> footprint_takeaway(df, "AVX2")
+    'The smallest configuration, b, stores 200 MB on the whisper-small architecture, 79% less than fp32; on AVX2, 1 of 2 quantized configurations run at least 5% faster than fp32 and 1 at least 5% slower.'
+    """
+    ok = df[(df["status"] == "ok") & (df["configuration"] != "fp32")].dropna(subset=["small_mb"])
+    if ok.empty:
+        return "No quantized configuration has a footprint on this CPU class yet."
+    small = ok.sort_values("small_mb").iloc[0]
+    timed = ok.dropna(subset=["latency_ratio"])
+    faster, slower = int((timed["latency_ratio"] < 0.95).sum()), int((timed["latency_ratio"] > 1.05).sum())
+    text = (f"The smallest configuration, {small['configuration']}, stores {small['small_mb']:.0f} MB on the "
+            f"whisper-small architecture, {small['compression_pct']:.0f}% less than fp32; on {cpu}, {faster} of "
+            f"{len(timed)} quantized configurations run at least 5% faster than fp32 and {slower} at least 5% slower")
+    if faster == 0:
+        text += ": here quantization buys size, not speed"
+    elif slower > faster:
+        text += ": here a smaller model is more often slower than faster"
+    return text + "."
+
+
 def kld_front(df: pd.DataFrame) -> list[str]:
     """The configurations on the size–KLD front of ``df`` (whisper-small stored MB, KLD on test-other): no other
     row is both no larger and lower in KLD.

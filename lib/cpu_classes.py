@@ -18,6 +18,21 @@ from .results import RESULTS_DIR, ResultStore
 from .tables import quant_label, quiet_columns
 
 
+def number_word(n: int) -> str:
+    """``3`` -> ``'three'`` (up to ten; digits beyond)."""
+    return ("zero one two three four five six seven eight nine ten".split() + [str(n)])[min(n, 11) if n <= 10 else 11]
+
+
+def words_list(items) -> str:
+    """``['AVX2', 'AMX', 'AVX-512 VNNI']`` -> ``'AVX2, AMX and AVX-512 VNNI'``.
+
+    >>> words_list(["a"]), words_list(["a", "b"]), words_list(["a", "b", "c"])
+    ('a', 'a and b', 'a, b and c')
+    """
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else "none"
+
+
 def cpu_classes(results_dir: Path | str = RESULTS_DIR, footprint_dir: Path | str = FOOTPRINT_DIR):
     """Finished WER runs and footprints per CPU class, and glue-ready facts.
 
@@ -51,7 +66,8 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
     root = Path(footprint_dir)
     stores = [ResultStore(root)] + [ResultStore(d) for d in sorted((root / "by-cpu").glob("*")) if d.is_dir()]
     if len(stores) == 1:
-        return None, {"cpu_classes_compared": "no second class yet", "cpu_fp32_seconds": "n/a", "cpu_faster": "n/a",
+        return None, {"cpu_classes_compared": "no second class yet", "cpu_class_count": "one",
+                      "cpu_fp32_seconds": "n/a", "cpu_faster": "n/a",
                       "cpu_spread": "n/a"}
     ratios, fp32_seconds, quiet = {}, {}, {}
     for store in stores:
@@ -81,7 +97,7 @@ def latency_by_cpu(footprint_dir: Path | str = FOOTPRINT_DIR):
 
     faster = {k: ", ".join(n for n in table.index if ratio(table.loc[n, f"latency ratio ({k})"]) < 0.95
                            and quiet[k].get(n)) or "none" for k in labels}
-    facts = {"cpu_classes_compared": " and ".join(labels),
+    facts = {"cpu_classes_compared": words_list(labels), "cpu_class_count": number_word(len(labels)),
              "cpu_fp32_seconds": ", ".join(f"{median(fp32_seconds[k]):.1f} s on {k}" for k in labels),
              "cpu_faster": "; ".join(f"on {k}: {v}" for k, v in faster.items()),
              "cpu_quiet": "; ".join(f"{sum(quiet[k].get(n, False) for n in table.index)} of "

@@ -58,15 +58,22 @@ def decoding_changes(results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
 def fp32_unchanged(results_dir: Path | str = RESULTS_DIR) -> dict[str, str]:
     """Glue-ready facts of the fp32 row in :func:`decoding_changes`: identical transcripts per split and the CPU
     classes of the two runs, e.g. ``{'fp32_identical': '30 of 30 (test-clean) and 101 of 101 (test-other)',
-    'fp32_classes': 'AVX2 → AMX'}``; ``'not re-run yet'`` before the fp32 row is refreshed."""
+    'fp32_classes': 'AVX2 → AMX', 'fp32_class_count': 'two', ...}``, and the CPU classes the whole table's runs
+    span (``decoding_class_count``, ``decoding_classes``); ``'not re-run yet'`` before the fp32 row is refreshed."""
     table = decoding_changes(results_dir)
     fp32 = [i for i in table.index if i.lower().startswith("fp32")] if len(table) else []
+    from .cpu_classes import number_word, words_list
+
+    every = list(dict.fromkeys(c for pair in (table["CPU older → now"] if len(table) else []) for c in pair.split(" → ")))
+    table_facts = {"decoding_class_count": number_word(len(every)), "decoding_classes": words_list(every)}
     if not fp32:
-        return {"fp32_identical": "not re-run yet", "fp32_classes": "–"}
+        return {"fp32_identical": "not re-run yet", "fp32_classes": "–", "fp32_class_count": "no", **table_facts}
     row = table.loc[fp32[0]]
     parts = [f"{row[f'identical {t}']} (test-{t})" for t in ("clean", "other") if f"identical {t}" in row
              and isinstance(row[f"identical {t}"], str)]
-    return {"fp32_identical": " and ".join(parts), "fp32_classes": row["CPU older → now"]}
+    classes = list(dict.fromkeys(row["CPU older → now"].split(" → ")))
+    return {"fp32_identical": " and ".join(parts), "fp32_classes": row["CPU older → now"],
+            "fp32_class_count": number_word(len(classes)), **table_facts}
 
 
 def decoding_counts(results_dir: Path | str = RESULTS_DIR) -> dict[str, int]:

@@ -109,7 +109,8 @@ def _slugs_by_name() -> dict[str, str]:
     """Each configuration name of the grids (full runs, no utterance limit) and the slug of its WER run."""
     from .grids import GRIDS, expand_grid, grid_path
 
-    return {job.config.quant.label: job.slug for grid in GRIDS for job in expand_grid(grid_path(grid))}
+    jobs = [job for grid in GRIDS for job in expand_grid(grid_path(grid))]
+    return {**{job.config.quant.label: job.slug for job in jobs}, **{readable(job.config.quant.label): job.slug for job in jobs}}
 
 
 def run_link(slug: str | None, text: str) -> str:
@@ -169,7 +170,7 @@ def display_table(df: pd.DataFrame, columns: Iterable[str] = DISPLAY_COLUMNS) ->
         if view[c].dtype.kind == "f":
             view[c] = view[c].round(2)
     if "error" in view:
-        view["error"] = view["error"].fillna("").map(lambda e: (e[:140] + "…") if len(e) > 140 else e)
+        view["error"] = view["error"].map(brief_error)
         if not view["error"].astype(bool).any():
             view = view.drop(columns="error")
     view = labelled(view.fillna("").set_index("configuration").rename_axis(None))  # one header row
@@ -210,7 +211,7 @@ def run_log_html(rows: pd.DataFrame) -> str:
             "failure reason"]
     body = []
     for _, r in rows.iterrows():
-        reason = f'{r["failed_run"]}, {r["failed_stage"]}: {shorten(r["error"].strip().splitlines()[-1], 120)}' if r[
+        reason = f'{r["failed_run"]}, {r["failed_stage"]}: {brief_error(r["error"].strip().splitlines()[-1])}' if r[
             "error"] else ""
         state = {"pending": "not run"}
         cells = [run_link(r["slug"], readable(r["configuration"])), r["grid"], state.get(r["wer"], r["wer"]),
@@ -243,7 +244,7 @@ def compact_table(df: pd.DataFrame) -> pd.DataFrame:
     if "configuration" in view:
         view["configuration"] = marked_names(df, df["configuration"].map(readable))
     if "error" in df:
-        view["reason"] = df["error"].fillna("").map(lambda e: shorten(e.strip().splitlines()[-1]) if e.strip() else "")
+        view["reason"] = df["error"].fillna("").map(lambda e: brief_error(e.strip().splitlines()[-1]) if e.strip() else "")
     return labelled(view.round(2))
 
 
@@ -259,6 +260,48 @@ def status_counts(df: pd.DataFrame) -> str:
                                                      (("failed", "failed"), ("pending", "not run")) if counts.get(k)])
     note = f" ok ({older} marked{OLDER_DECODING_MARK}: decoded with an older recipe, see Setup)"
     return text.replace(" ok", note, 1) if older else text
+
+
+def brief_error(error: str | None, width: int = 160) -> str:
+    """A failure's reason for a table cell, never cut mid-expression: the error's first non-blank line, and when
+    that is longer than ``width``, its first clause (up to the first ``'; '``) if it has one, else the line whole.
+
+    >>> brief_error("ValueError: CTranslate2 has no bfloat16 compute type; get_supported_compute_types('cpu') = "
+    ...             "['float32', 'int8']", width=40)
+    'ValueError: CTranslate2 has no bfloat16 compute type'
+    >>> brief_error("RuntimeError: boom\\nTraceback ...")
+    'RuntimeError: boom'
+    >>> brief_error(None)
+    ''
+    """
+    lines = [x.strip() for x in str(error or "").splitlines() if x.strip()]
+    line = lines[0] if lines else ""
+    return line.split("; ", 1)[0] if len(line) > width else line
+
+
+def whole_table(df: pd.DataFrame, na: str = "–", precision: int | None = None):
+    """``df`` as a Styler that shows every row, column and character (no ``…``, no ``rows × columns`` footer),
+    whole numbers as integers (``99`` rather than ``99.0``, in float and in mixed columns alike), other floats as
+    they are (``0.99958``; round the table first) or at ``precision`` decimals, and missing values as ``na``
+    (never ``NaN``).
+
+    >>> html = whole_table(pd.DataFrame({"n": [99.0, None], "x": [0.99958, 10.5]})).to_html()
+    >>> ">99<" in html and ">0.99958<" in html and ">–<" in html and "NaN" not in html and "99.0" not in html
+    True
+    """
+    def cell(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return na
+        if isinstance(v, bool):
+            return str(v)
+        if isinstance(v, float):
+            return f"{v:.0f}" if v.is_integer() else f"{v:.{precision}f}" if precision is not None else f"{v:g}"
+        return str(v)
+
+    view = df.copy()
+    if isinstance(view.index, pd.MultiIndex) or view.index.dtype.kind == "f":
+        view.index = [cell(i) for i in view.index]
+    return view.style.format(cell)
 
 
 def shorten(text: str, width: int = 160) -> str:

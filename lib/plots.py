@@ -26,6 +26,23 @@ def palette() -> dict[str, tuple]:
     return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4, 8, 1, 5, 6)] + [dark[2]]))
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def library_variant(color, rank: int):
+    """The ``rank``-th configuration of one library in a figure: the library's hue, darker or lighter by rank,
+    and its own line style, so rows of one library stay apart (``rank`` 0 is the library's own colour, solid).
+
+    >>> library_variant((0.5, 0.5, 0.5), 0)
+    ((0.5, 0.5, 0.5), '-')
+    >>> library_variant((0.5, 0.5, 0.5), 1)
+    ((0.3, 0.3, 0.3), '--')
+    """
+    factor = (1.0, 0.6, 1.4, 0.8, 1.2)[rank % 5]
+    shade = tuple(round(min(1.0, c * factor) if factor <= 1 else c + (1 - c) * (factor - 1), 3) for c in color[:3])
+    return shade, LINE_STYLES[rank % len(LINE_STYLES)]
+
+
 def _style():
     import seaborn as sns
 
@@ -218,6 +235,10 @@ def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
         top = min(clip, on[y].max() + 0.25 * (on[y].max() - on[y].min()) + 1) if len(on) else clip
         for lib in order:
             mine = on[on["library"] == lib]
+            if lib == "fp32":  # the reference, drawn above the runtimes' fp32 rows that share its size and WER
+                ax.scatter(mine[x], mine[y], color=colors[lib], marker="*", s=260, edgecolor="black", lw=0.8,
+                           zorder=6, label=lib)
+                continue
             ax.scatter(mine[x], mine[y], color=colors[lib], s=55, edgecolor="white", lw=0.6, zorder=3, label=lib)
             above = off[off["library"] == lib]
             ax.scatter(above[x], [top] * len(above), color=colors[lib], marker="^", s=70, edgecolor="black",
@@ -268,6 +289,8 @@ def latency_vs_size(df):
 
         ax.axhline(1.0, color="black", lw=1, ls=":")
         ax.set_yscale("log", base=2)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 1.35)  # headroom: the slowest point's label stays inside the axes, not clipped
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         legend = ax.legend(loc="upper right", fontsize="small", framealpha=0.95, ncols=2)
@@ -435,11 +458,11 @@ def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None, hea
 
     Points right of 1 are slower than PyTorch fp32; the dotted line is PyTorch fp32's WER. The y axis stops
     ``headroom`` points above that line so the rows that matter stay readable: a row beyond it is drawn at the
-    top edge as an upward triangle labelled with its WER. Labels are placed by ``adjustText``.
+    top edge as an upward triangle labelled with its WER. Labels are placed by :func:`_label_points`, clear of
+    every marker and of each other (adjustText 1.4 left the crowded 0.6–0.9 band overlapping).
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from adjustText import adjust_text
 
     from .ship import class_column
 
@@ -457,20 +480,25 @@ def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None, hea
         ceiling = top + 0.4
         for _, row in beyond.iterrows():
             ax.scatter(row[col], ceiling, marker="^", s=90, color=palette()[row["library"]], clip_on=False)
-        texts = []
+        points = []
         for _, row in data.iterrows():
             name = row["configuration"].replace(row["library"], "").strip() or row["configuration"]
             name = name.replace(" (4 calibration utterances)", "").replace(" (nncf.quantize)", "")
             y = row["wer_other"] if row["wer_other"] <= top else ceiling
             if row["wer_other"] > top:
                 name += f" ↑ {row['wer_other']:.1f}"
-            texts.append(ax.text(row[col], y, name, fontsize="x-small"))
+            points.append((row[col], y, name))
         ax.axvline(1.0, color="grey", lw=1, ls="--")
         if reference_wer is not None:
             ax.axhline(reference_wer, color="grey", lw=1, ls=":", label="PyTorch fp32 WER")
         ax.set_ylim(top=ceiling + 0.6)
-        adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+        ax.set_xlabel(f"latency ratio to PyTorch fp32 on {cpu_class} (whisper-small architecture; < 1 is faster)")
+        ax.set_ylabel("WER test-other (%) on whisper-base weights")
+        fig.tight_layout()  # the final layout before labels are placed (they are placed in display coordinates)
+        # every marker is an obstacle: no label covers a point or another label
+        _label_points(ax, points, fontsize=7, obstacles=[(x, y) for x, y, _ in points])
+        return fig
     ax.set_xlabel(f"latency ratio to PyTorch fp32 on {cpu_class} (whisper-small architecture; < 1 is faster)")
     ax.set_ylabel("WER test-other (%) on whisper-base weights")
     fig.tight_layout()
@@ -494,6 +522,9 @@ def noise_delta_wer(df, clean_x: float = 25.0):
     data = _ok(df[df["configuration"] != "fp32"] if len(df) else df, "delta_wer", "delta_wer_low", "delta_wer_high")
     colors, markers = palette(), "osD^vP*Xh<>"
     configurations = list(dict.fromkeys(data["configuration"]))
+    library_of = dict(zip(data["configuration"], data["library"]))
+    variants = {name: [n for n in configurations if library_of[n] == library_of[name]].index(name)
+                for name in configurations}  # a configuration's rank within its library: its shade and line style
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), sharey=True, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         part = data[data["noise"].isin([kind, "clean"])]
@@ -503,10 +534,12 @@ def noise_delta_wer(df, clean_x: float = 25.0):
                 continue
             rows["x"] = rows["snr_db"].where(rows["noise"] != "clean", clean_x) + 0.25 * (i - len(configurations) / 2)
             rows = rows.sort_values("x")
-            color = colors[rows["library"].iloc[0]]
+            library = rows["library"].iloc[0]
+            color, style = library_variant(colors[library], variants[name])
             ax.errorbar(rows["x"], rows["delta_wer"], yerr=[rows["delta_wer"] - rows["delta_wer_low"],
                                                             rows["delta_wer_high"] - rows["delta_wer"]],
-                        color=color, marker=markers[i % len(markers)], ms=5, lw=1.2, capsize=2, label=readable(name))
+                        color=color, ls=style, marker=markers[i % len(markers)], ms=5, lw=1.2, capsize=2,
+                        label=readable(name))
         ax.axhline(0, color="black", lw=1)
         ax.set_yscale("symlog", linthresh=5.0)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))

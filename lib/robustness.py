@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .config import LIBRARY_NAMES, RunConfig
+from .display import readable
 from .grids import expand_grid, grid_path
 from .results import RESULTS_DIR, ResultStore
 from .metrics import corpus_wer
@@ -54,7 +55,7 @@ def clean_config(config: RunConfig) -> RunConfig:
 
 def _row(store: ResultStore, config: RunConfig, kind: str, snr: float) -> dict[str, Any]:
     q = config.quant
-    row: dict[str, Any] = {"configuration": q.label, "library": LIBRARY_NAMES[q.library], "bits": q.bits,
+    row: dict[str, Any] = {"configuration": readable(q.label), "library": LIBRARY_NAMES[q.library], "bits": q.bits,
                            "noise": kind, "snr_db": snr, "condition": condition_label(kind, snr),
                            "slug": config.slug, "fp32_slug": baseline_config(config).slug}
     summary = store.get(config.slug)

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from .config import QuantSpec
+from .display import readable
 from .grids import expand_grid, grid_path
 from .metrics import normalize
 from .results import RESULTS_DIR, ResultStore
@@ -56,7 +57,7 @@ def runtime_comparisons(grid: str = GRID, results_dir: Path | str = RESULTS_DIR)
     for job in expand_grid(grid_path(grid)):
         spec = job.config.quant
         ref = dataclasses.replace(job.config, quant=own_reference_spec(spec))
-        row: dict[str, Any] = {"slug": job.slug, "reference": ref.quant.label, "reference_slug": ref.slug}
+        row: dict[str, Any] = {"slug": job.slug, "reference": readable(ref.quant.label), "reference_slug": ref.slug}
         summary = store.get(job.slug)
         if summary and summary.get("status") == "ok":
             rows = store.load_rows(job.slug)
@@ -253,11 +254,11 @@ def _delta(r) -> str:
 
 
 def _reason(error) -> str:
-    """A failed row's reason in one short line: the last line of its error, cut at a word."""
-    import textwrap
+    """A failed row's reason in one line: the last line of its error, cut only at a clause (:func:`brief_error`)."""
+    from .display import brief_error
 
     last = (str(error or "").strip().splitlines() or [""])[-1]
-    return textwrap.shorten(last.split("; get_supported")[0], 160, placeholder=" …")
+    return brief_error(last.split("; get_supported")[0])
 
 
 def _pick_numbers(pick: dict[str, Any], cpu_class: str) -> str:

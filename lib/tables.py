@@ -21,8 +21,9 @@ from .footprint import FOOTPRINT_DIR
 from .grids import GRIDS, expand_grid, grid_path
 from .fidelity import fidelity_rows, fidelity_stats
 from .metrics import spread_pct
-from .scoring import compare_wer, metrics_by_split
+from .scoring import compare_wer, metrics_by_split, score_rows
 from .decoding import outdated_fields
+from .display import readable
 from .results import RESULTS_DIR, ResultStore
 from .latency import Latency
 from .machine import reference_cpu, result_cpu
@@ -36,9 +37,14 @@ def split_tag(split: str) -> str:
 
 
 def quant_label(quant: dict[str, Any]) -> str:
-    """:attr:`QuantSpec.label` of a stored quantization dict, e.g. ``'HQQ weight-only int4 g64'``
-    (library ``none`` reads ``'fp32'`` whatever else the record holds)."""
-    return "fp32" if quant.get("library", "none") == "none" else QuantSpec.from_dict(quant).label
+    """The display name (:func:`lib.display.readable` of :attr:`QuantSpec.label`) of a stored quantization dict,
+    e.g. ``'HQQ weight-only int4 g64'``; library ``none`` reads ``'fp32'`` whatever else the record holds. Every
+    table names a configuration this one way, so prose, tables and figures agree.
+
+    >>> quant_label({"library": "bnb", "scheme": "weight_only", "weights": "nf4", "options": {"double_quant": True}})
+    'bitsandbytes weight-only nf4 double-quantized scales'
+    """
+    return "fp32" if quant.get("library", "none") == "none" else readable(QuantSpec.from_dict(quant).label)
 
 
 def baseline_config(config: RunConfig) -> RunConfig:
@@ -66,7 +72,7 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
     rows = []
     for job in expand_grid(grid_path(grid), overrides):
         q = job.config.quant
-        row: dict[str, Any] = {"configuration": q.label, "library": LIBRARY_NAMES[q.library],
+        row: dict[str, Any] = {"configuration": readable(q.label), "library": LIBRARY_NAMES[q.library],
                                "scheme": q.scheme, "weights": q.weights, "bits": q.bits,
                                "granularity": q.granularity or "default", "group_size": q.group_size,
                                "scope": q.scope, "proj_out": q.proj_out, "slug": job.slug}
@@ -298,10 +304,13 @@ def baseline_summary(results_dir: Path | str = RESULTS_DIR, slug: str | None = N
 
 
 def per_utterance(slug: str, results_dir: Path | str = RESULTS_DIR) -> pd.DataFrame:
-    """Per-utterance errors of one run, worst first."""
-    df = pd.DataFrame(ResultStore(results_dir).load_rows(slug))
+    """Per-utterance errors of one run, worst first: every stored row scored with today's normalizer
+    (:func:`lib.scoring.score_rows`; rows stored without counts are counted too), counts as integers."""
+    df = pd.DataFrame(score_rows(ResultStore(results_dir).load_rows(slug)))  # counted now, as every WER is
     if df.empty:
         return df
+    counts = ["substitutions", "deletions", "insertions", "ref_words"]
+    df = df.astype({c: int for c in counts})  # counts are integers, never ``11.0``
     df["errors"] = df["substitutions"] + df["deletions"] + df["insertions"]
     df["WER"] = 100 * df["errors"] / df["ref_words"]
     return df.sort_values(["errors", "WER"], ascending=False)
@@ -332,8 +341,26 @@ def environment_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
 
 
+def summary_model(summary: dict[str, Any]) -> str:
+    """The model a result's size belongs to: ``'whisper-base'`` for a WER run of the embedded whisper-base,
+    ``'whisper-small architecture, random weights'`` for a footprint.
+
+    >>> summary_model({"config": {"model": "embedded:whisper-base"}})
+    'whisper-base'
+    >>> summary_model({"model": {"kind": "footprint", "architecture": "whisper-small", "weights": "random"}})
+    'whisper-small architecture, random weights'
+    """
+    from .config import model_tag
+
+    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    if model.get("kind") == "footprint":
+        return f"{model.get('architecture', 'whisper-small')} architecture, random weights"
+    return model_tag((summary.get("config") or {}).get("model") or model.get("name") or "model")
+
+
 def run_summary_table(summary: dict[str, Any] | None) -> pd.DataFrame:
-    """A small key/value table for one result (WER run or footprint run); failures show their error."""
+    """A small key/value table for one result (WER run or footprint run); failures show their error. Sizes name
+    the model they belong to (``'stored MB (whisper-base)'``), since the chapters' sizes are whisper-small's."""
     if not summary:
         return pd.DataFrame()
     rows: list[tuple[str, Any]] = [("slug", summary["slug"]), ("status", summary.get("status"))]
@@ -350,8 +377,9 @@ def run_summary_table(summary: dict[str, Any] | None) -> pd.DataFrame:
             rows.append((f"{split} batches resumed from checkpoint", resumed))
     size = summary.get("size")
     if size:
-        rows += [("stored MB", round(size["stored_bytes"] / 1e6, 1)),
-                 ("compression % vs fp32", round(size["compression_pct"], 1))]
+        model = summary_model(summary)
+        rows += [(f"stored MB ({model})", round(size["stored_bytes"] / 1e6, 1)),
+                 (f"compression % vs fp32 ({model})", round(size["compression_pct"], 1))]
     if "latency" in summary:
         rows += [("latency median s", round(summary["latency"]["median"], 3)),
                  ("fp32 latency median s", round(summary["fp32_latency"]["median"], 3)),

@@ -88,3 +88,35 @@ def test_sidebar_labels_the_smoke_runs(built):
     assert "Smoke runs" in html
     smoke = html[html.index("Smoke runs"):]
     assert "__n2.html" in smoke and "__n2.html" not in html[:html.index("Smoke runs")]
+
+
+EXECUTED_CHAPTERS = ("setup", "baseline", "footprint", "runtimes", "bitwidth", "scheme", "noise")
+
+
+def _html_outputs(name: str) -> list[str]:
+    import nbformat
+
+    notebook = nbformat.read(REPO / "book" / f"{name}.ipynb", as_version=4)
+    return ["".join(o.get("data", {}).get("text/html", "")) for c in notebook.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+
+
+@pytest.mark.parametrize("name", EXECUTED_CHAPTERS)
+def test_rendered_chapter_tables_show_no_pandas_residue(name):
+    """A chapter's tables show every row and column whole: no NaN, no 'rows × columns' footer, no cell cut by
+    pandas ('...'), no error cut mid-expression ('== …'), and no count printed as a float ('99.0 ')."""
+    for html in _html_outputs(name):
+        text = re.sub(r"<[^>]+>", " ", re.sub(r"<style\b.*?</style>", "", html, flags=re.S))
+        assert "NaN" not in text, f"{name}: a table shows NaN"
+        assert " rows × " not in text, f"{name}: a table was truncated by pandas"
+        assert not re.search(r"\w\.\.\. ", text), f"{name}: a cell was cut by pandas: {text[:200]}"
+        assert not re.search(r"(==|\(|,|=) ?…", text), f"{name}: an error was cut mid-expression"
+
+
+@pytest.mark.parametrize("name", ("setup", "baseline"))
+def test_counts_on_setup_and_baseline_are_integers(name):
+    """Utterances, speakers, errors and words read '99', never '99.0' (these pages' tables hold no other x.0)."""
+    for html in _html_outputs(name):
+        text = re.sub(r"<[^>]+>", " ", re.sub(r"<style\b.*?</style>", "", html, flags=re.S))
+        hit = re.search(r"(?<![\d.])\d+\.0(?![\d.])", text)
+        assert not hit, f"{name}: a count shows as a float: {text[max(0, hit.start() - 80):hit.end() + 20]}"
