@@ -119,11 +119,22 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
 
 
 def same_utterances(rows, reference_rows, split: str) -> bool:
-    """Whether ``rows`` cover exactly the utterances (ids and audio) of ``reference_rows`` on ``split``."""
-    def ids(rs):
-        return {(r["id"], r.get("audio_sha256")) for r in rs if r["split"] == split}
+    """Whether ``rows`` cover exactly the utterances of ``reference_rows`` on ``split``: the same ids, and the
+    same audio wherever both rows record its hash (rows decoded before hashes were stored carry none).
 
-    return bool(reference_rows) and ids(rows) == ids(reference_rows)
+    >>> old = [{"id": "a", "split": "test-clean"}]
+    >>> same_utterances([{"id": "a", "split": "test-clean", "audio_sha256": "x"}], old, "test-clean")
+    True
+    >>> same_utterances([{"id": "a", "split": "test-clean", "audio_sha256": "x"}],
+    ...                 [{"id": "a", "split": "test-clean", "audio_sha256": "y"}], "test-clean")
+    False
+    """
+    def audio(rs):
+        return {r["id"]: r.get("audio_sha256") for r in rs if r["split"] == split}
+
+    mine, theirs = audio(rows), audio(reference_rows)
+    return (bool(theirs) and mine.keys() == theirs.keys()
+            and all(mine[i] == theirs[i] for i in mine if mine[i] and theirs[i]))
 
 
 def reference_set_columns(tag: str, metrics: dict[str, Any], on_reference: bool,
