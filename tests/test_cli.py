@@ -94,3 +94,34 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
     static = claims_table(df, results_dir=tmp_path).loc["Static quantization is worse than dynamic"]
     assert static["verdict"] == "depends on the recipe: supported / not resolvable at this sample size"
     assert "torch.ao eager static − dynamic int8: test-clean +50.00" in static["evidence"]
+
+
+def test_the_dynamic_int8_claim_holds_per_row_as_the_paper_states_it(tmp_path):
+    import pandas as pd
+
+    from lib.claims import DYNAMIC_INT8_CLAIM, accuracy_word, claims_table
+
+    df = pd.DataFrame([
+        _study_row("torchao-dyn-int8-aint8", "torchao dynamic", (0.1, -0.3, 0.5), (-0.17, -0.57, 0.26)),
+        _study_row("pt-dyn-int8-aint8-pc", "torch.ao dynamic", (2.0, 0.5, 3.7), (2.5, 0.9, 4.1)),
+        _study_row("quanto-wo-int8", "quanto weight-only int8", (-0.5, -0.9, -0.1), (-0.4, -0.8, -0.05))])
+    claims = claims_table(df, results_dir=tmp_path, noise=False)
+    claim = claims.loc[DYNAMIC_INT8_CLAIM]
+    assert claim["verdict"] == "depends on the library: holds for 1 of 2"  # weight-only int8 is not a reading
+    assert claim["key"].startswith("torchao dynamic keeps: other -0.17 [-0.57, +0.26]")
+    assert [accuracy_word(r) for _, r in df.iterrows()] == ["keeps", "loses", "improves"]
+
+
+def test_the_other_cpu_mark_follows_the_study_class_columns_only():
+    import pandas as pd
+
+    from lib.display import display_table
+
+    df = pd.DataFrame({"configuration": ["a"], "slug": ["a"], "status": ["ok"], "other_cpu": [True],
+                       "latency_ratio": [0.5], "latency_ratio_amx": [0.6]})
+    def name(columns):
+        view = display_table(df, columns)
+        return str(getattr(view, "data", view).index[0])  # a Styler where marks carry a legend
+
+    assert name(["configuration", "latency_ratio"]).endswith("§")
+    assert not name(["configuration", "latency_ratio_amx"]).endswith("§")

@@ -84,3 +84,50 @@ def test_avoid_leads_with_the_routes_a_reader_would_try(table):
     table.loc[len(table)] = {**row("int8 collapsed", 370, 0.9, 0.85, 0.95, dwer=(90, 80, 100), agree=50.0), "bits": 8}
     names = [a["configuration"] for a in ship_box(table, "AMX")["avoid"]]
     assert names.index("int8 collapsed") < names.index("int2 broken")  # both collapse: the int8 route first
+
+
+def test_accuracy_first_is_the_fastest_with_no_measurable_loss(table):
+    box = ship_box(table, "AMX")
+    assert box["accuracy_first"]["configuration"] == "int8 fast"  # "int8 wrong" is faster but loses accuracy
+    lossy = table[table["configuration"] != "int8 fast"].assign(**{"dnll_other_high": 0.05})
+    box = ship_box(lossy, "AMX")
+    assert box["accuracy_first"]["configuration"] is None and "keep fp32" in box["accuracy_first"]["reason"]
+
+
+def test_the_minute_table_has_goals_as_rows_and_classes_as_columns(table):
+    from lib.ship import GOAL_NAMES, minute_table, picks_table
+
+    minute = minute_table(table, ["AMX"])
+    assert list(minute.index) == list(GOAL_NAMES.values()) and list(minute.columns) == ["AMX"]
+    assert minute.loc[GOAL_NAMES["fastest"], "AMX"] == "**int8 fast**<br>×0.70 [0.66, 0.75]"
+    table[class_column("AMX", "_quiet")] = False
+    assert minute.loc[GOAL_NAMES["fastest"], "AMX"] != minute_table(table, ["AMX"]).loc[GOAL_NAMES["fastest"], "AMX"]
+    assert minute_table(table, ["AMX"]).loc[GOAL_NAMES["fastest"], "AMX"] == "no quiet timing yet"
+    picks = picks_table(table.assign(fp32_wer_clean=5.0, fp32_wer_other=9.0), ["AMX"])
+    assert picks.loc["int3 tiny", "WER other: fp32 → Δ"] == "9.00 → +3.00 [+1.00, +4.50]"
+
+
+def test_two_x_needs_the_whole_interval_at_or_below_half(table):
+    from lib.ship import two_x_verdicts
+
+    assert two_x_verdicts(table, ["AMX"])["AMX"].startswith("not reached: the fastest with no measurable loss is int8 fast")
+    fast = table.assign(**{class_column("AMX"): 0.45, class_column("AMX", "_low"): 0.42,
+                           class_column("AMX", "_high"): 0.48})
+    assert two_x_verdicts(fast, ["AMX"])["AMX"].startswith("reached: ")
+    edge = table.assign(**{class_column("AMX", "_high"): 0.52, class_column("AMX"): 0.49, class_column("AMX", "_low"): 0.46})
+    assert two_x_verdicts(edge, ["AMX"])["AMX"].startswith("at the edge")
+
+
+def test_avoid_routes_name_one_row_per_library_and_scheme_and_skip_missing_kernels(table):
+    from lib.ship import avoid_routes
+
+    table["scheme"], table["scope"], table["bits"] = "weight_only", "all", 8.0
+    extra = pd.DataFrame([row("slow on an unquiet CPU", 300, 8.8, 8.5, 9.1, quiet=False),
+                          row("no kernel here", 300, float("nan"), float("nan"), float("nan"), status="failed")])
+    extra["library"], extra["scheme"], extra["scope"], extra["bits"] = ["torchao", "ctranslate2"], "dynamic", "all", 8.0
+    extra["error"] = "NotOffered: no bfloat16 compute type"
+    routes = avoid_routes(pd.concat([table, extra], ignore_index=True), ["AMX"])
+    reasons = {r["configuration"]: r["reason"] for r in routes}
+    assert "no kernel here" not in reasons  # a kernel this CPU lacks is no route to weigh
+    assert reasons["slow on an unquiet CPU"] == "8.8× slower than fp32 on AMX (timing not shown quiet)"
+    assert sum(r["library"] == "HQQ" for r in routes) == 1  # one row speaks for HQQ weight-only
