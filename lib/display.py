@@ -27,6 +27,7 @@ STUDY_CLASS_COLUMNS = {"latency_s", "latency_min_s", "latency_ratio", "fp32_late
                        "encoder_ratio", "decoder_ratio", "latency_cpu", "cpu", "timing_spread_pct"}
 
 LABELS = {"small_mb": "MB (whisper-small architecture)", "base_mb": "MB (whisper-base)",
+          "peak_mb": "peak MiB resident (whisper-small architecture)", "loaded_mb": "MiB resident, loaded",
           "serialized_mb": "serialized MB (whisper-small architecture)",
           "compression_pct": "compression %", "latency_s": "latency s", "latency_min_s": "latency min s",
           "fp32_latency_s": "fp32 latency s", "latency_ratio": "latency ratio", "latency_cpu": "latency CPU",

@@ -114,8 +114,18 @@ def grid_table(grid: str | Path, overrides: dict[str, Any] | None = None, result
             row["error"] = row["error"] or fp.get("error")
         if job.footprint:
             row.update(latency_by_class(job.footprint_slug, by_class))
+            row.update(memory_columns(job.footprint_slug, results_dir))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def memory_columns(footprint_slug: str, results_dir: Path | str = RESULTS_DIR) -> dict[str, Any]:
+    """``peak_mb`` and ``loaded_mb`` (MiB, whisper-small architecture, one encoder pass and decode; the process
+    baseline of Python, torch and transformers included) from ``results/memory`` (:mod:`lib.memory`)."""
+    found = ResultStore(Path(results_dir) / "memory").get(footprint_slug)
+    if not found or found.get("status") != "ok":
+        return {}
+    return {"peak_mb": found["peak_mb"], "loaded_mb": found["loaded_mb"], "baseline_mb": found["baseline_mb"]}
 
 
 def same_utterances(rows, reference_rows, split: str) -> bool:

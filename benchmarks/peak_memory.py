@@ -1,0 +1,37 @@
+"""Peak resident memory of the headline configurations (those of ``benchmarks/cpu_class_latency.py``), each in a
+fresh process (:mod:`lib.memory`), into ``results/memory/``. Finished rows are skipped.
+
+    .venv/bin/python benchmarks/peak_memory.py            # every headline configuration
+    .venv/bin/python benchmarks/peak_memory.py --only ct2 # those whose slug contains "ct2"
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cpu_class_latency import headline_jobs  # noqa: E402
+
+from lib.config import QuantSpec  # noqa: E402
+from lib.memory import peak_memory  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=None, help="substring a slug must contain")
+    parser.add_argument("--force", action="store_true", help="measure again rows already measured")
+    a = parser.parse_args(argv)
+    specs = [QuantSpec()] + [job.config.quant for job in headline_jobs(a.only)]
+    for spec in specs if not a.only else specs[1:]:
+        row = peak_memory(spec, force=a.force)
+        numbers = (f"loaded {row['loaded_mb']:.0f} MiB, peak {row['peak_mb']:.0f} MiB (baseline {row['baseline_mb']:.0f})"
+                   if row["status"] == "ok" else row.get("error"))
+        print(f"{row['slug']}: {numbers}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
