@@ -304,3 +304,134 @@ def landing_claims(claims: pd.DataFrame) -> pd.DataFrame:
     out["paper"] = out["paper"].fillna("—")
     return out.rename(columns={"key": "this study (ΔWER in points, 95% interval, speakers resampled)",
                                "paper": "paper"})
+
+
+# --------------------------------------------------------------------------- noise (experiments/noise.yml)
+
+NOISE_CLAIM = "Aggressive formats lose more to fp32 as SNR falls"
+#: The aggressive formats whose gap to fp32 the noise verdict follows (the low-bit rows of the third claim).
+NOISE_AGGRESSIVE_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__")
+#: The two ends of the SNR range the verdict compares (dB): 20 dB and the lowest SNR at which fp32 still works.
+NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
+NOT_MEASURED = "not yet measured"
+
+
+def noise_failed_snrs(df: pd.DataFrame, kind: str) -> list[float]:
+    """The SNRs below :data:`NOISE_HIGH_SNR` at which fp32's WER in noise ``kind`` exceeds
+    :data:`lib.robustness.NOISE_REFERENCE_LIMIT`: the verdict does not use them.
+
+    >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
+    ...                    "snr_db": [20.0, 10.0, 0.0], "wer": [4.0, 12.0, 146.7]})
+    >>> noise_failed_snrs(df, "babble")
+    [0.0]
+    """
+    from .robustness import NOISE_REFERENCE_LIMIT
+
+    fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")
+              & (df["snr_db"] < NOISE_HIGH_SNR)].sort_values("snr_db")
+    return [float(x) for x in fp32.loc[fp32["wer"] > NOISE_REFERENCE_LIMIT, "snr_db"]]
+
+
+def noise_skipped(df: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
+    """Per noise kind, the ``(SNR, fp32 WER)`` conditions the verdict leaves out because fp32 fails there."""
+    out = {}
+    for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
+        fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")]
+        wer = dict(zip(fp32["snr_db"], fp32["wer"]))
+        if skipped := noise_failed_snrs(df, kind):
+            out[kind] = [(snr, float(wer[snr])) for snr in skipped]
+    return out
+
+
+def noise_reference_note(df: pd.DataFrame) -> str:
+    """A warning for the ΔWER tables: the conditions where fp32 itself fails, whose ΔWERs compare two failures;
+    ``''`` where there are none.
+
+    >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
+    ...                    "snr_db": [20.0, 0.0], "wer": [4.0, 146.7]})
+    >>> noise_reference_note(df)
+    'fp32 itself fails in babble noise at 0 dB (WER 146.70%): the ΔWERs there compare two failures (a negative one does not mean that quantization helps), and the verdict below does not use them.'
+    """
+    skipped = noise_skipped(df)
+    if not skipped:
+        return ""
+    where = "; ".join(f"in {kind} noise at {', '.join(f'{snr:g} dB (WER {wer:.2f}%)' for snr, wer in pairs)}"
+                      for kind, pairs in skipped.items())
+    return (f"fp32 itself fails {where}: the ΔWERs there compare two failures (a negative one does not mean that "
+            "quantization helps), and the verdict below does not use them.")
+
+
+def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> list[dict]:
+    """For each aggressive row and noise kind: the change of its ΔWER against fp32 from 20 dB to the lowest SNR
+    at which fp32 still works (not in :func:`noise_failed_snrs`; 0 dB where it does) and at which the row has a result
+    (:func:`lib.scoring.compare_gap_change`), with a 95% interval resampling speakers, and its verdict (gap
+    grows: ``supported``)."""
+    from .robustness import SPLIT
+
+    store = ResultStore(results_dir)
+    out = []
+    ok = df[df["status"] == "ok"]
+    for part in NOISE_AGGRESSIVE_ROWS:
+        for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
+            def pick(snr, fp32=False):
+                rows = ok[(ok["noise"] == kind) & (ok["snr_db"] == snr)]
+                rows = rows[rows["configuration"] == "fp32"] if fp32 else rows[rows["slug"].str.contains(part, regex=False)]
+                return rows.iloc[0] if len(rows) else None
+
+            skipped = noise_failed_snrs(df, kind)
+            lows = sorted(s for s in ok.loc[(ok["noise"] == kind) & (ok["snr_db"] < NOISE_HIGH_SNR), "snr_db"].unique()
+                          if s not in skipped)
+            low = next((s for s in lows if pick(s, True) is not None and pick(s) is not None), None)
+            if low is None:
+                continue
+            found = [pick(NOISE_HIGH_SNR, True), pick(NOISE_HIGH_SNR), pick(low, True), pick(low)]
+            if any(r is None for r in found):
+                continue
+            d = compare_gap_change(*(store.load_rows(r["slug"]) for r in found), SPLIT)
+            if d is None:
+                continue
+            out.append({"configuration": found[1]["configuration"], "noise": kind, "low_snr": float(low), **d,
+                        "verdict": ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False)})
+    return out
+
+
+def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict[str, str]:
+    """The noise verdict (``verdict``, ``evidence``, ``sentence``) from :func:`lib.robustness.noise_table`'s ``df``:
+    does the gap between the aggressive formats and fp32 grow from 20 dB to 0 dB SNR? Each reading is the
+    difference of two ΔWERs on the same utterances (0 dB minus 20 dB), with its 95% interval resampling
+    speakers; an interval above 0 supports the claim, below 0 contradicts it. Without the runs it needs,
+    the verdict reads ``not yet measured`` and the sentence names the missing runs."""
+    readings = noise_gap_readings(df, results_dir)
+    if not readings:
+        wanted = df[(df["noise"] != "clean") & df["snr_db"].isin([NOISE_HIGH_SNR, NOISE_LOW_SNR])
+                    & ((df["configuration"] == "fp32")
+                       | df["slug"].str.contains("|".join(NOISE_AGGRESSIVE_ROWS), regex=True))]
+        missing = wanted[wanted["status"] != "ok"]
+        per = missing.groupby("configuration", sort=False)["condition"].agg(lambda c: ", ".join(c))
+        have = "none" if len(missing) == len(wanted) else f"{len(wanted) - len(missing)}"
+        evidence = (f"{have} of the {len(wanted)} runs it needs {'has' if have == 'none' else 'have'} a result; "
+                    "without one: " + "; ".join(f"{name} ({conditions})" for name, conditions in per.items())
+                    ) if len(missing) else "the runs it needs share no utterance"
+        return {"verdict": NOT_MEASURED, "evidence": evidence, "key": "",
+                "sentence": f"Not yet measured: the verdict compares fp32, bitsandbytes nf4 and HQQ int3 g64 at "
+                            f"{NOISE_HIGH_SNR:g} and {NOISE_LOW_SNR:g} dB SNR, and {evidence}."}
+    verdict = merge_verdicts([r["verdict"] for r in readings])
+    words = {"supported": "grows", "contradicted": "shrinks", NOT_RESOLVABLE: "changes by an amount this sample "
+             "cannot resolve"}
+    parts = [f"{r['configuration']} in {r['noise']} noise: ΔWER {r['delta_a']:+.2f} at {NOISE_HIGH_SNR:g} dB, "
+             f"{r['delta_b']:+.2f} at {r['low_snr']:g} dB, change {r['delta']:+.2f} "
+             f"[{r['low_spk']:+.2f}, {r['high_spk']:+.2f}] over {r['utterances']} utterances "
+             f"({words[r['verdict']]})" for r in readings]
+    evidence = "; ".join(parts)
+    from .robustness import NOISE_REFERENCE_LIMIT
+
+    skipped = noise_skipped(df)
+    if skipped:
+        evidence += (f". Not used, because fp32 itself fails there (WER above {NOISE_REFERENCE_LIMIT:g}%): "
+                     + "; ".join(f"{kind} at {', '.join(f'{snr:g} dB, fp32 WER {wer:.2f}%' for snr, wer in pairs)}"
+                                 for kind, pairs in skipped.items()))
+    key = "; ".join(f"{r['configuration']}, {r['noise']}: gap {r['delta']:+.2f} [{r['low_spk']:+.2f}, "
+                    f"{r['high_spk']:+.2f}] from {NOISE_HIGH_SNR:g} to {r['low_snr']:g} dB" for r in readings)
+    return {"verdict": verdict, "evidence": evidence, "key": key,
+            "sentence": _capital(verdict) + ": " + evidence + " (test-clean with noise, whisper-base, points of "
+                        "WER; positive change = the gap to fp32 is wider at the lower SNR)."}
