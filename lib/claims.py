@@ -17,8 +17,8 @@ import pandas as pd
 from .results import RESULTS_DIR, ResultStore
 from .scoring import compare_gap_change, compare_wer
 from .tables import find_row
+from .verdicts import NOT_MEASURED, NOT_RESOLVABLE, GapReading, Interval, NoiseVerdict
 
-NOT_RESOLVABLE = "not resolvable at this sample size"
 
 #: The paper's first claim, as the paper states it, and its rows: every whole-model dynamic int8 of the paper's
 #: libraries and of torchao (weight int8, activations int8 quantized per call). Quanto's weight-only int8 is no
@@ -257,7 +257,7 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise:
 
         found = noise_claim(noise_table(results_dir=results_dir, clean=False), results_dir)
         table.loc[NOISE_CLAIM, ["verdict", "evidence", "sentence", "key"]] = [
-            found["verdict"], found["evidence"], found["sentence"], found["key"]]
+            found.verdict, found.evidence(), found.sentence(), found.key()]
     return table
 
 
@@ -313,7 +313,6 @@ NOISE_CLAIM = "Aggressive formats lose more to fp32 as SNR falls"
 NOISE_AGGRESSIVE_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__")
 #: The two ends of the SNR range the verdict compares (dB): 20 dB and the lowest SNR at which fp32 still works.
 NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
-NOT_MEASURED = "not yet measured"
 
 
 def noise_failed_snrs(df: pd.DataFrame, kind: str) -> list[float]:
@@ -395,12 +394,21 @@ def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) 
     return out
 
 
-def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict[str, str]:
-    """The noise verdict (``verdict``, ``evidence``, ``sentence``) from :func:`lib.robustness.noise_table`'s ``df``:
-    does the gap between the aggressive formats and fp32 grow from 20 dB to 0 dB SNR? Each reading is the
-    difference of two ΔWERs on the same utterances (0 dB minus 20 dB), with its 95% interval resampling
-    speakers; an interval above 0 supports the claim, below 0 contradicts it. Without the runs it needs,
-    the verdict reads ``not yet measured`` and the sentence names the missing runs."""
+def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> NoiseVerdict:
+    """The noise verdict from :func:`lib.robustness.noise_table`'s ``df``: does the gap between the aggressive
+    formats and fp32 grow from 20 dB to 0 dB SNR? Each reading is the difference of two ΔWERs on the same
+    utterances (0 dB minus 20 dB), with its 95% interval resampling speakers; an interval above 0 supports the
+    claim, below 0 contradicts it. Without the runs it needs, the verdict is ``not yet measured`` and
+    ``missing`` names the runs without a result.
+
+    >>> df = pd.DataFrame({"configuration": "fp32", "noise": "babble", "snr_db": [20.0, 0.0], "status": "not run",
+    ...                    "condition": ["babble 20 dB", "babble 0 dB"], "slug": "x", "wer": float("nan")})
+    >>> v = noise_claim(df)
+    >>> v.verdict, v.needed, v.missing
+    ('not yet measured', 2, (('fp32', 'babble 20 dB, babble 0 dB'),))
+    """
+    from .robustness import NOISE_REFERENCE_LIMIT
+
     readings = noise_gap_readings(df, results_dir)
     if not readings:
         wanted = df[(df["noise"] != "clean") & df["snr_db"].isin([NOISE_HIGH_SNR, NOISE_LOW_SNR])
@@ -408,30 +416,12 @@ def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> dict
                        | df["slug"].str.contains("|".join(NOISE_AGGRESSIVE_ROWS), regex=True))]
         missing = wanted[wanted["status"] != "ok"]
         per = missing.groupby("configuration", sort=False)["condition"].agg(lambda c: ", ".join(c))
-        have = "none" if len(missing) == len(wanted) else f"{len(wanted) - len(missing)}"
-        evidence = (f"{have} of the {len(wanted)} runs it needs {'has' if have == 'none' else 'have'} a result; "
-                    "without one: " + "; ".join(f"{name} ({conditions})" for name, conditions in per.items())
-                    ) if len(missing) else "the runs it needs share no utterance"
-        return {"verdict": NOT_MEASURED, "evidence": evidence, "key": "",
-                "sentence": f"Not yet measured: the verdict compares fp32, bitsandbytes nf4 and HQQ int3 g64 at "
-                            f"{NOISE_HIGH_SNR:g} and {NOISE_LOW_SNR:g} dB SNR, and {evidence}."}
-    verdict = merge_verdicts([r["verdict"] for r in readings])
-    words = {"supported": "grows", "contradicted": "shrinks", NOT_RESOLVABLE: "changes by an amount this sample "
-             "cannot resolve"}
-    parts = [f"{r['configuration']} in {r['noise']} noise: ΔWER {r['delta_a']:+.2f} at {NOISE_HIGH_SNR:g} dB, "
-             f"{r['delta_b']:+.2f} at {r['low_snr']:g} dB, change {r['delta']:+.2f} "
-             f"[{r['low_spk']:+.2f}, {r['high_spk']:+.2f}] over {r['utterances']} utterances "
-             f"({words[r['verdict']]})" for r in readings]
-    evidence = "; ".join(parts)
-    from .robustness import NOISE_REFERENCE_LIMIT
-
-    skipped = noise_skipped(df)
-    if skipped:
-        evidence += (f". Not used, because fp32 itself fails there (WER above {NOISE_REFERENCE_LIMIT:g}%): "
-                     + "; ".join(f"{kind} at {', '.join(f'{snr:g} dB, fp32 WER {wer:.2f}%' for snr, wer in pairs)}"
-                                 for kind, pairs in skipped.items()))
-    key = "; ".join(f"{r['configuration']}, {r['noise']}: gap {r['delta']:+.2f} [{r['low_spk']:+.2f}, "
-                    f"{r['high_spk']:+.2f}] from {NOISE_HIGH_SNR:g} to {r['low_snr']:g} dB" for r in readings)
-    return {"verdict": verdict, "evidence": evidence, "key": key,
-            "sentence": _capital(verdict) + ": " + evidence + " (test-clean with noise, whisper-base, points of "
-                        "WER; positive change = the gap to fp32 is wider at the lower SNR)."}
+        return NoiseVerdict(NOT_MEASURED, needed=len(wanted), missing_runs=len(missing), missing=tuple(per.items()),
+                            snrs=(NOISE_HIGH_SNR, NOISE_LOW_SNR))
+    return NoiseVerdict(
+        merge_verdicts([r["verdict"] for r in readings]),
+        readings=tuple(GapReading(r["configuration"], r["noise"], NOISE_HIGH_SNR, r["low_snr"], r["delta_a"],
+                                  r["delta_b"], Interval(r["delta"], r["low_spk"], r["high_spk"]), r["utterances"],
+                                  r["verdict"]) for r in readings),
+        skipped=tuple((kind, snr, wer) for kind, pairs in noise_skipped(df).items() for snr, wer in pairs),
+        reference_limit=NOISE_REFERENCE_LIMIT, snrs=(NOISE_HIGH_SNR, NOISE_LOW_SNR))

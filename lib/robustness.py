@@ -24,6 +24,7 @@ from .results import RESULTS_DIR, ResultStore
 from .metrics import corpus_wer
 from .scoring import compare_wer, score_rows
 from .tables import baseline_config
+from .verdicts import NoiseVerdict
 
 #: fp32's WER (%) above which a noisy condition is not used for the noise verdict: the reference itself has
 #: failed (in 0 dB babble it transcribes the background talkers), so a ΔWER there compares two failures.
@@ -179,7 +180,7 @@ def recipe_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFra
     return pd.DataFrame(rows, columns=["noise", "SNR (dB)", "seed", "made of", "level"]).set_index("noise")
 
 
-def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
+def takeaway(df: pd.DataFrame, claim: NoiseVerdict | None = None) -> str:
     """One sentence for the chapter: per noise kind, fp32's WER at the lowest SNR where it still works (WER at
     most :data:`NOISE_REFERENCE_LIMIT`%; a lower SNR where it fails is named) and the nearest and furthest
     configuration from it there (ΔWER with its interval), then the verdict; or which runs are missing.
@@ -218,5 +219,5 @@ def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
     measured = f"{len(noisy)} of {int((df['noise'] != 'clean').sum())} noisy runs have a result"
     sentence = measured + "; " + "; ".join(parts) + "."
     if claim is not None:
-        sentence += f" Does the gap to fp32 grow as SNR falls? {claim['verdict'].capitalize()}."
+        sentence += f" Does the gap to fp32 grow as SNR falls? {claim.verdict.capitalize()}."
     return sentence[0].upper() + sentence[1:]

@@ -233,8 +233,11 @@ def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3
     save_noisy(store, "hqq-wo-int3-g64", 0, int3_at_0db)
     table = noise_table(grid, results_dir=store.root)
     claim = noise_claim(table, store.root)
-    assert claim["verdict"] == verdict and "pending" not in claim["sentence"]
-    assert "change" in claim["evidence"] and "over 20 utterances" in claim["evidence"]
+    reading, = claim.readings
+    assert claim.verdict == reading.verdict == verdict and reading.utterances == 20
+    assert (reading.configuration, reading.noise, reading.high_snr, reading.low_snr) == (
+        "HQQ weight-only int3 g64", "babble", 20.0, 0.0)
+    assert reading.change.low <= reading.change.delta <= reading.change.high and claim.skipped == ()
     assert missing_runs(table).loc["fp32"].tolist() == [2, 0, 0]
     assert delta_pivot(table).loc["HQQ weight-only int3 g64", "babble 20 dB"].startswith("+0.00")
     assert "fp32's WER is 10.00%" in takeaway(table, claim)
@@ -253,8 +256,9 @@ def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_name
         save_noisy(store, "hqq-wo-int3-g64", snr, lambda i, e=int3: e)
     table = noise_table(grid, results_dir=store.root)
     claim = noise_claim(table, store.root)
-    assert claim["verdict"] == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
-    assert "+20.00 at 10 dB" in claim["evidence"] and "babble at 0 dB, fp32 WER 90.00%" in claim["evidence"]
+    reading, = claim.readings
+    assert claim.verdict == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
+    assert (reading.low_snr, round(reading.at_low, 2), claim.skipped) == (10.0, 20.0, (("babble", 0.0, 90.0),))
     assert ("fp32 itself fails at 0 dB (WER 90.00%); at 10 dB, the lowest SNR where it works, fp32's WER is 10.00%; "
             "nearest to it: HQQ weight-only int3 g64 (+20.00") in takeaway(table, claim)
     assert noise_reference_note(table).startswith("fp32 itself fails in babble noise at 0 dB (WER 90.00%)")
@@ -269,8 +273,9 @@ def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
     grid.write_text(GRID)
     table = noise_table(grid, results_dir=tmp_path)
     claim = noise_claim(table, tmp_path)
-    assert claim["verdict"] == "not yet measured" and "none of the 4 runs it needs has a result" in claim["sentence"]
-    assert "pending" not in claim["sentence"] + takeaway(table, claim)
+    assert (claim.verdict, claim.readings, claim.needed, claim.missing_runs) == ("not yet measured", (), 4, 4)
+    assert [name for name, _conditions in claim.missing] == ["fp32", "HQQ weight-only int3 g64"]
+    assert "pending" not in takeaway(table, claim)
     assert missing_runs(table)["not run"].tolist() == [2, 2]
     assert plots.noise_delta_wer(table).axes  # a figure with its empty panels
 

@@ -278,6 +278,8 @@ def test_a_recipe_between_two_uniform_sizes_is_named_with_the_next_larger_unifor
     df = pd.DataFrame({"configuration": ["u3", "u4", "mix"], "recipe": ["uniform", "uniform", "mix-top5-int8"],
                        "status": "ok", "small_mb": [278.0, 298.0, 292.0], "kld_other": [0.19, 0.02, 0.11],
                        "wer_other": [27.5, 10.3, 14.6]})
-    text = recipe_verdict(df)
-    assert text.startswith("None of the 1 mixed-precision recipes")
-    assert "mix (292 MB, KLD 0.11, WER other 14.60; next larger uniform: u4, 298 MB, KLD 0.02" in text
+    verdict = recipe_verdict(df)
+    assert (verdict.outcome, verdict.mixed, verdict.wins) == ("none beats", 1, ())
+    (mix, larger), = verdict.front_only
+    assert (mix.name, mix.small_mb, mix.kld_other, mix.wer_other) == ("mix", 292.0, 0.11, 14.6)
+    assert (larger.name, larger.small_mb, larger.kld_other) == ("u4", 298.0, 0.02)
