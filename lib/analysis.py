@@ -25,21 +25,24 @@ from .verdicts import ConfirmationVerdict, End, Int8Answer, Interval, RecipeVerd
 PROXIES = {"encoder_distance": "1 − encoder cosine (JFK clip)", "weight_error": "mean relative weight error"}
 
 
-def pareto_set(df: pd.DataFrame, minimize: Iterable[str] = ("small_mb", "latency_ratio")) -> pd.DataFrame:
-    """The finished rows that no other finished row beats on every objective at once, smallest first.
+def pareto_front(df: pd.DataFrame, minimize: Iterable[str] = ("small_mb", "latency_ratio")) -> pd.DataFrame:
+    """The rows of ``df`` that no other row beats on every column of ``minimize`` at once, sorted by them.
 
-    A row is dominated when another is at least as good on all of ``minimize`` and better on one.
+    A row is dominated when another is at least as good on all of ``minimize`` and better on one; a row that
+    repeats an earlier row's values exactly is dropped too (one label per point). Rows missing a value are
+    left out; the original index is kept. Filter first (e.g. :func:`lib.tables.finished`).
 
-    >>> df = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "status": "ok", "small_mb": [300, 400, 500, 400],
+    >>> df = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "small_mb": [300, 400, 500, 400],
     ...                    "latency_ratio": [1.5, 0.9, 0.9, 1.2]})
-    >>> list(pareto_set(df)["configuration"])  # c: b is as fast and smaller; d: b is as small and faster
+    >>> list(pareto_front(df)["configuration"])  # c: b is as fast and smaller; d: b is as small and faster
     ['a', 'b']
     """
     minimize = list(minimize)
-    ok = df[(df["status"] == "ok")].dropna(subset=minimize)
-    values = ok[minimize].to_numpy(dtype=float)
-    keep = [not any((other <= row).all() and (other < row).any() for other in values) for row in values]
-    return ok[keep].sort_values(minimize).reset_index(drop=True)
+    rows = df.dropna(subset=minimize)
+    values = rows[minimize].to_numpy(dtype=float)
+    keep = [not any(((other <= row).all() and (other < row).any()) or (j < i and (other == row).all())
+                    for j, other in enumerate(values)) for i, row in enumerate(values)]
+    return rows[pd.Series(keep, index=rows.index, dtype=bool)].sort_values(minimize, kind="stable")
 
 
 def ship_candidates(df: pd.DataFrame, max_wer_increase: float = 1.0) -> pd.DataFrame:
@@ -49,7 +52,7 @@ def ship_candidates(df: pd.DataFrame, max_wer_increase: float = 1.0) -> pd.DataF
     Only latencies timed on the study's CPU class compete (rows marked ``§`` are left out).
     """
     same_cpu = ~df["other_cpu"].fillna(False).astype(bool) if "other_cpu" in df else True
-    return pareto_set(df[(df["delta_wer_other"] <= max_wer_increase) & same_cpu])
+    return pareto_front(finished(df[(df["delta_wer_other"] <= max_wer_increase) & same_cpu])).reset_index(drop=True)
 
 
 def proxy_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -253,18 +256,6 @@ def footprint_takeaway(df: pd.DataFrame, cpu: str) -> str:
     return text + "."
 
 
-def kld_front(df: pd.DataFrame) -> list[str]:
-    """The configurations on the size–KLD front of ``df`` (whisper-small stored MB, KLD on test-other): no other
-    row is both no larger and lower in KLD.
-
-    >>> kld_front(pd.DataFrame({"configuration": ["u3", "mix", "u4", "big"], "small_mb": [278, 292, 298, 310],
-    ...                         "kld_other": [0.19, 0.11, 0.02, 0.06]}))
-    ['u3', 'mix', 'u4']
-    """
-    rows = df.dropna(subset=["small_mb", "kld_other"])
-    return [r.configuration for r in rows.itertuples()
-            if not ((rows["small_mb"] <= r.small_mb) & (rows["kld_other"] < r.kld_other)).any()]
-
 _TOP_K = re.compile(r"mix-top(\d+)-(\w+)")
 NO_GAINS = "No top-k recipe has a fidelity and footprint result yet"
 
@@ -354,7 +345,7 @@ def recipe_verdict(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> R
         return RecipeVerdict("no results")
     wins = [(u.small_mb - m.small_mb, m, u) for m in mixed.itertuples() for u in uniform.itertuples()
             if m.small_mb <= u.small_mb and m.kld_other < u.kld_other and m.wer_other <= u.wer_other]
-    front = set(kld_front(done))
+    front = set(pareto_front(done, ("small_mb", "kld_other"))["configuration"])
     if not wins:
         front_only = []
         for m in mixed.itertuples():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 
-from .analysis import PROXIES, proxy_frame
+from .analysis import PROXIES, pareto_front, proxy_frame
 from .claims import COMPRESSION_CLAIMS
 from .config import LIBRARY_NAMES
 from .display import label, readable
@@ -70,18 +70,6 @@ def _ok(df, *cols):
     if any(c not in df.columns for c in cols):
         return pd.DataFrame(columns=list(dict.fromkeys([*df.columns, *cols, "library", "configuration"])))
     return df.dropna(subset=list(cols))
-
-
-def _front(data, x: str, y: str):
-    """The rows no other row beats on both ``x`` and ``y`` (lower is better), smallest ``x`` first.
-
-    >>> import pandas as pd
-    >>> list(_front(pd.DataFrame({"x": [1, 2, 3, 4], "y": [5.0, 6.0, 4.0, 4.0]}), "x", "y")["x"])
-    [1, 3]
-    """
-    ordered = data.sort_values([x, y])
-    best = ordered[y].cummin().shift(fill_value=float("inf"))
-    return ordered[ordered[y] < best]
 
 
 def _label_points(ax, points, fontsize: float = 8, obstacles=()) -> None:
@@ -243,7 +231,7 @@ def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
             above = off[off["library"] == lib]
             ax.scatter(above[x], [top] * len(above), color=colors[lib], marker="^", s=70, edgecolor="black",
                        lw=0.6, zorder=3, clip_on=False)
-        front = _front(on, x, y)
+        front = pareto_front(on, (x, y))
         step_x = list(front[x]) + [data[x].max()]
         ax.step(step_x, list(front[y]) + [front[y].iloc[-1]] if len(front) else [], where="post", color="grey",
                 lw=1, ls="--", zorder=2)
@@ -299,7 +287,7 @@ def latency_vs_size(df):
         fig.tight_layout()
         fig.canvas.draw()
         box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
-        front = _front(data[data["configuration"] != "fp32"], "small_mb", "latency_ratio")
+        front = pareto_front(data[data["configuration"] != "fp32"], ("small_mb", "latency_ratio"))
         slowest = data.nlargest(1, "latency_ratio")
         named = pd.concat([front, slowest[~slowest.index.isin(front.index)]])
         _label_points(ax, list(zip(named["small_mb"], named["latency_ratio"], _names(named))),

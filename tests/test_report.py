@@ -35,6 +35,24 @@ def test_error_profile_tells_a_loop_from_silence(tmp_path):
     assert silent["failure mode"] == "falls silent (deletions)"
 
 
+@pytest.mark.parametrize("x, y, front", [
+    ([1, 2, 3], [3.0, 2.0, 1.0], [0, 1, 2]),        # a trade-off: every row is on the front, smallest x first
+    ([1, 2, 3], [1.0, 2.0, 3.0], [0]),              # one row beats the others on both
+    ([1, 1, 2], [2.0, 1.0, 1.0], [1]),              # a tie on one column: the other decides
+    ([2, 1, 1], [1.0, 1.0, 1.0], [1]),              # the exact repeat of a front row is named once
+    ([1, 2, None], [2.0, 1.0, 0.1], [0, 1]),        # a row missing a value is left out
+    ([3, 4, 1, 2], [5.0, 6.0, 4.0, 4.0], [2]),      # lower is better on both columns
+    ([], [], []),
+])
+def test_the_pareto_front_keeps_the_rows_nothing_beats_on_both_columns(x, y, front):
+    from lib.analysis import pareto_front
+
+    df = pd.DataFrame({"a": pd.Series(x, dtype=float), "b": pd.Series(y, dtype=float)})
+    assert list(pareto_front(df, ("a", "b")).index) == front
+    flipped = pareto_front(df.rename(columns={"a": "b", "b": "a"}), ("a", "b"))  # any two columns, either order
+    assert sorted(flipped.index) == sorted(front)
+
+
 def test_ship_candidates_keep_accuracy_then_trade_size_for_speed():
     from lib.analysis import ship_candidates
 
