@@ -73,7 +73,8 @@ def _ok(df, *cols):
 
 
 def _label_points(ax, points, fontsize: float = 8, obstacles=()) -> None:
-    """Name ``points`` (``(x, y, text)`` in data coordinates) without overlaps, deterministically.
+    """Name ``points`` (``(x, y, text)`` in data coordinates) without overlaps, deterministically: the book's one
+    label placer (every scatter figure names its points here; adjustText 1.4 left overlapping labels).
 
     Each label tries a fixed list of offsets (right, left, above, below, then further out with a leader line)
     and takes the first whose box stays inside the axes and meets no earlier label and no marker of
@@ -415,7 +416,8 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     """ΔWER against fp32 (linear, symlog beyond ±5 points) against mean KLD to fp32 (log), one dot per
     configuration, coloured by library; ``disagreements`` (configuration names) are labelled.
 
-    Read it as: if KLD ranks configurations as WER does, the dots rise from left to right.
+    Read it as: if KLD ranks configurations as WER does, the dots rise from left to right. Labels are placed
+    by :func:`_label_points`, clear of every dot and of the legend.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -430,13 +432,17 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=5.0)
     ax.axhline(0, color="0.5", lw=0.8)
-    for _, r in data[data["configuration"].isin(disagreements or [])].iterrows():
-        ax.annotate(r["configuration"], (r[f"kld_{split}"], r[f"delta_wer_{split}"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel(f"mean KL divergence to fp32, test-{split} (nats per token, log)")
     ax.set_ylabel(f"{label(f'delta_wer_{split}')} (points; symlog beyond ±5)")
-    ax.legend(title=None, fontsize=8, loc="upper left")
+    legend = ax.legend(title=None, fontsize=8, loc="upper left")
     fig.tight_layout()
+    named = data[data["configuration"].isin(disagreements or [])]
+    if len(named):
+        fig.canvas.draw()
+        box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
+        _label_points(ax, list(zip(named[f"kld_{split}"], named[f"delta_wer_{split}"], named["configuration"])),
+                      fontsize=7, obstacles=list(zip(data[f"kld_{split}"], data[f"delta_wer_{split}"]))
+                      + _box_points(box))
     return fig
 
 
@@ -447,7 +453,7 @@ def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None, hea
     Points right of 1 are slower than PyTorch fp32; the dotted line is PyTorch fp32's WER. The y axis stops
     ``headroom`` points above that line so the rows that matter stay readable: a row beyond it is drawn at the
     top edge as an upward triangle labelled with its WER. Labels are placed by :func:`_label_points`, clear of
-    every marker and of each other (adjustText 1.4 left the crowded 0.6–0.9 band overlapping).
+    every marker and of each other.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
