@@ -13,12 +13,11 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import LIBRARY_NAMES
 from .display import readable, status_counts
 from .decoding import RECIPE
 from .results import RESULTS_DIR, ResultStore
 from .scoring import compare_wer, score_rows
-from .tables import current_recipe, finished
+from .tables import current_recipe, finished, quantized
 from .verdicts import ConfirmationVerdict, End, Int8Answer, Interval, RecipeVerdict, RecipeWin, Row
 
 #: The cheap proxies of WER and what each measures.
@@ -63,7 +62,7 @@ def proxy_frame(df: pd.DataFrame) -> pd.DataFrame:
     (encoder untouched, or float16 weights, lossless for a model released in float16) is NaN: it ranks
     nothing and has no place on a log axis.
     """
-    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].copy()
+    ok = quantized(finished(df)).copy()
     distance = 1.0 - ok["encoder_cosine"].astype(float)
     ok["encoder_distance"] = distance.where(distance > 1e-7)
     ok["weight_error"] = ok["weight_error"].astype(float).where(lambda e: e > 0)
@@ -127,7 +126,7 @@ def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | s
     wer_columns = [c for c in ("wer_clean", "wer_other") if c in df]
     if df.empty or not wer_columns:
         return pd.DataFrame(columns=ERROR_PROFILE_COLUMNS)
-    bad = df[(df["status"] == "ok") & (df[wer_columns].max(axis=1) >= min_wer)]
+    bad = finished(df)[lambda d: d[wer_columns].max(axis=1) >= min_wer]
     records = []
     for _, row in bad.iterrows():
         utterances = score_rows(store.load_rows(row["slug"]))
@@ -164,7 +163,7 @@ def highlights(df: pd.DataFrame) -> dict[str, Any]:
     'within its interval: 1 more'
     """
     out: dict[str, Any] = {"counts": status_counts(df) if len(df) else "no configurations"}
-    ok = df[(df["status"] == "ok") & (df.get("library", "") != LIBRARY_NAMES["none"])] if len(df) else df
+    ok = quantized(finished(df)) if len(df) else df
     for key in ("clean", "other"):
         col = f"delta_wer_{key}"
         if len(ok) and col in ok and ok[col].notna().any():
@@ -187,7 +186,7 @@ def kld_rank_agreement(df: pd.DataFrame, split: str = "other", top: int = 3) -> 
     """
     from .metrics import spearman_interval
 
-    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].dropna(
+    ok = quantized(finished(df)).dropna(
         subset=[f"kld_{split}", f"delta_wer_{split}"])
     if len(ok) < 4:
         return {"kld_rho": float("nan"), "kld_rho_low": float("nan"), "kld_rho_high": float("nan"),
@@ -212,7 +211,7 @@ def takeaway(df: pd.DataFrame) -> str:
     >>> takeaway(df)
     '1 of 2 configurations cannot be told apart from fp32 on either split; the smallest of them is a (300 MB on the whisper-small architecture). 1 lose accuracy measurably on test-other, the least b (ΔWER other +5.00).'
     """
-    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])]
+    ok = quantized(finished(df))
     cols = [f"delta_wer_{s}_{b}" for s in ("clean", "other") for b in ("low", "high")]
     if ok.empty or any(c not in ok for c in cols):
         return "No configuration of this chapter has a ΔWER interval yet."
@@ -240,7 +239,7 @@ def footprint_takeaway(df: pd.DataFrame, cpu: str) -> str:
     >>> footprint_takeaway(df, "AVX2")
     'The smallest configuration, b, stores 200 MB on the whisper-small architecture, 79% less than fp32; on AVX2, 1 of 2 quantized configurations run at least 5% faster than fp32 and 1 at least 5% slower.'
     """
-    ok = df[(df["status"] == "ok") & (df["configuration"] != "fp32")].dropna(subset=["small_mb"])
+    ok = finished(df)[lambda d: d["configuration"] != "fp32"].dropna(subset=["small_mb"])
     if ok.empty:
         return "No quantized configuration has a footprint on this CPU class yet."
     small = ok.sort_values("small_mb").iloc[0]
@@ -292,7 +291,7 @@ def recipe_gains(df: pd.DataFrame) -> str:
     need = ["small_mb", "kld_other", "recipe", "weights"]
     if any(c not in df for c in need):
         return NO_GAINS
-    done = df[df["status"] == "ok"].dropna(subset=["small_mb", "kld_other"])
+    done = finished(df).dropna(subset=["small_mb", "kld_other"])
     key = (lambda r: (r.weights, r.group_size)) if "group_size" in df else (lambda r: (r.weights, None))
     base = {key(r): r for r in done[done["recipe"] == "uniform"].itertuples()}
     by_base: dict[tuple, list[str]] = {}

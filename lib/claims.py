@@ -16,7 +16,7 @@ import pandas as pd
 
 from .results import RESULTS_DIR, ResultStore
 from .scoring import compare_gap_change, compare_wer
-from .tables import find_row
+from .tables import find_row, finished
 from .verdicts import NOT_MEASURED, NOT_RESOLVABLE, GapReading, Interval, NoiseVerdict
 
 
@@ -326,8 +326,9 @@ def noise_failed_snrs(df: pd.DataFrame, kind: str) -> list[float]:
     """
     from .robustness import NOISE_REFERENCE_LIMIT
 
-    fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")
-              & (df["snr_db"] < NOISE_HIGH_SNR)].sort_values("snr_db")
+    ok = finished(df)
+    fp32 = ok[(ok["noise"] == kind) & (ok["configuration"] == "fp32") & (ok["snr_db"] < NOISE_HIGH_SNR)].sort_values(
+        "snr_db")
     return [float(x) for x in fp32.loc[fp32["wer"] > NOISE_REFERENCE_LIMIT, "snr_db"]]
 
 
@@ -335,7 +336,7 @@ def noise_skipped(df: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
     """Per noise kind, the ``(SNR, fp32 WER)`` conditions the verdict leaves out because fp32 fails there."""
     out = {}
     for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
-        fp32 = df[(df["noise"] == kind) & (df["configuration"] == "fp32") & (df["status"] == "ok")]
+        fp32 = finished(df)[lambda d: (d["noise"] == kind) & (d["configuration"] == "fp32")]
         wer = dict(zip(fp32["snr_db"], fp32["wer"]))
         if skipped := noise_failed_snrs(df, kind):
             out[kind] = [(snr, float(wer[snr])) for snr in skipped]
@@ -369,7 +370,7 @@ def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) 
 
     store = ResultStore(results_dir)
     out = []
-    ok = df[df["status"] == "ok"]
+    ok = finished(df)
     for part in NOISE_AGGRESSIVE_ROWS:
         for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
             def pick(snr, fp32=False):

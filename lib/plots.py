@@ -5,12 +5,12 @@ Figures take the tables of :mod:`lib.tables` (plain column names) and label thei
 """
 from __future__ import annotations
 
-import itertools
 
 from .analysis import PROXIES, pareto_front, proxy_frame
 from .claims import COMPRESSION_CLAIMS
 from .config import LIBRARY_NAMES
 from .display import label, readable
+from .tables import quantized
 
 LIBRARIES = list(LIBRARY_NAMES.values())  # fp32, torch.ao, torchao, quanto, HQQ, bitsandbytes
 PAPER_COMPRESSION = {claim.figure_label: claim.target_pct for claim in COMPRESSION_CLAIMS}
@@ -423,7 +423,7 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     import seaborn as sns
 
     _style()
-    data = _ok(df[df["library"] != LIBRARY_NAMES["none"]] if "library" in df else df, f"kld_{split}",
+    data = _ok(quantized(df), f"kld_{split}",
                f"delta_wer_{split}")
     data = data[data[f"kld_{split}"] > 0]
     fig, ax = plt.subplots(figsize=(8, 5))

@@ -23,7 +23,7 @@ from .grids import expand_grid, grid_path
 from .results import RESULTS_DIR, ResultStore
 from .metrics import corpus_wer
 from .scoring import compare_wer, score_rows
-from .tables import baseline_config
+from .tables import baseline_config, finished
 from .verdicts import NoiseVerdict
 
 #: fp32's WER (%) above which a noisy condition is not used for the noise verdict: the reference itself has
@@ -188,7 +188,7 @@ def takeaway(df: pd.DataFrame, claim: NoiseVerdict | None = None) -> str:
     >>> takeaway(pd.DataFrame(columns=COLUMNS))
     'No noisy run of experiments/noise.yml has a result: the tables above list each configuration with the conditions it lacks.'
     """
-    noisy = df[(df["noise"] != "clean") & (df["status"] == "ok")]
+    noisy = finished(df)[lambda d: d["noise"] != "clean"]
     if noisy.empty:
         return ("No noisy run of experiments/noise.yml has a result: the tables above list each configuration with "
                 "the conditions it lacks.")

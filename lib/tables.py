@@ -40,6 +40,16 @@ def finished(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
+def quantized(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that quantize something: the fp32 reference rows (library ``fp32``) are dropped; a
+    table without a ``library`` column is returned whole.
+
+    >>> quantized(pd.DataFrame({"configuration": ["fp32", "a"], "library": ["fp32", "HQQ"]}))["configuration"].tolist()
+    ['a']
+    """
+    return df[df["library"] != LIBRARY_NAMES["none"]] if "library" in df else df
+
+
 def current_recipe(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``df`` decoded with today's decoding recipe: those flagged ``older_decoding`` (marked ‡ in
     the book) are dropped; a table without the column is returned whole.
@@ -434,7 +444,7 @@ def coverage_counts(df: pd.DataFrame, splits: tuple[str, ...] = ("test-clean", "
 
     root = resolve_data_dir(data)
     sizes = {split_tag(s): len(list_split(root, s)) for s in splits}
-    ok = df[df["status"] == "ok"]
+    ok = finished(df)
     have = ok[[f"n_{t}" for t in sizes]].fillna(0)
     complete = (have >= pd.Series({f"n_{t}": n for t, n in sizes.items()})).all(axis=1)
     partial = ok[~complete]
