@@ -200,7 +200,7 @@ def kld_rank_agreement(df: pd.DataFrame, split: str = "other", top: int = 3) -> 
             "kld_disagree": list(worst["configuration"]), "kld_disagree_text": text}
 
 
-def takeaway(df: pd.DataFrame) -> str:
+def accuracy_takeaway(df: pd.DataFrame) -> str:
     """A chapter's takeaway from its table: how many configurations cannot be told from fp32 on either split
     (speaker-resampled ΔWER intervals containing 0), the smallest of them on the whisper-small architecture,
     and which lose accuracy measurably on test-other.
@@ -208,7 +208,7 @@ def takeaway(df: pd.DataFrame) -> str:
     >>> df = pd.DataFrame({"configuration": ["a", "b"], "status": "ok", "library": "HQQ", "small_mb": [300.0, 200.0],
     ...     "delta_wer_clean_low": [-1.0, 0.5], "delta_wer_clean_high": [1.0, 2.0], "delta_wer_other_low": [-1, 2.0],
     ...     "delta_wer_other_high": [1.0, 9.0], "delta_wer_other": [0.1, 5.0]})
-    >>> takeaway(df)
+    >>> accuracy_takeaway(df)
     '1 of 2 configurations cannot be told apart from fp32 on either split; the smallest of them is a (300 MB on the whisper-small architecture). 1 lose accuracy measurably on test-other, the least b (ΔWER other +5.00).'
     """
     ok = quantized(finished(df))
@@ -437,7 +437,7 @@ def confirmation_table(sensitivity: pd.DataFrame, recipes: pd.DataFrame) -> pd.D
     ``end`` says whether the group is among the map's most or least sensitive. A row with no result keeps its
     status (``not run``) and empty numbers.
     """
-    from .recipes import group_of
+    from .mixed_precision import group_of
 
     by_tag = {group_of(r.group).tag: r for r in sensitivity.itertuples()}
     median_rank = len(sensitivity) / 2

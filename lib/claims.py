@@ -252,8 +252,8 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise:
     table["key"] = pd.Series(claim_keys(df, store))
     table["paper"] = pd.Series({c.claim: f"−{c.target_pct:g}%" for c in COMPRESSION_CLAIMS})
     table["here"] = pd.Series({c.claim: here for c in COMPRESSION_CLAIMS if (here := _compression_here(df, c))})
-    if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.robustness)
-        from .robustness import noise_table
+    if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.noise_tables)
+        from .noise_tables import noise_table
 
         found = noise_claim(noise_table(results_dir=results_dir, clean=False), results_dir)
         table.loc[NOISE_CLAIM, ["verdict", "evidence", "sentence", "key"]] = [
@@ -317,14 +317,14 @@ NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
 
 def noise_failed_snrs(df: pd.DataFrame, kind: str) -> list[float]:
     """The SNRs below :data:`NOISE_HIGH_SNR` at which fp32's WER in noise ``kind`` exceeds
-    :data:`lib.robustness.NOISE_REFERENCE_LIMIT`: the verdict does not use them.
+    :data:`lib.noise_tables.NOISE_REFERENCE_LIMIT`: the verdict does not use them.
 
     >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
     ...                    "snr_db": [20.0, 10.0, 0.0], "wer": [4.0, 12.0, 146.7]})
     >>> noise_failed_snrs(df, "babble")
     [0.0]
     """
-    from .robustness import NOISE_REFERENCE_LIMIT
+    from .noise_tables import NOISE_REFERENCE_LIMIT
 
     ok = finished(df)
     fp32 = ok[(ok["noise"] == kind) & (ok["configuration"] == "fp32") & (ok["snr_db"] < NOISE_HIGH_SNR)].sort_values(
@@ -366,7 +366,7 @@ def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) 
     at which fp32 still works (not in :func:`noise_failed_snrs`; 0 dB where it does) and at which the row has a result
     (:func:`lib.scoring.compare_gap_change`), with a 95% interval resampling speakers, and its verdict (gap
     grows: ``supported``)."""
-    from .robustness import SPLIT
+    from .noise_tables import SPLIT
 
     store = ResultStore(results_dir)
     out = []
@@ -396,7 +396,7 @@ def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) 
 
 
 def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> NoiseVerdict:
-    """The noise verdict from :func:`lib.robustness.noise_table`'s ``df``: does the gap between the aggressive
+    """The noise verdict from :func:`lib.noise_tables.noise_table`'s ``df``: does the gap between the aggressive
     formats and fp32 grow from 20 dB to 0 dB SNR? Each reading is the difference of two ΔWERs on the same
     utterances (0 dB minus 20 dB), with its 95% interval resampling speakers; an interval above 0 supports the
     claim, below 0 contradicts it. Without the runs it needs, the verdict is ``not yet measured`` and
@@ -408,7 +408,7 @@ def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> Nois
     >>> v.verdict, v.needed, v.missing
     ('not yet measured', 2, (('fp32', 'babble 20 dB, babble 0 dB'),))
     """
-    from .robustness import NOISE_REFERENCE_LIMIT
+    from .noise_tables import NOISE_REFERENCE_LIMIT
 
     readings = noise_gap_readings(df, results_dir)
     if not readings:

@@ -30,7 +30,7 @@ def linears(model, *patterns):
                                    "decoder.1.self_attn", "decoder.1.fc1", "proj_out"])
 def test_a_group_spec_quantizes_only_that_group(tiny_model, group):
     from lib.quantize import quantize
-    from lib.recipes import group_of
+    from lib.mixed_precision import group_of
 
     g = group_of(group)
     expected = linears(tiny_model, *g.patterns)
@@ -41,7 +41,7 @@ def test_a_group_spec_quantizes_only_that_group(tiny_model, group):
 def test_stored_bytes_follow_the_recipe(tiny):
     from lib.metrics import stored_bytes
     from lib.quantize import quantize
-    from lib.recipes import recipe_stored_bytes
+    from lib.mixed_precision import recipe_stored_bytes
 
     one = QuantSpec(**HQQ, layers=("model.decoder.layers.*.fc1",), recipe="only-dec-fc1")
     mixed = QuantSpec(**{**HQQ, "weights": "int4"}, overrides={"model.encoder.*": {"weights": "int8"}}, recipe="enc8")
@@ -230,7 +230,7 @@ def test_the_sensitivity_pass_scores_each_group_and_resumes(tmp_path, prepared):
 
 @pytest.mark.parametrize("group", ["encoder.1.fc1", "decoder.0.fc2"])
 def test_reusing_fp32_encoder_states_changes_nothing(prepared, group):
-    from lib.recipes import group_of
+    from lib.mixed_precision import group_of
     from lib.sensitivity import quantize_group, score
 
     loaded, items, _ = prepared
@@ -246,7 +246,7 @@ def test_the_mixed_grid_is_written_from_a_map_and_expands(tmp_path, tiny):
     import pandas as pd
 
     from lib.grids import expand_grid
-    from lib.recipes import mixed_grid_text
+    from lib.mixed_precision import mixed_grid_text
     from lib.sensitivity import model_groups
 
     names = [g.name for g in model_groups(tiny.model)]
