@@ -35,6 +35,10 @@ class Verdict:
     def _repr_pretty_(self, p, cycle) -> None:
         p.text(self.sentence())
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._repr_pretty_ = Verdict._repr_pretty_  # IPython asks each class before its dataclass __repr__
+
 
 @dataclass(frozen=True)
 class Interval:

@@ -301,3 +301,13 @@ def test_a_recipe_between_two_uniform_sizes_is_named_with_the_next_larger_unifor
     (mix, larger), = verdict.front_only
     assert (mix.name, mix.small_mb, mix.kld_other, mix.wer_other) == ("mix", 292.0, 0.11, 14.6)
     assert (larger.name, larger.small_mb, larger.kld_other) == ("u4", 298.0, 0.02)
+
+
+def test_a_verdict_is_shown_as_its_sentence_where_a_chapter_glues_or_displays_it():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lib.verdicts import NO_INT8_ANSWER, Int8Answer
+
+    verdict = Int8Answer("no results")
+    assert InteractiveShell.instance().display_formatter.format(verdict)[0]["text/plain"] == NO_INT8_ANSWER
+    assert str(verdict) == verdict.sentence() and repr(verdict).startswith("Int8Answer(outcome='no results'")
