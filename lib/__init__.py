@@ -7,7 +7,7 @@ libraries are imported only when a model is loaded or quantized.
 >>> QuantSpec(library="bnb", scheme="weight_only", weights="nf4").slug
 'bnb-wo-nf4'
 """
-from .config import ConfigError, NoiseRecipe, QuantSpec, RunConfig
+from .config import ConfigError, NoiseSpec, QuantSpec, RunConfig
 
-__all__ = ["ConfigError", "NoiseRecipe", "QuantSpec", "RunConfig", "__version__"]
+__all__ = ["ConfigError", "NoiseSpec", "QuantSpec", "RunConfig", "__version__"]
 __version__ = "0.1.0"

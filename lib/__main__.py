@@ -18,7 +18,7 @@ import logging
 import sys
 
 from .checks import check_run
-from .config import NOISE_KINDS, ConfigError, NoiseRecipe, QuantSpec, RunConfig
+from .config import NOISE_KINDS, ConfigError, NoiseSpec, QuantSpec, RunConfig
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--threads", type=int, default=2)
     se.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR)")
     se.add_argument("--write-grid", action="store_true",
-                    help="then write experiments/mixed.yml from the int3 map (lib.recipes)")
+                    help="then write experiments/mixed.yml from the int3 map (lib.mixed_precision)")
 
     bm = sub.add_parser("build-model", help="build the embedded whisper-base into the cache (if missing)")
     bm.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if (a.noise is None) != (a.snr is None):
                 raise ConfigError("--noise and --snr go together, e.g. --noise babble --snr 10")
-            noise = NoiseRecipe(kind=a.noise, snr_db=a.snr, seed=a.noise_seed) if a.noise else None
+            noise = NoiseSpec(kind=a.noise, snr_db=a.snr, seed=a.noise_seed) if a.noise else None
             config = RunConfig(model=a.model, split=tuple(a.split or ("test-clean", "test-other")), limit=a.limit,
                                quant=_spec(a), batch_size=a.batch_size, threads=a.threads, noise=noise)
             check_run(config)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                       retry_failed=a.retry_failed)
             print(f"{summary['slug']}: {summary['status']}, {summary['groups_done']}/{len(summary['groups'])} groups")
             if a.write_grid:
-                from .recipes import write_mixed_grid
+                from .mixed_precision import write_mixed_grid
 
                 print(f"wrote {write_mixed_grid()}")
             return 0 if summary["status"] in ("ok", "partial") else 1

@@ -13,31 +13,35 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import LIBRARY_NAMES
 from .display import readable, status_counts
 from .decoding import RECIPE
 from .results import RESULTS_DIR, ResultStore
 from .scoring import compare_wer, score_rows
+from .tables import current_recipe, finished, quantized
+from .verdicts import ConfirmationVerdict, End, Int8Answer, Interval, RecipeVerdict, RecipeWin, Row
 
 #: The cheap proxies of WER and what each measures.
 PROXIES = {"encoder_distance": "1 − encoder cosine (JFK clip)", "weight_error": "mean relative weight error"}
 
 
-def pareto_set(df: pd.DataFrame, minimize: Iterable[str] = ("small_mb", "latency_ratio")) -> pd.DataFrame:
-    """The finished rows that no other finished row beats on every objective at once, smallest first.
+def pareto_front(df: pd.DataFrame, minimize: Iterable[str] = ("small_mb", "latency_ratio")) -> pd.DataFrame:
+    """The rows of ``df`` that no other row beats on every column of ``minimize`` at once, sorted by them.
 
-    A row is dominated when another is at least as good on all of ``minimize`` and better on one.
+    A row is dominated when another is at least as good on all of ``minimize`` and better on one; a row that
+    repeats an earlier row's values exactly is dropped too (one label per point). Rows missing a value are
+    left out; the original index is kept. Filter first (e.g. :func:`lib.tables.finished`).
 
-    >>> df = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "status": "ok", "small_mb": [300, 400, 500, 400],
+    >>> df = pd.DataFrame({"configuration": ["a", "b", "c", "d"], "small_mb": [300, 400, 500, 400],
     ...                    "latency_ratio": [1.5, 0.9, 0.9, 1.2]})
-    >>> list(pareto_set(df)["configuration"])  # c: b is as fast and smaller; d: b is as small and faster
+    >>> list(pareto_front(df)["configuration"])  # c: b is as fast and smaller; d: b is as small and faster
     ['a', 'b']
     """
     minimize = list(minimize)
-    ok = df[(df["status"] == "ok")].dropna(subset=minimize)
-    values = ok[minimize].to_numpy(dtype=float)
-    keep = [not any((other <= row).all() and (other < row).any() for other in values) for row in values]
-    return ok[keep].sort_values(minimize).reset_index(drop=True)
+    rows = df.dropna(subset=minimize)
+    values = rows[minimize].to_numpy(dtype=float)
+    keep = [not any(((other <= row).all() and (other < row).any()) or (j < i and (other == row).all())
+                    for j, other in enumerate(values)) for i, row in enumerate(values)]
+    return rows[pd.Series(keep, index=rows.index, dtype=bool)].sort_values(minimize, kind="stable")
 
 
 def ship_candidates(df: pd.DataFrame, max_wer_increase: float = 1.0) -> pd.DataFrame:
@@ -47,7 +51,7 @@ def ship_candidates(df: pd.DataFrame, max_wer_increase: float = 1.0) -> pd.DataF
     Only latencies timed on the study's CPU class compete (rows marked ``§`` are left out).
     """
     same_cpu = ~df["other_cpu"].fillna(False).astype(bool) if "other_cpu" in df else True
-    return pareto_set(df[(df["delta_wer_other"] <= max_wer_increase) & same_cpu])
+    return pareto_front(finished(df[(df["delta_wer_other"] <= max_wer_increase) & same_cpu])).reset_index(drop=True)
 
 
 def proxy_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -58,7 +62,7 @@ def proxy_frame(df: pd.DataFrame) -> pd.DataFrame:
     (encoder untouched, or float16 weights, lossless for a model released in float16) is NaN: it ranks
     nothing and has no place on a log axis.
     """
-    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].copy()
+    ok = quantized(finished(df)).copy()
     distance = 1.0 - ok["encoder_cosine"].astype(float)
     ok["encoder_distance"] = distance.where(distance > 1e-7)
     ok["weight_error"] = ok["weight_error"].astype(float).where(lambda e: e > 0)
@@ -122,7 +126,7 @@ def error_profile(df: pd.DataFrame, min_wer: float = 20.0, results_dir: Path | s
     wer_columns = [c for c in ("wer_clean", "wer_other") if c in df]
     if df.empty or not wer_columns:
         return pd.DataFrame(columns=ERROR_PROFILE_COLUMNS)
-    bad = df[(df["status"] == "ok") & (df[wer_columns].max(axis=1) >= min_wer)]
+    bad = finished(df)[lambda d: d[wer_columns].max(axis=1) >= min_wer]
     records = []
     for _, row in bad.iterrows():
         utterances = score_rows(store.load_rows(row["slug"]))
@@ -159,7 +163,7 @@ def highlights(df: pd.DataFrame) -> dict[str, Any]:
     'within its interval: 1 more'
     """
     out: dict[str, Any] = {"counts": status_counts(df) if len(df) else "no configurations"}
-    ok = df[(df["status"] == "ok") & (df.get("library", "") != LIBRARY_NAMES["none"])] if len(df) else df
+    ok = quantized(finished(df)) if len(df) else df
     for key in ("clean", "other"):
         col = f"delta_wer_{key}"
         if len(ok) and col in ok and ok[col].notna().any():
@@ -182,7 +186,7 @@ def kld_rank_agreement(df: pd.DataFrame, split: str = "other", top: int = 3) -> 
     """
     from .metrics import spearman_interval
 
-    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])].dropna(
+    ok = quantized(finished(df)).dropna(
         subset=[f"kld_{split}", f"delta_wer_{split}"])
     if len(ok) < 4:
         return {"kld_rho": float("nan"), "kld_rho_low": float("nan"), "kld_rho_high": float("nan"),
@@ -196,7 +200,7 @@ def kld_rank_agreement(df: pd.DataFrame, split: str = "other", top: int = 3) -> 
             "kld_disagree": list(worst["configuration"]), "kld_disagree_text": text}
 
 
-def takeaway(df: pd.DataFrame) -> str:
+def accuracy_takeaway(df: pd.DataFrame) -> str:
     """A chapter's takeaway from its table: how many configurations cannot be told from fp32 on either split
     (speaker-resampled ΔWER intervals containing 0), the smallest of them on the whisper-small architecture,
     and which lose accuracy measurably on test-other.
@@ -204,10 +208,10 @@ def takeaway(df: pd.DataFrame) -> str:
     >>> df = pd.DataFrame({"configuration": ["a", "b"], "status": "ok", "library": "HQQ", "small_mb": [300.0, 200.0],
     ...     "delta_wer_clean_low": [-1.0, 0.5], "delta_wer_clean_high": [1.0, 2.0], "delta_wer_other_low": [-1, 2.0],
     ...     "delta_wer_other_high": [1.0, 9.0], "delta_wer_other": [0.1, 5.0]})
-    >>> takeaway(df)
+    >>> accuracy_takeaway(df)
     '1 of 2 configurations cannot be told apart from fp32 on either split; the smallest of them is a (300 MB on the whisper-small architecture). 1 lose accuracy measurably on test-other, the least b (ΔWER other +5.00).'
     """
-    ok = df[(df["status"] == "ok") & (df["library"] != LIBRARY_NAMES["none"])]
+    ok = quantized(finished(df))
     cols = [f"delta_wer_{s}_{b}" for s in ("clean", "other") for b in ("low", "high")]
     if ok.empty or any(c not in ok for c in cols):
         return "No configuration of this chapter has a ΔWER interval yet."
@@ -235,7 +239,7 @@ def footprint_takeaway(df: pd.DataFrame, cpu: str) -> str:
     >>> footprint_takeaway(df, "AVX2")
     'The smallest configuration, b, stores 200 MB on the whisper-small architecture, 79% less than fp32; on AVX2, 1 of 2 quantized configurations run at least 5% faster than fp32 and 1 at least 5% slower.'
     """
-    ok = df[(df["status"] == "ok") & (df["configuration"] != "fp32")].dropna(subset=["small_mb"])
+    ok = finished(df)[lambda d: d["configuration"] != "fp32"].dropna(subset=["small_mb"])
     if ok.empty:
         return "No quantized configuration has a footprint on this CPU class yet."
     small = ok.sort_values("small_mb").iloc[0]
@@ -251,22 +255,8 @@ def footprint_takeaway(df: pd.DataFrame, cpu: str) -> str:
     return text + "."
 
 
-def kld_front(df: pd.DataFrame) -> list[str]:
-    """The configurations on the size–KLD front of ``df`` (whisper-small stored MB, KLD on test-other): no other
-    row is both no larger and lower in KLD.
-
-    >>> kld_front(pd.DataFrame({"configuration": ["u3", "mix", "u4", "big"], "small_mb": [278, 292, 298, 310],
-    ...                         "kld_other": [0.19, 0.11, 0.02, 0.06]}))
-    ['u3', 'mix', 'u4']
-    """
-    rows = df.dropna(subset=["small_mb", "kld_other"])
-    return [r.configuration for r in rows.itertuples()
-            if not ((rows["small_mb"] <= r.small_mb) & (rows["kld_other"] < r.kld_other)).any()]
-
 _TOP_K = re.compile(r"mix-top(\d+)-(\w+)")
 NO_GAINS = "No top-k recipe has a fidelity and footprint result yet"
-NO_RECIPES = ("No mixed-precision recipe has a WER, fidelity and footprint result in this build; the table lists "
-              "each configuration of the grid, and those without results as not run.")
 
 
 def recipe_name(row) -> str:
@@ -301,7 +291,7 @@ def recipe_gains(df: pd.DataFrame) -> str:
     need = ["small_mb", "kld_other", "recipe", "weights"]
     if any(c not in df for c in need):
         return NO_GAINS
-    done = df[df["status"] == "ok"].dropna(subset=["small_mb", "kld_other"])
+    done = finished(df).dropna(subset=["small_mb", "kld_other"])
     key = (lambda r: (r.weights, r.group_size)) if "group_size" in df else (lambda r: (r.weights, None))
     base = {key(r): r for r in done[done["recipe"] == "uniform"].itertuples()}
     by_base: dict[tuple, list[str]] = {}
@@ -320,32 +310,57 @@ def recipe_gains(df: pd.DataFrame) -> str:
             "gives: " + "; ".join(parts))
 
 
-def recipe_verdict(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> str:
+def _row(r) -> Row:
+    """A table row (a Series or an itertuples row) as :class:`lib.verdicts.Row`."""
+    return Row(recipe_name(r), float(_get(r, "small_mb")), float(_get(r, "kld_other")), float(_get(r, "wer_other")),
+               _kld_bounds(r))
+
+
+def _get(r, column: str, default: Any = None) -> Any:
+    return r.get(column, default) if isinstance(r, pd.Series) else getattr(r, column, default)
+
+
+def recipe_verdict(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> RecipeVerdict:
     """Whether a mixed-precision recipe beats a uniform HQQ row at no larger stored size (whisper-small
     architecture): lower KLD on test-other and no higher WER on test-other. ``df`` is
-    :func:`lib.tables.recipe_table`; where its rows name a ``slug`` with saved utterances, each win also gives
-    the paired WER difference on test-other with its 95% interval (:func:`lib.scoring.compare_wer`).
+    :func:`lib.tables.recipe_table`; where its rows name a ``slug`` with saved utterances, each win also carries
+    the paired WER difference on test-other with its 95% interval (:func:`lib.scoring.compare_wer`). Rows
+    decoded with an older decoding recipe are left out and named.
 
-    >>> df = pd.DataFrame({"configuration": ["u4", "mix"], "recipe": ["uniform", "mix-top4-int8"],
-    ...     "status": "ok", "small_mb": [298.1, 290.0], "kld_other": [0.05, 0.03], "wer_other": [9.0, 8.5]})
-    >>> recipe_verdict(df)
-    'mix (290 MB, KLD 0.03, WER other 8.50) beats u4 (298 MB, KLD 0.05, WER other 9.00) at no larger size: lower KLD and no higher WER on test-other (point estimates).'
+    >>> v = recipe_verdict(pd.DataFrame({"configuration": ["u4", "mix"], "recipe": ["uniform", "mix-top4-int8"],
+    ...     "status": "ok", "small_mb": [298.1, 290.0], "kld_other": [0.05, 0.03], "wer_other": [9.0, 8.5]}))
+    >>> v.outcome, v.wins[0].recipe.name, v.wins[0].uniform.small_mb
+    ('beats', 'mix', 298.1)
     """
     need = ["small_mb", "kld_other", "wer_other"]
     if any(c not in df for c in need + ["recipe"]):
-        return NO_RECIPES
-    done = df[(df["status"] == "ok")].dropna(subset=need)
-    older = done["older_decoding"].fillna(False).astype(bool) if "older_decoding" in done else False
-    left_out = list(done.loc[older, "configuration"]) if "older_decoding" in done else []
-    done = done[~older] if left_out else done  # one decoding recipe in one comparison
+        return RecipeVerdict("no results")
+    done = finished(df).dropna(subset=need)
+    left_out = tuple(readable(n) for n in done.loc[~done.index.isin(current_recipe(done).index), "configuration"])
+    done = current_recipe(done)  # one decoding recipe in one comparison
     uniform = done[done["recipe"] == "uniform"]
     mixed = done[done["recipe"].str.startswith("mix-") | (done["recipe"] == "enc-fc1-int8")]
     if mixed.empty or uniform.empty:
-        return NO_RECIPES
-    if left_out:
-        return _recipe_verdict(done, uniform, mixed, results_dir) + (
-            f" Left out until re-decoded with today's recipe (‡): {', '.join(readable(n) for n in left_out)}.")
-    return _recipe_verdict(done, uniform, mixed, results_dir)
+        return RecipeVerdict("no results")
+    wins = [(u.small_mb - m.small_mb, m, u) for m in mixed.itertuples() for u in uniform.itertuples()
+            if m.small_mb <= u.small_mb and m.kld_other < u.kld_other and m.wer_other <= u.wer_other]
+    front = set(pareto_front(done, ("small_mb", "kld_other"))["configuration"])
+    if not wins:
+        front_only = []
+        for m in mixed.itertuples():
+            larger = uniform[uniform["small_mb"] >= m.small_mb]
+            if m.configuration in front and not larger.empty:
+                front_only.append((_row(m), _row(larger.loc[larger["small_mb"].idxmin()])))
+        return RecipeVerdict("none beats", mixed=len(mixed), front_only=tuple(front_only), left_out=left_out)
+    closest = {}  # per winning recipe, the uniform row it beats that is nearest in size
+    for _gap, m, u in sorted(wins, key=lambda w: (w[1].small_mb, w[0])):
+        closest.setdefault(m.configuration, (m, u))
+    found = []
+    for m, u in closest.values():
+        diff = paired_wer(getattr(u, "slug", None), getattr(m, "slug", None), results_dir)
+        found.append(RecipeWin(_row(m), _row(u), Interval(diff["delta"], diff["low"], diff["high"]) if diff else None,
+                               on_front=m.configuration in front, kld_overlap=_intervals_overlap(m, u)))
+    return RecipeVerdict("beats", mixed=len(mixed), wins=tuple(found), left_out=left_out)
 
 
 def paired_wer(base_slug: Any, other_slug: Any, results_dir: Path | str = RESULTS_DIR,
@@ -359,117 +374,43 @@ def paired_wer(base_slug: Any, other_slug: Any, results_dir: Path | str = RESULT
     return compare_wer(base, other, split) if base and other else None
 
 
-def paired_wer_note(base_slug: Any, other_slug: Any, results_dir: Path | str = RESULTS_DIR,
-                    split: str = "test-other") -> str:
-    """``'; WER difference on test-other, recipe minus uniform: -0.31 points [-0.90, +0.25]'`` between two
-    saved results (other minus base, paired, utterances resampled), or ``''`` where either has none."""
-    diff = paired_wer(base_slug, other_slug, results_dir, split)
-    if diff is None:
-        return ""
-    return (f"; WER difference on {split}, recipe minus uniform: {diff['delta']:+.2f} points "
-            f"[{diff['low']:+.2f}, {diff['high']:+.2f}]")
-
-
-NO_INT8_ANSWER = "No mixed-precision recipe and uniform int8 row both have a WER, fidelity and footprint result yet."
-
-
-def int8_answer(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> str:
+def int8_answer(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> Int8Answer:
     """The chapter's question — does a recipe buy a smaller model at the accuracy of uniform int8? — answered
     for the recipe closest to int8 in KLD, in WER (paired, test-other) and in KLD, and whether it also beats
     the community recipe. ``df`` is :func:`lib.tables.recipe_table`.
 
-    >>> int8_answer(pd.DataFrame({"configuration": ["u8", "m"], "recipe": ["uniform", "mix-top21-int8"],
+    >>> a = int8_answer(pd.DataFrame({"configuration": ["u8", "m"], "recipe": ["uniform", "mix-top21-int8"],
     ...     "weights": ["int8", "int4"], "status": "ok", "small_mb": [397.0, 348.0], "kld_other": [6e-05, 0.0045],
     ...     "wer_other": [9.36, 8.99]}))
-    'Closest to uniform int8 in KLD: int4 + top 21 at int8 (348 MB, 49 MB less than uniform int8 at 397 MB) has WER on test-other 8.99 against 9.36 and a KLD 75× as large (0.0045 against 6e-05): int8 accuracy in WER, not in KLD.'
+    >>> a.recipe.name, a.wer_matches, a.kld_matches, round(a.kld_ratio)
+    ('int4 + top 21 at int8', True, False, 75)
     """
     need = ["small_mb", "kld_other", "wer_other", "recipe", "weights"]
     if any(c not in df for c in need):
-        return NO_INT8_ANSWER
-    done = df[df["status"] == "ok"].dropna(subset=need[:3])
-    if "older_decoding" in done:
-        done = done[~done["older_decoding"].fillna(False).astype(bool)]
+        return Int8Answer("no results")
+    done = current_recipe(finished(df).dropna(subset=need[:3]))
     int8 = done[(done["recipe"] == "uniform") & (done["weights"] == "int8")]
     mixed = done[done["recipe"].str.match(_TOP_K.pattern) | (done["recipe"] == "enc-fc1-int8")]
     if int8.empty or mixed.empty:
-        return NO_INT8_ANSWER
+        return Int8Answer("no results")
     u, m = int8.loc[int8["small_mb"].idxmin()], mixed.loc[mixed["kld_other"].idxmin()]
     diff = paired_wer(u.get("slug"), m.get("slug"), results_dir)
-    wer_matches = (diff["low"] <= 0 if diff is not None else m["wer_other"] <= u["wer_other"])  # not worse
-    kld_matches = _intervals_overlap(m, u)
-    text = (f"Closest to uniform int8 in KLD: {recipe_name(m)} ({m['small_mb']:.0f} MB, "
-            f"{u['small_mb'] - m['small_mb']:.0f} MB less than {recipe_name(u)} at {u['small_mb']:.0f} MB) has WER "
-            f"on test-other {m['wer_other']:.2f} against {u['wer_other']:.2f}")
-    if diff is not None:
-        text += f" (paired difference {diff['delta']:+.2f} points [{diff['low']:+.2f}, {diff['high']:+.2f}])"
-    text += (f" and a KLD {m['kld_other'] / u['kld_other']:.0f}× as large ({m['kld_other']:.3g} against "
-             f"{u['kld_other']:.3g}): int8 accuracy {'in WER' if wer_matches else 'neither in WER'}"
-             f"{', and in KLD' if kld_matches else (', not in KLD' if wer_matches else ' nor in KLD')}.")
+    beaten = None
     community = done[done["recipe"] == "enc-fc1-int8"]
     if len(community) and m["recipe"] != "enc-fc1-int8":
         c = community.iloc[0]
         if m["small_mb"] <= c["small_mb"] and m["kld_other"] < c["kld_other"] and m["wer_other"] <= c["wer_other"]:
-            text += (" It also beats the community recipe (encoder and every fc1 at int8; "
-                     f"{c['small_mb']:.0f} MB, KLD {c['kld_other']:.3g}, WER on test-other {c['wer_other']:.2f}) "
-                     "on all three.")
-    return text
+            beaten = _row(c)
+    return Int8Answer("answered", recipe=_row(m), int8=_row(u),
+                      paired=Interval(diff["delta"], diff["low"], diff["high"]) if diff is not None else None,
+                      wer_matches=bool(diff["low"] <= 0 if diff is not None else m["wer_other"] <= u["wer_other"]),
+                      kld_matches=_intervals_overlap(m, u), community=beaten)
 
 
 def _kld_bounds(row) -> tuple[float, float] | None:
     """A row's 95% KLD interval on test-other, or None where the table has none."""
-    low, high = getattr(row, "kld_other_low", None), getattr(row, "kld_other_high", None)
-    return None if low is None or high is None or pd.isna(low) or pd.isna(high) else (low, high)
-
-
-def _kld_interval(row) -> str:
-    """``' [0.011, 0.014]'``: a row's 95% KLD interval on test-other, or ``''`` where the table has none."""
-    bounds = _kld_bounds(row)
-    return f" [{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds else ""
-
-
-def _recipe_verdict(done: pd.DataFrame, uniform: pd.DataFrame, mixed: pd.DataFrame,
-                    results_dir: Path | str = RESULTS_DIR) -> str:
-    """:func:`recipe_verdict` over rows that share one decoding recipe."""
-    wins = []
-    for m in mixed.itertuples():
-        for u in uniform.itertuples():
-            if m.small_mb <= u.small_mb and m.kld_other < u.kld_other and m.wer_other <= u.wer_other:
-                wins.append((u.small_mb - m.small_mb, m, u))
-    if not wins:
-        text = (f"None of the {len(mixed)} mixed-precision recipes with results beats a uniform HQQ row at no larger "
-                "stored size (lower KLD and no higher WER on test-other)")
-        front = kld_front(done)
-        notes = []
-        for m in mixed.itertuples():
-            larger = uniform[uniform["small_mb"] >= m.small_mb]
-            if m.configuration not in front or larger.empty:
-                continue
-            u = larger.loc[larger["small_mb"].idxmin()]
-            notes.append(f"{recipe_name(m)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}, WER other {m.wer_other:.2f}"
-                         f"; next larger uniform: {recipe_name(u)}, {u['small_mb']:.0f} MB, KLD "
-                         f"{u['kld_other']:.3g}, WER other {u['wer_other']:.2f})")
-        if notes:
-            text += ("; on the size–KLD front only because no uniform row sits at their size: " + "; ".join(notes))
-        return text + "."
-    front, parts = kld_front(done), []
-    closest = {}  # per winning recipe, the uniform row it beats that is nearest in size
-    for gap, m, u in sorted(wins, key=lambda w: (w[1].small_mb, w[0])):
-        closest.setdefault(m.configuration, (m, u))
-    for m, u in closest.values():
-        part = (f"{recipe_name(m)} ({m.small_mb:.0f} MB, KLD {m.kld_other:.3g}{_kld_interval(m)}, WER other "
-                f"{m.wer_other:.2f}) beats {recipe_name(u)} ({u.small_mb:.0f} MB, KLD {u.kld_other:.3g}"
-                f"{_kld_interval(u)}, "
-                f"WER other {u.wer_other:.2f}"
-                f"{paired_wer_note(getattr(u, 'slug', None), getattr(m, 'slug', None), results_dir)})")
-        if m.configuration not in front:
-            part += " but is itself off the size–KLD front"
-        parts.append(part)
-    text = "; ".join(parts) + " at no larger size: lower KLD and no higher WER on test-other (point estimates)."
-    overlap = [m for m, u in closest.values() if _intervals_overlap(m, u)]
-    if overlap:
-        text += (f" For {', '.join(recipe_name(m) for m in overlap)} the two KLD intervals overlap: on this sample "
-                 "that is a smaller model at the same fidelity, not a measurably better one.")
-    return text
+    low, high = _get(row, "kld_other_low"), _get(row, "kld_other_high")
+    return None if low is None or high is None or pd.isna(low) or pd.isna(high) else (float(low), float(high))
 
 
 def _intervals_overlap(m, u) -> bool:
@@ -496,7 +437,7 @@ def confirmation_table(sensitivity: pd.DataFrame, recipes: pd.DataFrame) -> pd.D
     ``end`` says whether the group is among the map's most or least sensitive. A row with no result keeps its
     status (``not run``) and empty numbers.
     """
-    from .recipes import group_of
+    from .mixed_precision import group_of
 
     by_tag = {group_of(r.group).tag: r for r in sensitivity.itertuples()}
     median_rank = len(sensitivity) / 2
@@ -515,41 +456,31 @@ def confirmation_table(sensitivity: pd.DataFrame, recipes: pd.DataFrame) -> pd.D
     return pd.DataFrame(rows).sort_values("rank").reset_index(drop=True) if rows else pd.DataFrame()
 
 
-def confirmation_verdict(table: pd.DataFrame) -> str:
-    """One sentence: does the whole-sample run keep the map's most and least sensitive groups apart?
+def confirmation_verdict(table: pd.DataFrame) -> ConfirmationVerdict:
+    """Does the whole-sample run keep the map's most and least sensitive groups apart?
 
     ``table`` is :func:`confirmation_table`. The map holds when every finished most-sensitive group has a
     higher whole-sample KLD than every finished least-sensitive one.
 
     >>> t = pd.DataFrame({"end": ["most", "least"], "status": "ok", "group": ["a", "b"], "kld_other": [0.01, 0.001],
     ...     "delta_wer_other": [1.2, 0.1], "delta_wer_other_low": [0.4, -0.3], "delta_wer_other_high": [2.0, 0.5]})
-    >>> confirmation_verdict(t)
-    'On the whole sample (test-other) the 1 most sensitive groups, each quantized alone, change WER by +1.20 to +1.20 points (1 of 1 intervals above 0; KLD 0.01 to 0.01), the 1 least by +0.10 to +0.10 points (0 of 1 intervals above 0; KLD 0.001 to 0.001): whole-sample KLD keeps the two ends apart, so the map holds beyond its subset.'
+    >>> v = confirmation_verdict(t)
+    >>> v.outcome, v.most.above, v.least.above, v.pending
+    ('holds', 1, 0, 0)
     """
     if table.empty or "status" not in table:
-        return "No single-group confirmation row has a result in this build."
-    done = table[table["status"] == "ok"].dropna(subset=["kld_other", "delta_wer_other"])
+        return ConfirmationVerdict("no rows")
+    done = finished(table).dropna(subset=["kld_other", "delta_wer_other"])
     ends = {end: done[done["end"] == end] for end in ("most", "least")}
     if ends["most"].empty or ends["least"].empty:
-        return (f"{len(done)} of {len(table)} single-group confirmation rows have a result; the comparison of the "
-                "two ends waits for at least one of each.")
+        return ConfirmationVerdict("waiting", done=len(done), total=len(table))
 
-    def describe(part: pd.DataFrame) -> str:
-        above, below = int((part["delta_wer_other_low"] > 0).sum()), int((part["delta_wer_other_high"] < 0).sum())
-        return (f"by {part['delta_wer_other'].min():+.2f} to {part['delta_wer_other'].max():+.2f} points ({above} of "
-                f"{len(part)} intervals above 0" + (f", {below} below 0" if below else "")
-                + f"; KLD {part['kld_other'].min():.3g} to {part['kld_other'].max():.3g})")
+    def summary(part: pd.DataFrame) -> End:
+        return End(len(part), float(part["delta_wer_other"].min()), float(part["delta_wer_other"].max()),
+                   int((part["delta_wer_other_low"] > 0).sum()), int((part["delta_wer_other_high"] < 0).sum()),
+                   float(part["kld_other"].min()), float(part["kld_other"].max()))
 
     apart = ends["most"]["kld_other"].min() > ends["least"]["kld_other"].max()
-    pending = len(table) - len(done)
-    text = (f"On the whole sample (test-other) the {len(ends['most'])} most sensitive groups, each quantized alone, "
-            f"change WER {describe(ends['most'])}, the {len(ends['least'])} least {describe(ends['least'])}")
-    if apart:
-        text += ": whole-sample KLD keeps the two ends apart, so the map holds beyond its subset"
-    else:
-        overlap = ends["least"].loc[ends["least"]["kld_other"].idxmax(), "group"]
-        text += (f": the ends overlap in whole-sample KLD ({overlap} reaches the most sensitive set), so the "
-                 "subset's ranking is not reliable at that end")
-    if pending:
-        text += f"; {pending} of the {len(table)} rows have no result yet"
-    return text + "."
+    overlap = None if apart else ends["least"].loc[ends["least"]["kld_other"].idxmax(), "group"]
+    return ConfirmationVerdict("holds" if apart else "overlap", done=len(done), total=len(table),
+                               most=summary(ends["most"]), least=summary(ends["least"]), overlap_group=overlap)

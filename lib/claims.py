@@ -16,9 +16,9 @@ import pandas as pd
 
 from .results import RESULTS_DIR, ResultStore
 from .scoring import compare_gap_change, compare_wer
-from .tables import find_row
+from .tables import find_row, finished
+from .verdicts import NOT_MEASURED, NOT_RESOLVABLE, GapReading, Interval, NoiseVerdict
 
-NOT_RESOLVABLE = "not resolvable at this sample size"
 
 #: The paper's first claim, as the paper states it, and its rows: every whole-model dynamic int8 of the paper's
 #: libraries and of torchao (weight int8, activations int8 quantized per call). Quanto's weight-only int8 is no
@@ -252,12 +252,12 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise:
     table["key"] = pd.Series(claim_keys(df, store))
     table["paper"] = pd.Series({c.claim: f"−{c.target_pct:g}%" for c in COMPRESSION_CLAIMS})
     table["here"] = pd.Series({c.claim: here for c in COMPRESSION_CLAIMS if (here := _compression_here(df, c))})
-    if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.robustness)
-        from .robustness import noise_table
+    if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.noise_tables)
+        from .noise_tables import noise_table
 
         found = noise_claim(noise_table(results_dir=results_dir, clean=False), results_dir)
         table.loc[NOISE_CLAIM, ["verdict", "evidence", "sentence", "key"]] = [
-            found["verdict"], found["evidence"], found["sentence"], found["key"]]
+            found.verdict, found.evidence(), found.sentence(), found.key()]
     return table
 
 
@@ -304,3 +304,125 @@ def landing_claims(claims: pd.DataFrame) -> pd.DataFrame:
     out["paper"] = out["paper"].fillna("—")
     return out.rename(columns={"key": "this study (ΔWER in points, 95% interval, speakers resampled)",
                                "paper": "paper"})
+
+
+# --------------------------------------------------------------------------- noise (experiments/noise.yml)
+
+NOISE_CLAIM = "Aggressive formats lose more to fp32 as SNR falls"
+#: The aggressive formats whose gap to fp32 the noise verdict follows (the low-bit rows of the third claim).
+NOISE_AGGRESSIVE_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__")
+#: The two ends of the SNR range the verdict compares (dB): 20 dB and the lowest SNR at which fp32 still works.
+NOISE_HIGH_SNR, NOISE_LOW_SNR = 20.0, 0.0
+
+
+def noise_failed_snrs(df: pd.DataFrame, kind: str) -> list[float]:
+    """The SNRs below :data:`NOISE_HIGH_SNR` at which fp32's WER in noise ``kind`` exceeds
+    :data:`lib.noise_tables.NOISE_REFERENCE_LIMIT`: the verdict does not use them.
+
+    >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
+    ...                    "snr_db": [20.0, 10.0, 0.0], "wer": [4.0, 12.0, 146.7]})
+    >>> noise_failed_snrs(df, "babble")
+    [0.0]
+    """
+    from .noise_tables import NOISE_REFERENCE_LIMIT
+
+    ok = finished(df)
+    fp32 = ok[(ok["noise"] == kind) & (ok["configuration"] == "fp32") & (ok["snr_db"] < NOISE_HIGH_SNR)].sort_values(
+        "snr_db")
+    return [float(x) for x in fp32.loc[fp32["wer"] > NOISE_REFERENCE_LIMIT, "snr_db"]]
+
+
+def noise_skipped(df: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
+    """Per noise kind, the ``(SNR, fp32 WER)`` conditions the verdict leaves out because fp32 fails there."""
+    out = {}
+    for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
+        fp32 = finished(df)[lambda d: (d["noise"] == kind) & (d["configuration"] == "fp32")]
+        wer = dict(zip(fp32["snr_db"], fp32["wer"]))
+        if skipped := noise_failed_snrs(df, kind):
+            out[kind] = [(snr, float(wer[snr])) for snr in skipped]
+    return out
+
+
+def noise_reference_note(df: pd.DataFrame) -> str:
+    """A warning for the ΔWER tables: the conditions where fp32 itself fails, whose ΔWERs compare two failures;
+    ``''`` where there are none.
+
+    >>> df = pd.DataFrame({"noise": "babble", "configuration": "fp32", "status": "ok",
+    ...                    "snr_db": [20.0, 0.0], "wer": [4.0, 146.7]})
+    >>> noise_reference_note(df)
+    'fp32 itself fails in babble noise at 0 dB (WER 146.70%): the ΔWERs there compare two failures (a negative one does not mean that quantization helps), and the verdict below does not use them.'
+    """
+    skipped = noise_skipped(df)
+    if not skipped:
+        return ""
+    where = "; ".join(f"in {kind} noise at {', '.join(f'{snr:g} dB (WER {wer:.2f}%)' for snr, wer in pairs)}"
+                      for kind, pairs in skipped.items())
+    return (f"fp32 itself fails {where}: the ΔWERs there compare two failures (a negative one does not mean that "
+            "quantization helps), and the verdict below does not use them.")
+
+
+def noise_gap_readings(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> list[dict]:
+    """For each aggressive row and noise kind: the change of its ΔWER against fp32 from 20 dB to the lowest SNR
+    at which fp32 still works (not in :func:`noise_failed_snrs`; 0 dB where it does) and at which the row has a result
+    (:func:`lib.scoring.compare_gap_change`), with a 95% interval resampling speakers, and its verdict (gap
+    grows: ``supported``)."""
+    from .noise_tables import SPLIT
+
+    store = ResultStore(results_dir)
+    out = []
+    ok = finished(df)
+    for part in NOISE_AGGRESSIVE_ROWS:
+        for kind in dict.fromkeys(df.loc[df["noise"] != "clean", "noise"]):
+            def pick(snr, fp32=False):
+                rows = ok[(ok["noise"] == kind) & (ok["snr_db"] == snr)]
+                rows = rows[rows["configuration"] == "fp32"] if fp32 else rows[rows["slug"].str.contains(part, regex=False)]
+                return rows.iloc[0] if len(rows) else None
+
+            skipped = noise_failed_snrs(df, kind)
+            lows = sorted(s for s in ok.loc[(ok["noise"] == kind) & (ok["snr_db"] < NOISE_HIGH_SNR), "snr_db"].unique()
+                          if s not in skipped)
+            low = next((s for s in lows if pick(s, True) is not None and pick(s) is not None), None)
+            if low is None:
+                continue
+            found = [pick(NOISE_HIGH_SNR, True), pick(NOISE_HIGH_SNR), pick(low, True), pick(low)]
+            if any(r is None for r in found):
+                continue
+            d = compare_gap_change(*(store.load_rows(r["slug"]) for r in found), SPLIT)
+            if d is None:
+                continue
+            out.append({"configuration": found[1]["configuration"], "noise": kind, "low_snr": float(low), **d,
+                        "verdict": ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False)})
+    return out
+
+
+def noise_claim(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> NoiseVerdict:
+    """The noise verdict from :func:`lib.noise_tables.noise_table`'s ``df``: does the gap between the aggressive
+    formats and fp32 grow from 20 dB to 0 dB SNR? Each reading is the difference of two ΔWERs on the same
+    utterances (0 dB minus 20 dB), with its 95% interval resampling speakers; an interval above 0 supports the
+    claim, below 0 contradicts it. Without the runs it needs, the verdict is ``not yet measured`` and
+    ``missing`` names the runs without a result.
+
+    >>> df = pd.DataFrame({"configuration": "fp32", "noise": "babble", "snr_db": [20.0, 0.0], "status": "not run",
+    ...                    "condition": ["babble 20 dB", "babble 0 dB"], "slug": "x", "wer": float("nan")})
+    >>> v = noise_claim(df)
+    >>> v.verdict, v.needed, v.missing
+    ('not yet measured', 2, (('fp32', 'babble 20 dB, babble 0 dB'),))
+    """
+    from .noise_tables import NOISE_REFERENCE_LIMIT
+
+    readings = noise_gap_readings(df, results_dir)
+    if not readings:
+        wanted = df[(df["noise"] != "clean") & df["snr_db"].isin([NOISE_HIGH_SNR, NOISE_LOW_SNR])
+                    & ((df["configuration"] == "fp32")
+                       | df["slug"].str.contains("|".join(NOISE_AGGRESSIVE_ROWS), regex=True))]
+        missing = wanted[wanted["status"] != "ok"]
+        per = missing.groupby("configuration", sort=False)["condition"].agg(lambda c: ", ".join(c))
+        return NoiseVerdict(NOT_MEASURED, needed=len(wanted), missing_runs=len(missing), missing=tuple(per.items()),
+                            snrs=(NOISE_HIGH_SNR, NOISE_LOW_SNR))
+    return NoiseVerdict(
+        merge_verdicts([r["verdict"] for r in readings]),
+        readings=tuple(GapReading(r["configuration"], r["noise"], NOISE_HIGH_SNR, r["low_snr"], r["delta_a"],
+                                  r["delta_b"], Interval(r["delta"], r["low_spk"], r["high_spk"]), r["utterances"],
+                                  r["verdict"]) for r in readings),
+        skipped=tuple((kind, snr, wer) for kind, pairs in noise_skipped(df).items() for snr, wer in pairs),
+        reference_limit=NOISE_REFERENCE_LIMIT, snrs=(NOISE_HIGH_SNR, NOISE_LOW_SNR))

@@ -10,7 +10,7 @@ supports a spec and whether a model exists is checked where input arrives
 'hqq-wo-int4-g64'
 >>> RunConfig(split=("test-clean",), limit=20).slug
 'whisper-base__fp32__test-clean__n20'
->>> RunConfig(split=("test-clean",), noise=NoiseRecipe(kind="babble", snr_db=10)).slug
+>>> RunConfig(split=("test-clean",), noise=NoiseSpec(kind="babble", snr_db=10)).slug
 'whisper-base__fp32__test-clean__noise-babble-snr10-s0'
 """
 from __future__ import annotations
@@ -324,7 +324,7 @@ class QuantSpec:
 
 
 @dataclass(frozen=True)
-class NoiseRecipe:
+class NoiseSpec:
     """Noise mixed into every utterance of a run before feature extraction (:func:`lib.noise.mix`).
 
     ``kind``: ``babble`` (``talkers`` streams of calibration-set speech summed, never a scored utterance),
@@ -332,9 +332,9 @@ class NoiseRecipe:
     noise RMS, in dB (``level`` names that measure). ``seed``: with the utterance id, it fixes the noise
     audio, so the same recipe gives the same noisy audio on every machine.
 
-    >>> NoiseRecipe(kind="white", snr_db=-5, seed=1).slug
+    >>> NoiseSpec(kind="white", snr_db=-5, seed=1).slug
     'noise-white-snrm5-s1'
-    >>> NoiseRecipe(kind="babble", snr_db=2.5).slug, NoiseRecipe(kind="babble", snr_db=0).talkers
+    >>> NoiseSpec(kind="babble", snr_db=2.5).slug, NoiseSpec(kind="babble", snr_db=0).talkers
     ('noise-babble-snr2.5-s0', 6)
     """
 
@@ -381,9 +381,9 @@ class NoiseRecipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: "Mapping[str, Any] | NoiseRecipe | None") -> "NoiseRecipe | None":
+    def from_dict(cls, data: "Mapping[str, Any] | NoiseSpec | None") -> "NoiseSpec | None":
         """A recipe from a stored/YAML mapping (None stays None); unknown fields are one line naming the allowed."""
-        if data is None or isinstance(data, NoiseRecipe):
+        if data is None or isinstance(data, NoiseSpec):
             return data
         if not isinstance(data, Mapping):
             raise ConfigError(f"noise must be a mapping such as {{kind: babble, snr_db: 10}}, got {data!r}")
@@ -466,7 +466,7 @@ class RunConfig:
     ``limit`` keeps the first N utterances of each split (``None`` = all);
     ``batch_size`` and ``threads`` fix how decoding runs and is timed;
     ``max_new_tokens`` caps each transcript (440 = Whisper's full window);
-    ``noise`` mixes a :class:`NoiseRecipe` into the audio (``None``: clean audio, and no slug change).
+    ``noise`` mixes a :class:`NoiseSpec` into the audio (``None``: clean audio, and no slug change).
     """
 
     model: str = DEFAULT_MODEL
@@ -476,10 +476,10 @@ class RunConfig:
     batch_size: int = 8
     threads: int = 2
     max_new_tokens: int = 440
-    noise: NoiseRecipe | None = None
+    noise: NoiseSpec | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "noise", NoiseRecipe.from_dict(self.noise))
+        object.__setattr__(self, "noise", NoiseSpec.from_dict(self.noise))
         splits = (self.split,) if isinstance(self.split, str) else tuple(self.split)
         object.__setattr__(self, "split", splits)
         if isinstance(self.quant, Mapping):

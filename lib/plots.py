@@ -5,12 +5,12 @@ Figures take the tables of :mod:`lib.tables` (plain column names) and label thei
 """
 from __future__ import annotations
 
-import itertools
 
-from .analysis import PROXIES, proxy_frame
+from .analysis import PROXIES, pareto_front, proxy_frame
 from .claims import COMPRESSION_CLAIMS
 from .config import LIBRARY_NAMES
 from .display import label, readable
+from .tables import quantized
 
 LIBRARIES = list(LIBRARY_NAMES.values())  # fp32, torch.ao, torchao, quanto, HQQ, bitsandbytes
 PAPER_COMPRESSION = {claim.figure_label: claim.target_pct for claim in COMPRESSION_CLAIMS}
@@ -72,20 +72,9 @@ def _ok(df, *cols):
     return df.dropna(subset=list(cols))
 
 
-def _front(data, x: str, y: str):
-    """The rows no other row beats on both ``x`` and ``y`` (lower is better), smallest ``x`` first.
-
-    >>> import pandas as pd
-    >>> list(_front(pd.DataFrame({"x": [1, 2, 3, 4], "y": [5.0, 6.0, 4.0, 4.0]}), "x", "y")["x"])
-    [1, 3]
-    """
-    ordered = data.sort_values([x, y])
-    best = ordered[y].cummin().shift(fill_value=float("inf"))
-    return ordered[ordered[y] < best]
-
-
 def _label_points(ax, points, fontsize: float = 8, obstacles=()) -> None:
-    """Name ``points`` (``(x, y, text)`` in data coordinates) without overlaps, deterministically.
+    """Name ``points`` (``(x, y, text)`` in data coordinates) without overlaps, deterministically: the book's one
+    label placer (every scatter figure names its points here; adjustText 1.4 left overlapping labels).
 
     Each label tries a fixed list of offsets (right, left, above, below, then further out with a leader line)
     and takes the first whose box stays inside the axes and meets no earlier label and no marker of
@@ -243,7 +232,7 @@ def pareto(df, x="small_mb", y="wer_other", clip: float = 40.0):
             above = off[off["library"] == lib]
             ax.scatter(above[x], [top] * len(above), color=colors[lib], marker="^", s=70, edgecolor="black",
                        lw=0.6, zorder=3, clip_on=False)
-        front = _front(on, x, y)
+        front = pareto_front(on, (x, y))
         step_x = list(front[x]) + [data[x].max()]
         ax.step(step_x, list(front[y]) + [front[y].iloc[-1]] if len(front) else [], where="post", color="grey",
                 lw=1, ls="--", zorder=2)
@@ -299,7 +288,7 @@ def latency_vs_size(df):
         fig.tight_layout()
         fig.canvas.draw()
         box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
-        front = _front(data[data["configuration"] != "fp32"], "small_mb", "latency_ratio")
+        front = pareto_front(data[data["configuration"] != "fp32"], ("small_mb", "latency_ratio"))
         slowest = data.nlargest(1, "latency_ratio")
         named = pd.concat([front, slowest[~slowest.index.isin(front.index)]])
         _label_points(ax, list(zip(named["small_mb"], named["latency_ratio"], _names(named))),
@@ -427,13 +416,14 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     """ΔWER against fp32 (linear, symlog beyond ±5 points) against mean KLD to fp32 (log), one dot per
     configuration, coloured by library; ``disagreements`` (configuration names) are labelled.
 
-    Read it as: if KLD ranks configurations as WER does, the dots rise from left to right.
+    Read it as: if KLD ranks configurations as WER does, the dots rise from left to right. Labels are placed
+    by :func:`_label_points`, clear of every dot and of the legend.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     _style()
-    data = _ok(df[df["library"] != LIBRARY_NAMES["none"]] if "library" in df else df, f"kld_{split}",
+    data = _ok(quantized(df), f"kld_{split}",
                f"delta_wer_{split}")
     data = data[data[f"kld_{split}"] > 0]
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -442,13 +432,17 @@ def kld_vs_delta_wer(df, split: str = "other", disagreements: list[str] | None =
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=5.0)
     ax.axhline(0, color="0.5", lw=0.8)
-    for _, r in data[data["configuration"].isin(disagreements or [])].iterrows():
-        ax.annotate(r["configuration"], (r[f"kld_{split}"], r[f"delta_wer_{split}"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel(f"mean KL divergence to fp32, test-{split} (nats per token, log)")
     ax.set_ylabel(f"{label(f'delta_wer_{split}')} (points; symlog beyond ±5)")
-    ax.legend(title=None, fontsize=8, loc="upper left")
+    legend = ax.legend(title=None, fontsize=8, loc="upper left")
     fig.tight_layout()
+    named = data[data["configuration"].isin(disagreements or [])]
+    if len(named):
+        fig.canvas.draw()
+        box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(ax.transData.inverted())
+        _label_points(ax, list(zip(named[f"kld_{split}"], named[f"delta_wer_{split}"], named["configuration"])),
+                      fontsize=7, obstacles=list(zip(data[f"kld_{split}"], data[f"delta_wer_{split}"]))
+                      + _box_points(box))
     return fig
 
 
@@ -459,7 +453,7 @@ def runtime_tradeoff(df, cpu_class: str, reference_wer: float | None = None, hea
     Points right of 1 are slower than PyTorch fp32; the dotted line is PyTorch fp32's WER. The y axis stops
     ``headroom`` points above that line so the rows that matter stay readable: a row beyond it is drawn at the
     top edge as an upward triangle labelled with its WER. Labels are placed by :func:`_label_points`, clear of
-    every marker and of each other (adjustText 1.4 left the crowded 0.6–0.9 band overlapping).
+    every marker and of each other.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -28,7 +28,7 @@ from .grids import expand_grid, grid_path
 from .metrics import normalize
 from .results import RESULTS_DIR, ResultStore
 from .scoring import common_rows, compare_wer
-from .tables import split_tag
+from .tables import finished, split_tag
 
 GRID = "runtimes"
 #: The row each runtime's quantized rows are compared with inside the runtime (see the module docstring).
@@ -91,7 +91,7 @@ def winners(df: pd.DataFrame, cpu_class: str) -> dict[str, Any]:
     from .ship import ship_box
 
     box = ship_box(df, cpu_class)
-    ok = df[(df["status"] == "ok") & (df["slug"] != df["reference_slug"])]
+    ok = finished(df)[lambda d: d["slug"] != d["reference_slug"]]
     ok = ok[ok["delta_wer_other"].notna()] if "delta_wer_other" in ok else ok.iloc[0:0]
     best = ok.sort_values(["delta_wer_other", "configuration"]).iloc[0] if len(ok) else None
     accuracy = ({"configuration": best["configuration"], "slug": best["slug"], "row": best,
@@ -167,9 +167,9 @@ def runtime_view(df: pd.DataFrame, classes: list[str], part: str = "accuracy") -
 
 def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     """Glue values of the chapter: counts, the fp32 agreement headline and, per CPU class, the winners."""
-    refs = df[(df["slug"] == df["reference_slug"]) & (df["status"] == "ok")]
+    refs = finished(df)[lambda d: d["slug"] == d["reference_slug"]]
     facts: dict[str, Any] = {
-        "rt_rows": len(df), "rt_ok": int((df["status"] == "ok").sum()),
+        "rt_rows": len(df), "rt_ok": len(finished(df)),
         "rt_failed": int((df["status"] == "failed").sum()),
         "rt_not_run": int((~df["status"].isin(["ok", "failed"])).sum()),
         "rt_failed_list": "; ".join(f"{r['configuration']}: {_reason(r['error'])}"
@@ -233,7 +233,7 @@ def static_note(df: pd.DataFrame) -> str:
     >>> static_note(df)
     'ORT static: ΔWER other +15.10 [+12.60, +18.20], where ORT dyn, without calibration, has +1.20 [+0.20, +1.90].'
     """
-    ok = df[(df["status"] == "ok") & df["delta_wer_other"].notna()]
+    ok = finished(df).dropna(subset=["delta_wer_other"])
     static = ok[ok["scheme"] == "static"]
     if static.empty:
         return "No static int8 runtime row has a result yet."

@@ -31,6 +31,37 @@ from .machine import reference_cpu, result_cpu
 NOISY_SPREAD_PCT = 10.0  # max/min of three identical forced-length runs; quiet runs here stay within ~7%
 
 
+def finished(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` whose run finished (``status`` is ``ok``); failed and not-run rows are dropped.
+
+    >>> finished(pd.DataFrame({"configuration": ["a", "b", "c"], "status": ["ok", "failed", "not run"]}))["configuration"].tolist()
+    ['a']
+    """
+    return df[df["status"] == "ok"]
+
+
+def quantized(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that quantize something: the fp32 reference rows (library ``fp32``) are dropped; a
+    table without a ``library`` column is returned whole.
+
+    >>> quantized(pd.DataFrame({"configuration": ["fp32", "a"], "library": ["fp32", "HQQ"]}))["configuration"].tolist()
+    ['a']
+    """
+    return df[df["library"] != LIBRARY_NAMES["none"]] if "library" in df else df
+
+
+def current_recipe(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` decoded with today's decoding recipe: those flagged ``older_decoding`` (marked ‡ in
+    the book) are dropped; a table without the column is returned whole.
+
+    >>> current_recipe(pd.DataFrame({"configuration": ["a", "b"], "older_decoding": [False, True]}))["configuration"].tolist()
+    ['a']
+    """
+    if "older_decoding" not in df:
+        return df
+    return df[~df["older_decoding"].fillna(False).astype(bool)]
+
+
 def split_tag(split: str) -> str:
     """The short name of a split in column names: ``wer_clean``, ``delta_wer_other_low``, ``rtfx_dev_clean``."""
     return split.removeprefix("test-").replace("-", "_")
@@ -423,7 +454,7 @@ def coverage_counts(df: pd.DataFrame, splits: tuple[str, ...] = ("test-clean", "
 
     root = resolve_data_dir(data)
     sizes = {split_tag(s): len(list_split(root, s)) for s in splits}
-    ok = df[df["status"] == "ok"]
+    ok = finished(df)
     have = ok[[f"n_{t}" for t in sizes]].fillna(0)
     complete = (have >= pd.Series({f"n_{t}": n for t, n in sizes.items()})).all(axis=1)
     partial = ok[~complete]

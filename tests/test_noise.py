@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import write_tone
-from lib.config import ConfigError, NoiseRecipe, QuantSpec, RunConfig
+from lib.config import ConfigError, NoiseSpec, QuantSpec, RunConfig
 from lib.data import DataError, Utterance
 from lib.grids import expand_grid, grid_path
 from lib.noise import babble_pool, check_unscored, mix, noisy_utterances, rms
@@ -40,7 +40,7 @@ KINDS = ("white", "pink", "babble")
 @pytest.mark.parametrize("snr", [20, 10, 5, 0, -5])
 def test_the_mix_hits_the_requested_snr_on_active_speech(kind, snr):
     speech = bursts()
-    noisy = mix(speech, NoiseRecipe(kind=kind, snr_db=snr), "1089-134686-0000", pool=pool())
+    noisy = mix(speech, NoiseSpec(kind=kind, snr_db=snr), "1089-134686-0000", pool=pool())
     noise = noisy.astype(np.float64) - speech
     active = 0.1 / np.sqrt(2)  # the bursts' RMS, by construction: silences do not count
     assert 20 * np.log10(active / rms(noise)) == pytest.approx(snr, abs=0.1)
@@ -51,15 +51,15 @@ def test_the_mix_hits_the_requested_snr_on_active_speech(kind, snr):
 @pytest.mark.parametrize("kind", KINDS)
 def test_same_seed_same_audio_other_seed_or_utterance_other_audio(kind):
     speech = bursts()
-    a = mix(speech, NoiseRecipe(kind=kind, snr_db=5, seed=0), "1089-134686-0000", pool=pool())
-    assert np.array_equal(a, mix(speech, NoiseRecipe(kind=kind, snr_db=5, seed=0), "1089-134686-0000", pool=pool()))
-    assert not np.allclose(a, mix(speech, NoiseRecipe(kind=kind, snr_db=5, seed=1), "1089-134686-0000", pool=pool()))
-    assert not np.allclose(a, mix(speech, NoiseRecipe(kind=kind, snr_db=5, seed=0), "1089-134686-0001", pool=pool()))
+    a = mix(speech, NoiseSpec(kind=kind, snr_db=5, seed=0), "1089-134686-0000", pool=pool())
+    assert np.array_equal(a, mix(speech, NoiseSpec(kind=kind, snr_db=5, seed=0), "1089-134686-0000", pool=pool()))
+    assert not np.allclose(a, mix(speech, NoiseSpec(kind=kind, snr_db=5, seed=1), "1089-134686-0000", pool=pool()))
+    assert not np.allclose(a, mix(speech, NoiseSpec(kind=kind, snr_db=5, seed=0), "1089-134686-0001", pool=pool()))
 
 
 def test_pink_noise_has_more_power_at_low_frequencies():
     speech = bursts(pattern=(200,))
-    noise = mix(speech, NoiseRecipe(kind="pink", snr_db=0), "1-1-1").astype(np.float64) - speech
+    noise = mix(speech, NoiseSpec(kind="pink", snr_db=0), "1-1-1").astype(np.float64) - speech
     power = np.abs(np.fft.rfft(noise)) ** 2
     f = np.fft.rfftfreq(len(noise), 1 / RATE)
     low, high = power[(f > 50) & (f < 200)].mean(), power[(f > 3200) & (f < 6400)].mean()
@@ -68,7 +68,7 @@ def test_pink_noise_has_more_power_at_low_frequencies():
 
 def test_an_utterance_gets_the_same_noise_alone_or_among_others():
     """The incremental design decodes only new utterances: their noise must not depend on the rest of the run."""
-    recipe = NoiseRecipe(kind="white", snr_db=10)
+    recipe = NoiseSpec(kind="white", snr_db=10)
     a, b = (Utterance(i, "test-clean", "X", bursts(0.1 + 0.05 * k)) for k, i in enumerate(["1-1-0", "1-1-1"]))
     alone = noisy_utterances({"test-clean": [b]}, recipe)[0]["test-clean"][0]
     together = noisy_utterances({"test-clean": [a, b]}, recipe)[0]["test-clean"][1]
@@ -81,14 +81,14 @@ def test_an_utterance_gets_the_same_noise_alone_or_among_others():
 ])
 def test_babble_never_uses_a_scored_utterance(bad):
     with pytest.raises(DataError, match="scored utterance"):
-        mix(bursts(), NoiseRecipe(kind="babble", snr_db=0), "1-1-1", pool=pool() + [bad])
+        mix(bursts(), NoiseSpec(kind="babble", snr_db=0), "1-1-1", pool=pool() + [bad])
     with pytest.raises(DataError, match="scored utterance"):  # nor one of the run's own utterances
         check_unscored(pool(), scored_ids=["jfk"])
 
 
 def test_the_babble_pool_is_the_calibration_set_and_rows_name_their_sources(fake_librispeech):
     speech = [Utterance(f"61-70968-000{i}", "test-clean", "X", bursts(0.1, 400.0 + 100 * i)) for i in range(2)]
-    noisy, record = noisy_utterances({"test-clean": speech}, NoiseRecipe(kind="babble", snr_db=5),
+    noisy, record = noisy_utterances({"test-clean": speech}, NoiseSpec(kind="babble", snr_db=5),
                                      str(fake_librispeech))
     pool_ids = {u.id for u in babble_pool(str(fake_librispeech))}
     assert {u.split for u in babble_pool(str(fake_librispeech))} <= {"dev-clean", "extra"}
@@ -109,7 +109,7 @@ def test_a_noisy_config_is_named_by_its_recipe_and_round_trips(noise, suffix):
                                                               group_size=64), noise=noise)
     assert config.slug == "whisper-base__hqq-wo-int3-g64" + suffix
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and again.slug == config.slug and isinstance(again.noise, NoiseRecipe)
+    assert again == config and again.slug == config.slug and isinstance(again.noise, NoiseSpec)
     limited = RunConfig.from_dict({**config.to_dict(), "limit": 2})
     assert limited.slug == config.slug + "__n2"
 
@@ -222,7 +222,7 @@ def save_noisy(store, quant_slug, snr, errors):
 def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3_at_0db, verdict):
     from lib.claims import noise_claim
     from lib.results import ResultStore
-    from lib.robustness import delta_pivot, missing_runs, noise_table, takeaway
+    from lib.noise_tables import delta_pivot, missing_runs, noise_table, noise_takeaway
 
     grid = tmp_path / "noise.yml"
     grid.write_text(GRID)
@@ -233,17 +233,20 @@ def test_the_noise_verdict_follows_the_interval_of_the_gap_change(tmp_path, int3
     save_noisy(store, "hqq-wo-int3-g64", 0, int3_at_0db)
     table = noise_table(grid, results_dir=store.root)
     claim = noise_claim(table, store.root)
-    assert claim["verdict"] == verdict and "pending" not in claim["sentence"]
-    assert "change" in claim["evidence"] and "over 20 utterances" in claim["evidence"]
+    reading, = claim.readings
+    assert claim.verdict == reading.verdict == verdict and reading.utterances == 20
+    assert (reading.configuration, reading.noise, reading.high_snr, reading.low_snr) == (
+        "HQQ weight-only int3 g64", "babble", 20.0, 0.0)
+    assert reading.change.low <= reading.change.delta <= reading.change.high and claim.skipped == ()
     assert missing_runs(table).loc["fp32"].tolist() == [2, 0, 0]
     assert delta_pivot(table).loc["HQQ weight-only int3 g64", "babble 20 dB"].startswith("+0.00")
-    assert "fp32's WER is 10.00%" in takeaway(table, claim)
+    assert "fp32's WER is 10.00%" in noise_takeaway(table, claim)
 
 
 def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_named(tmp_path):
     from lib.claims import noise_claim, noise_reference_note
     from lib.results import ResultStore
-    from lib.robustness import noise_table, takeaway
+    from lib.noise_tables import noise_table, noise_takeaway
 
     grid = tmp_path / "noise.yml"
     grid.write_text(GRID.replace("[20, 0]", "[20, 10, 0]"))
@@ -253,24 +256,26 @@ def test_a_condition_where_fp32_itself_fails_is_left_out_of_the_verdict_and_name
         save_noisy(store, "hqq-wo-int3-g64", snr, lambda i, e=int3: e)
     table = noise_table(grid, results_dir=store.root)
     claim = noise_claim(table, store.root)
-    assert claim["verdict"] == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
-    assert "+20.00 at 10 dB" in claim["evidence"] and "babble at 0 dB, fp32 WER 90.00%" in claim["evidence"]
+    reading, = claim.readings
+    assert claim.verdict == "supported"  # from 20 to 10 dB the gap grows by 20 points; 0 dB is not used
+    assert (reading.low_snr, round(reading.at_low, 2), claim.skipped) == (10.0, 20.0, (("babble", 0.0, 90.0),))
     assert ("fp32 itself fails at 0 dB (WER 90.00%); at 10 dB, the lowest SNR where it works, fp32's WER is 10.00%; "
-            "nearest to it: HQQ weight-only int3 g64 (+20.00") in takeaway(table, claim)
+            "nearest to it: HQQ weight-only int3 g64 (+20.00") in noise_takeaway(table, claim)
     assert noise_reference_note(table).startswith("fp32 itself fails in babble noise at 0 dB (WER 90.00%)")
 
 
 def test_without_noisy_results_the_chapter_says_what_is_missing(tmp_path):
     from lib import plots
     from lib.claims import noise_claim
-    from lib.robustness import missing_runs, noise_table, takeaway
+    from lib.noise_tables import missing_runs, noise_table, noise_takeaway
 
     grid = tmp_path / "noise.yml"
     grid.write_text(GRID)
     table = noise_table(grid, results_dir=tmp_path)
     claim = noise_claim(table, tmp_path)
-    assert claim["verdict"] == "not yet measured" and "none of the 4 runs it needs has a result" in claim["sentence"]
-    assert "pending" not in claim["sentence"] + takeaway(table, claim)
+    assert (claim.verdict, claim.readings, claim.needed, claim.missing_runs) == ("not yet measured", (), 4, 4)
+    assert [name for name, _conditions in claim.missing] == ["fp32", "HQQ weight-only int3 g64"]
+    assert "pending" not in noise_takeaway(table, claim)
     assert missing_runs(table)["not run"].tolist() == [2, 2]
     assert plots.noise_delta_wer(table).axes  # a figure with its empty panels
 

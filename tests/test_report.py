@@ -35,6 +35,24 @@ def test_error_profile_tells_a_loop_from_silence(tmp_path):
     assert silent["failure mode"] == "falls silent (deletions)"
 
 
+@pytest.mark.parametrize("x, y, front", [
+    ([1, 2, 3], [3.0, 2.0, 1.0], [0, 1, 2]),        # a trade-off: every row is on the front, smallest x first
+    ([1, 2, 3], [1.0, 2.0, 3.0], [0]),              # one row beats the others on both
+    ([1, 1, 2], [2.0, 1.0, 1.0], [1]),              # a tie on one column: the other decides
+    ([2, 1, 1], [1.0, 1.0, 1.0], [1]),              # the exact repeat of a front row is named once
+    ([1, 2, None], [2.0, 1.0, 0.1], [0, 1]),        # a row missing a value is left out
+    ([3, 4, 1, 2], [5.0, 6.0, 4.0, 4.0], [2]),      # lower is better on both columns
+    ([], [], []),
+])
+def test_the_pareto_front_keeps_the_rows_nothing_beats_on_both_columns(x, y, front):
+    from lib.analysis import pareto_front
+
+    df = pd.DataFrame({"a": pd.Series(x, dtype=float), "b": pd.Series(y, dtype=float)})
+    assert list(pareto_front(df, ("a", "b")).index) == front
+    flipped = pareto_front(df.rename(columns={"a": "b", "b": "a"}), ("a", "b"))  # any two columns, either order
+    assert sorted(flipped.index) == sorted(front)
+
+
 def test_ship_candidates_keep_accuracy_then_trade_size_for_speed():
     from lib.analysis import ship_candidates
 
@@ -278,6 +296,18 @@ def test_a_recipe_between_two_uniform_sizes_is_named_with_the_next_larger_unifor
     df = pd.DataFrame({"configuration": ["u3", "u4", "mix"], "recipe": ["uniform", "uniform", "mix-top5-int8"],
                        "status": "ok", "small_mb": [278.0, 298.0, 292.0], "kld_other": [0.19, 0.02, 0.11],
                        "wer_other": [27.5, 10.3, 14.6]})
-    text = recipe_verdict(df)
-    assert text.startswith("None of the 1 mixed-precision recipes")
-    assert "mix (292 MB, KLD 0.11, WER other 14.60; next larger uniform: u4, 298 MB, KLD 0.02" in text
+    verdict = recipe_verdict(df)
+    assert (verdict.outcome, verdict.mixed, verdict.wins) == ("none beats", 1, ())
+    (mix, larger), = verdict.front_only
+    assert (mix.name, mix.small_mb, mix.kld_other, mix.wer_other) == ("mix", 292.0, 0.11, 14.6)
+    assert (larger.name, larger.small_mb, larger.kld_other) == ("u4", 298.0, 0.02)
+
+
+def test_a_verdict_is_shown_as_its_sentence_where_a_chapter_glues_or_displays_it():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lib.verdicts import NO_INT8_ANSWER, Int8Answer
+
+    verdict = Int8Answer("no results")
+    assert InteractiveShell.instance().display_formatter.format(verdict)[0]["text/plain"] == NO_INT8_ANSWER
+    assert str(verdict) == verdict.sentence() and repr(verdict).startswith("Int8Answer(outcome='no results'")

@@ -30,7 +30,7 @@ def linears(model, *patterns):
                                    "decoder.1.self_attn", "decoder.1.fc1", "proj_out"])
 def test_a_group_spec_quantizes_only_that_group(tiny_model, group):
     from lib.quantize import quantize
-    from lib.recipes import group_of
+    from lib.mixed_precision import group_of
 
     g = group_of(group)
     expected = linears(tiny_model, *g.patterns)
@@ -41,7 +41,7 @@ def test_a_group_spec_quantizes_only_that_group(tiny_model, group):
 def test_stored_bytes_follow_the_recipe(tiny):
     from lib.metrics import stored_bytes
     from lib.quantize import quantize
-    from lib.recipes import recipe_stored_bytes
+    from lib.mixed_precision import recipe_stored_bytes
 
     one = QuantSpec(**HQQ, layers=("model.decoder.layers.*.fc1",), recipe="only-dec-fc1")
     mixed = QuantSpec(**{**HQQ, "weights": "int4"}, overrides={"model.encoder.*": {"weights": "int8"}}, recipe="enc8")
@@ -230,7 +230,7 @@ def test_the_sensitivity_pass_scores_each_group_and_resumes(tmp_path, prepared):
 
 @pytest.mark.parametrize("group", ["encoder.1.fc1", "decoder.0.fc2"])
 def test_reusing_fp32_encoder_states_changes_nothing(prepared, group):
-    from lib.recipes import group_of
+    from lib.mixed_precision import group_of
     from lib.sensitivity import quantize_group, score
 
     loaded, items, _ = prepared
@@ -246,7 +246,7 @@ def test_the_mixed_grid_is_written_from_a_map_and_expands(tmp_path, tiny):
     import pandas as pd
 
     from lib.grids import expand_grid
-    from lib.recipes import mixed_grid_text
+    from lib.mixed_precision import mixed_grid_text
     from lib.sensitivity import model_groups
 
     names = [g.name for g in model_groups(tiny.model)]
@@ -308,15 +308,17 @@ def test_the_confirmation_pairs_each_single_group_row_with_its_map_entry():
     assert table["end"].tolist() == ["most", "most", "least", "least"]
     assert table["status"].tolist()[-1] == "not run" and table["kld_other"].isna().tolist()[-1]
     verdict = confirmation_verdict(table)
-    assert "keeps the two ends apart" in verdict and "2 of 2 intervals above 0" in verdict
-    assert "1 of the 4 rows have no result yet" in verdict
+    assert verdict.outcome == "holds" and (verdict.most.n, verdict.most.above) == (2, 2)
+    assert (verdict.done, verdict.total, verdict.pending) == (3, 4, 1)
+    assert (verdict.least.n, verdict.least.above, verdict.least.below) == (1, 0, 0)
 
 
 def test_the_confirmation_says_when_the_ends_overlap():
     from lib.analysis import confirmation_table, confirmation_verdict
 
     verdict = confirmation_verdict(confirmation_table(*_confirmation_inputs(least_kld=0.02)))
-    assert "overlap" in verdict and "d1 fc2" in verdict
+    assert verdict.outcome == "overlap" and verdict.overlap_group == "d1 fc2"
+    assert (verdict.least.kld_min, verdict.least.kld_max) == (0.02, 0.02)
 
 
 def test_a_recipe_is_measured_against_the_uniform_row_of_its_own_group_size():
@@ -340,10 +342,12 @@ def test_the_recipe_verdict_compares_one_decoding_recipe_and_names_every_winner(
                        "small_mb": [298.0, 323.0, 310.0, 322.0], "kld_other": [0.02, 0.015, 0.0125, 0.012],
                        "wer_other": [10.3, 11.7, 10.0, 9.9], "older_decoding": [False, False, False, False]})
     verdict = recipe_verdict(df)
-    assert verdict.startswith("m5 (310 MB") and "m11 (322 MB" in verdict and verdict.count("beats u4 g32") == 2
-    df.loc[1, "older_decoding"] = True  # the only beaten row was decoded with an older recipe: left out
+    assert verdict.outcome == "beats" and [w.recipe.name for w in verdict.wins] == ["m5", "m11"]
+    assert [w.uniform.name for w in verdict.wins] == ["u4 g32", "u4 g32"] and verdict.wins[0].recipe.small_mb == 310.0
+    assert verdict.left_out == ()
+    df.loc[1, "older_decoding"] = True  # the only beaten row was decoded with an older decoding recipe: left out
     verdict = recipe_verdict(df)
-    assert verdict.startswith("None of the 2") and verdict.endswith("(‡): u4 g32.")
+    assert (verdict.outcome, verdict.mixed, verdict.wins, verdict.left_out) == ("none beats", 2, (), ("u4 g32",))
 
 
 def test_the_recipe_verdict_says_when_a_win_is_within_the_kld_intervals(tmp_path):
@@ -354,9 +358,11 @@ def test_the_recipe_verdict_says_when_a_win_is_within_the_kld_intervals(tmp_path
     df = pd.DataFrame({"configuration": ["u4", "m5"], "recipe": ["uniform", "mix-top5-int8"], "status": "ok",
                        "small_mb": [323.0, 310.0], "kld_other": [0.015, 0.0125], "wer_other": [10.3, 10.0],
                        "kld_other_low": [0.011, 0.009], "kld_other_high": [0.02, 0.017]})
-    assert "m5 the two KLD intervals overlap" in recipe_verdict(df, results_dir=tmp_path)
+    win, = recipe_verdict(df, results_dir=tmp_path).wins
+    assert win.kld_overlap and win.recipe.kld_interval == (0.009, 0.017) and win.paired is None
     df["kld_other_high"] = [0.02, 0.0105]  # the recipe's whole interval lies below the uniform row's
-    assert "overlap" not in recipe_verdict(df, results_dir=tmp_path)
+    win, = recipe_verdict(df, results_dir=tmp_path).wins
+    assert not win.kld_overlap
 
 
 def test_the_int8_question_is_answered_in_wer_and_in_kld(tmp_path):
@@ -369,8 +375,10 @@ def test_the_int8_question_is_answered_in_wer_and_in_kld(tmp_path):
                        "status": "ok", "small_mb": [397.0, 348.0, 355.0], "kld_other": [6e-05, 0.0045, 0.007],
                        "wer_other": [9.36, 8.99, 9.16]})
     answer = int8_answer(df, results_dir=tmp_path)
-    assert answer.startswith("Closest to uniform int8 in KLD: int4 + top 21 at int8 (348 MB, 49 MB less")
-    assert "int8 accuracy in WER, not in KLD" in answer and "beats the community recipe" in answer
+    assert (answer.outcome, answer.recipe.name, answer.recipe.small_mb, answer.int8.small_mb) == (
+        "answered", "int4 + top 21 at int8", 348.0, 397.0)
+    assert answer.wer_matches and not answer.kld_matches and answer.paired is None
+    assert answer.community is not None and answer.community.small_mb == 355.0
     df.loc[1, "wer_other"] = 12.0  # worse in WER too, and no longer ahead of the community recipe
     answer = int8_answer(df, results_dir=tmp_path)
-    assert "neither in WER nor in KLD" in answer and "community" not in answer
+    assert not answer.wer_matches and not answer.kld_matches and answer.community is None

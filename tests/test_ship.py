@@ -56,7 +56,7 @@ def test_nothing_faster_than_fp32_is_said_plainly(table):
 
 def test_provenance_counts_come_from_the_manifest_and_sources(tmp_path):
     from conftest import make_librispeech
-    from lib.provenance import sample_overview, sources_by_count, speaker_counts
+    from lib.sample_sources import sample_overview, sources_by_count, speaker_counts
 
     root = make_librispeech(tmp_path / "L")
     (root / "SOURCES.md").write_text(

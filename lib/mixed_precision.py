@@ -157,7 +157,7 @@ def mixed_grid_text(table, model: str = FOOTPRINT_MODEL, source: str = "", depth
     out = ["title: Mixed precision",
            "description: One group of layers alone at HQQ int3 g64 (the sensitivity map's five most and five least "
            "sensitive), recipes keeping the k most sensitive groups at int8, and the community recipe.",
-           f"# Written by lib.recipes.write_mixed_grid from {source or 'the sensitivity map'}; edit the map, not this file,",
+           f"# Written by lib.mixed_precision.write_mixed_grid from {source or 'the sensitivity map'}; edit the map, not this file,",
            "# or copy an entry to write your own recipe (layers/overrides are fnmatch patterns over module names;",
            f"# depth {depth}: layer indices count whisper-base's layers, mapped by relative depth onto whisper-small's 12).",
            'defaults: {model: "embedded:whisper-base", split: [test-clean, test-other]}',

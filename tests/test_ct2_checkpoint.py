@@ -3,7 +3,7 @@ import struct
 import numpy as np
 import pytest
 
-from lib.ct2 import CT2FormatError, ct2_state_dict, ct2_to_hf_name, read_ct2
+from lib.ct2_checkpoint import CT2FormatError, ct2_state_dict, ct2_to_hf_name, read_ct2
 
 
 def _string(s: str) -> bytes:

@@ -23,7 +23,8 @@ from .grids import expand_grid, grid_path
 from .results import RESULTS_DIR, ResultStore
 from .metrics import corpus_wer
 from .scoring import compare_wer, score_rows
-from .tables import baseline_config
+from .tables import baseline_config, finished
+from .verdicts import NoiseVerdict
 
 #: fp32's WER (%) above which a noisy condition is not used for the noise verdict: the reference itself has
 #: failed (in 0 dB babble it transcribes the background talkers), so a ΔWER there compares two failures.
@@ -143,7 +144,7 @@ def wer_pivot(df: pd.DataFrame) -> pd.DataFrame:
         index=configurations, columns=conditions).rename_axis(None, axis=1)
 
 
-def recipe_facts(grid: str | Path = GRID, data: str | None = None) -> dict[str, Any]:
+def noise_design_facts(grid: str | Path = GRID, data: str | None = None) -> dict[str, Any]:
     """Glue-ready facts of the grid's design: ``snrs`` (``'20, 10, 5 and 0'``), ``conditions``, ``talkers``,
     ``pool`` (babble source utterances), ``utterances`` (test-clean utterances in today's data)."""
     from .data import DataError, list_split, resolve_data_dir
@@ -161,8 +162,8 @@ def recipe_facts(grid: str | Path = GRID, data: str | None = None) -> dict[str, 
             "pool": pool, "utterances": utterances}
 
 
-def recipe_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFrame:
-    """The noise recipes of the grid, one row per kind: SNRs, seed, how levels are measured, what the noise is."""
+def noise_conditions_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFrame:
+    """The noise conditions of the grid, one row per kind: SNRs, seed, how levels are measured, what the noise is."""
     from .noise import describe_kind, level_measure
 
     recipes = {}
@@ -179,15 +180,15 @@ def recipe_table(grid: str | Path = GRID, data: str | None = None) -> pd.DataFra
     return pd.DataFrame(rows, columns=["noise", "SNR (dB)", "seed", "made of", "level"]).set_index("noise")
 
 
-def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
+def noise_takeaway(df: pd.DataFrame, claim: NoiseVerdict | None = None) -> str:
     """One sentence for the chapter: per noise kind, fp32's WER at the lowest SNR where it still works (WER at
     most :data:`NOISE_REFERENCE_LIMIT`%; a lower SNR where it fails is named) and the nearest and furthest
     configuration from it there (ΔWER with its interval), then the verdict; or which runs are missing.
 
-    >>> takeaway(pd.DataFrame(columns=COLUMNS))
+    >>> noise_takeaway(pd.DataFrame(columns=COLUMNS))
     'No noisy run of experiments/noise.yml has a result: the tables above list each configuration with the conditions it lacks.'
     """
-    noisy = df[(df["noise"] != "clean") & (df["status"] == "ok")]
+    noisy = finished(df)[lambda d: d["noise"] != "clean"]
     if noisy.empty:
         return ("No noisy run of experiments/noise.yml has a result: the tables above list each configuration with "
                 "the conditions it lacks.")
@@ -218,5 +219,5 @@ def takeaway(df: pd.DataFrame, claim: dict[str, str] | None = None) -> str:
     measured = f"{len(noisy)} of {int((df['noise'] != 'clean').sum())} noisy runs have a result"
     sentence = measured + "; " + "; ".join(parts) + "."
     if claim is not None:
-        sentence += f" Does the gap to fp32 grow as SNR falls? {claim['verdict'].capitalize()}."
+        sentence += f" Does the gap to fp32 grow as SNR falls? {claim.verdict.capitalize()}."
     return sentence[0].upper() + sentence[1:]
