@@ -36,8 +36,11 @@ HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8"
             "torch_cast-bfloat16", "ct2-fp32", "ct2-dyn-int8-aint8__", "ct2-dyn-int8-aint8-floatfloat32", "ort-fp32",
             "ort-dyn-int8-aint8-pc", "ort-wo-int4-g32", "ort-wo-int4-g128",
             "ov-fp32__", "ov-wo-int8-pc-sym1", "ov-wo-int4-g128-sym1", "ov-fp32-precisionbf16",
-            "ov-wo-int8-pc-precisionbf16-sym1", "ggml-float16", "ggml-dyn-int8-aint8-g32",
-            "ggml-dyn-int5-aint8-g32", "ggml-dyn-int4-aint8-g32"]
+            "ov-wo-int8-pc-precisionbf16-sym1", "ggml-float16__", "ggml-dyn-int8-aint8-g32__",
+            "ggml-dyn-int5-aint8-g32__", "ggml-dyn-int4-aint8-g32__",
+            # whisper.cpp built for the CPU it runs on (GGML_NATIVE): its f16, Q8_0, Q4_0 and the k-quant Q4_K
+            "ggml-float16-buildnative", "ggml-dyn-int8-aint8-g32-buildnative", "ggml-dyn-int4-aint8-g32-buildnative__",
+            "ggml-dyn-int4-aint8-g256-buildnative"]
 GRIDS = ["scheme", "granularity", "bitwidth", "scope", "runtimes"]
 
 

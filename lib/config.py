@@ -259,9 +259,16 @@ class QuantSpec:
         'ONNX Runtime int4 weight-only group 32'
         >>> QuantSpec(library="openvino", weights="fp32", options={"precision": "bf16"}).label
         'OpenVINO fp32 (bf16 inference)'
+        >>> QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8", group_size=256,
+        ...           options={"build": "native"}).label
+        'whisper.cpp Q4_K (native build)'
         """
         fmt = _RUNTIME_FORMATS[self.library].get(self.weights, self.weights)
         opts = self.option_dict
+        if self.library == "whisper_cpp" and self.group_size == 256:  # ggml's k-quants
+            fmt = f"Q{weight_bits(self.weights)}_K"
+        elif self.library == "whisper_cpp" and opts.get("sym") is False:
+            fmt = f"Q{weight_bits(self.weights)}_1"
         if self.library == "ctranslate2" and opts.get("float"):
             fmt = f"{fmt}_{opts['float']}"
         parts = [LIBRARY_NAMES[self.library], fmt]
@@ -277,6 +284,8 @@ class QuantSpec:
             parts.append(f"({opts['precision']} inference)")
         if self.calibration:
             parts.append(f"({self.calibration} calibration utterances)")
+        if self.library == "whisper_cpp" and opts.get("build"):
+            parts.append(f"({opts['build']} build)")
         return " ".join(p for p in parts if p)
 
     @property

@@ -74,17 +74,22 @@ shutil.copytree(model.model_dir, "whisper-small-onnx", dirs_exist_ok=True)''')],
 import shutil
 
 shutil.copytree(model.model_dir, "whisper-small-ov", dirs_exist_ok=True)''')],
-    "whisper_cpp": [("python", '''# whisper.cpp: write the ggml file ({fmt}; ggml's block quantizers from the gguf package), then run it
+    "whisper_cpp": [("python", '''# whisper.cpp: write the f16 ggml file, quantize it with whisper.cpp's own tool ({fmt}), then run it
 # with pywhispercpp; with a whisper.cpp build, `whisper-cli -m ggml-small-{fmt}.bin -f audio.wav -l en -bs 1 -nt`
 # runs the same file (not run by the tests: no whisper-cli binary here)
+import subprocess
+
 from pywhispercpp.model import Model
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from lib.data import load_audio
 from lib.runtimes.ggml import write_ggml
+from lib.runtimes.whisper_cpp_build import native_build  # cmake-builds whisper.cpp for this CPU on first use
 
 model = WhisperForConditionalGeneration.from_pretrained("{model}")
-write_ggml(model, WhisperProcessor.from_pretrained("{model}"), "ggml-small-{fmt}.bin", fmt="{fmt}")
+write_ggml(model, WhisperProcessor.from_pretrained("{model}"), "ggml-small-f16.bin", fmt="f16")
+if "{fmt}" != "f16":
+    subprocess.run([native_build().quantize, "ggml-small-f16.bin", "ggml-small-{fmt}.bin", "{fmt}"], check=True)
 audio = load_audio("{audio}")  # float32, resampled to 16 kHz mono
 segments = Model("ggml-small-{fmt}.bin", n_threads=2).transcribe(audio, language="en")
 print(" ".join(segment.text for segment in segments))''')],
@@ -101,9 +106,10 @@ def snippet_blocks(spec: QuantSpec, prelude: bool = True) -> list[tuple[str, str
     harness = (PRELUDE + "\n" if prelude else "") + APPLY.format(spec=spec_line(spec), extra=extra)
     blocks = [("python", harness)]
     from .runtimes.ctranslate2 import compute_type
-    from .runtimes.whisper_cpp import FORMAT
+    from .runtimes.whisper_cpp import ggml_format
 
-    fill = {"weights": spec.weights, "fmt": FORMAT.get(spec.weights, spec.weights), "model": MODEL, "audio": AUDIO}
+    fmt = ggml_format(spec) if spec.library == "whisper_cpp" else spec.weights
+    fill = {"weights": spec.weights, "fmt": fmt, "model": MODEL, "audio": AUDIO}
     if spec.library == "ctranslate2":
         fill["compute"] = compute_type(spec)
     for language, code in NATIVE.get(spec.library, []):

@@ -52,6 +52,13 @@ ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs o
                                     group_size=32),
     "ggml-dyn-int4-aint8-g32": dict(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
                                     group_size=32),
+    "ggml-float16-buildnative": dict(library="whisper_cpp", weights="float16", options={"build": "native"}),
+    **{f"ggml-dyn-{w}-aint8-g{g}-buildnative{'-sym0' if sym is False else ''}": dict(
+        library="whisper_cpp", scheme="dynamic", weights=w, activations="int8", group_size=g,
+        options={"build": "native", **({} if sym is None else {"sym": sym})})
+       for w, g, sym in [("int8", 32, None), ("int5", 32, None), ("int4", 32, None), ("int5", 32, False),
+                         ("int4", 32, False), ("int6", 256, None), ("int5", 256, None), ("int4", 256, None),
+                         ("int3", 256, None), ("int2", 256, None)]},
 }
 #: the runtime's fp32 row: its greedy ids must equal transformers' fp32 ids on the tiny model
 FP32 = {"ct2-fp32", "ort-fp32", "ov-fp32"}
@@ -129,6 +136,37 @@ def tiny4(tiny):
     return type(tiny)(model, tiny.processor, "test:tiny4")
 
 
+@pytest.fixture(scope="module")
+def tiny256(tiny):
+    """tiny4 at d_model 256 (ffn 1024): the narrowest Whisper whose rows fill ggml's k-quant super-blocks of 256."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    config = copy.deepcopy(tiny.model.config)
+    config.d_model, config.encoder_ffn_dim, config.decoder_ffn_dim = 256, 1024, 1024
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = tiny.model.generation_config
+    return type(tiny)(model, tiny.processor, "test:tiny256")
+
+
+@pytest.fixture(scope="session")
+def native():
+    """whisper.cpp built for this CPU (lib.runtimes.whisper_cpp_build): minutes the first time, then cached."""
+    from lib.runtimes.whisper_cpp_build import BuildUnavailable, native_build
+
+    try:
+        return native_build()
+    except BuildUnavailable as exc:
+        pytest.skip(f"whisper.cpp cannot be built here: {exc}")
+
+
+def needs_native(spec) -> bool:
+    """whisper.cpp rows that run on the native build, or whose file its whisper-quantize writes."""
+    return spec["library"] == "whisper_cpp" and (spec.get("options", {}).get("build") == "native"
+                                                 or spec.get("weights") not in ("fp32", "float16"))
+
+
 def offered_here(spec: QuantSpec) -> bool:
     """Whether this CPU offers the kernel ``spec`` needs (CTranslate2's compute types, OpenVINO's bf16)."""
     if spec.library == "openvino":
@@ -150,14 +188,17 @@ def offered_here(spec: QuantSpec) -> bool:
 
 
 @pytest.mark.parametrize("slug,spec", rows())
-def test_convert_generate_time_and_size(slug, spec, tiny, tiny4, clips):
+def test_convert_generate_time_and_size(slug, spec, tiny, tiny4, clips, request):
     from lib.data import calibration_set
     from lib.footprint import time_forced_generate
     from lib.metrics import serialized_bytes, stored_bytes
     from lib.quantize import quantize
     from lib.transcribe import encoder_timer, generate
 
-    tiny = tiny4 if spec["library"] == "whisper_cpp" else tiny
+    if needs_native(spec):
+        request.getfixturevalue("native")
+    if spec["library"] == "whisper_cpp":  # ffn = 4 x d_model; the k-quants also need rows of 256
+        tiny = request.getfixturevalue("tiny256") if spec.get("group_size") == 256 else tiny4
     reference = generate(tiny.model, clips, max_new_tokens=12)
     spec = QuantSpec(**{**spec, "calibration": min(spec.get("calibration", 0), 2)})
     calibration = calibration_set(spec.calibration) if spec.calibration else None
@@ -202,8 +243,8 @@ def test_teacher_forced_logits_match_transformers(slug, spec, tiny, clips):
     assert float((logits[:, read] - expected[:, read]).abs().max()) < LOGITS[slug]
 
 
-@pytest.mark.parametrize("slug,spec", rows({"ggml-float16"}))
-def test_whisper_cpp_teacher_forced_logits(slug, spec, tiny4, clips):
+@pytest.mark.parametrize("slug,spec", rows({"ggml-float16", "ggml-float16-buildnative"}))
+def test_whisper_cpp_teacher_forced_logits(slug, spec, tiny4, clips, request):
     """whisper.cpp f16 (ctypes on libwhisper) against transformers fp32 on tiny4, and against its own greedy path.
 
     Measured: at most 0.015 apart (logits up to 1.1); 6.5e-4 with flash attention off, so the f16 flash
@@ -215,6 +256,8 @@ def test_whisper_cpp_teacher_forced_logits(slug, spec, tiny4, clips):
     from lib.quantize import quantize
     from lib.transcribe import generate
 
+    if needs_native(spec):
+        request.getfixturevalue("native")
     model, meta = quantize(copy.deepcopy(tiny4.model), QuantSpec(**spec), processor=tiny4.processor,
                            measure_error=False)
     assert meta["teacher_forced_logits"] and meta["logits_note"] is None
@@ -275,6 +318,7 @@ def test_compute_type_the_cpu_lacks_is_a_failed_row(fake_librispeech, tmp_path, 
                        quant=QuantSpec(library="ctranslate2", scheme="dynamic", weights="int16", activations="int16"))
     summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
     assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
+    assert "multiple of 256" in summary["error"]
     assert summary["outcome"] == "not offered on this CPU" and "no int16 compute type" in summary["error"]
 
 
@@ -336,3 +380,88 @@ def test_openvino_runs_the_precision_a_row_asks_for(tiny):
     else:
         with pytest.raises(NotOffered, match="no bf16"):
             quantize(copy.deepcopy(tiny.model), bf16, processor=tiny.processor, measure_error=False)
+
+
+def test_whisper_quantize_is_gguf_quants_on_the_file_it_is_given(native, tiny4, tmp_path):
+    """whisper.cpp's whisper-quantize against ggml's reference quantizers (gguf.quants), byte for byte, on tiny4.
+
+    Found: from our f32 file every quantized tensor (all 33 2-D weights) is byte-identical to gguf.quants on the
+    fp32 weights, and header, vocabulary, tensor order and the f32 tensors are copied unchanged; but the tool
+    passes non-2-D tensors through, so the convolution weights stay f32, which whisper.cpp's CPU convolution
+    refuses (our quantized files used to hold them in f16).  From the f16 file, as deployers quantize, the
+    blocks are gguf.quants of the f16-rounded weights: on tiny4 44% (Q8_0), 3.8% (Q5_0), 1.9% (Q4_0) of the
+    blocks differ from quantizing fp32.  So the rows quantize with the tool, from f16 (one path).
+    """
+    import numpy as np
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    from lib.runtimes.ggml import read_ggml, tensors, write_ggml
+    from lib.runtimes.whisper_cpp_build import quantize_file
+
+    arrays = dict(tensors(tiny4.model))
+    for source in ("f32", "f16"):
+        write_ggml(tiny4.model, tiny4.processor, tmp_path / f"{source}.bin", source)
+        given = (tmp_path / f"{source}.bin").read_bytes()
+        hp_in, t_in = read_ggml(tmp_path / f"{source}.bin")
+        for fmt in ("q8_0", "q5_0", "q4_0"):
+            quantize_file(native, tmp_path / f"{source}.bin", tmp_path / "q.bin", fmt)
+            made = (tmp_path / "q.bin").read_bytes()
+            hp, t_out = read_ggml(tmp_path / "q.bin")
+            qtype = GGMLQuantizationType[fmt.upper()]
+            assert hp[:-1] == hp_in[:-1] and hp[-1] == 2000 + {"q8_0": 7, "q5_0": 8, "q4_0": 2}[fmt]
+            first = t_in[0][3] - 12 - 4 * len(t_in[0][2]) - len(t_in[0][0])  # the first tensor's header
+            assert made[48:first] == given[48:first]  # mel filters and vocabulary
+            assert [t[0] for t in t_out] == [t[0] for t in t_in] and [t[2] for t in t_out] == [t[2] for t in t_in]
+            quantized = 0
+            for (name, kind, dims, start, size), (_, kind_in, _, start_in, size_in) in zip(t_out, t_in):
+                data = made[start:start + size]
+                if kind == qtype:
+                    quantized += 1
+                    weights = arrays[name] if source == "f32" else arrays[name].astype(np.float16).astype(np.float32)
+                    assert data == np.ascontiguousarray(quantize(weights, qtype)).tobytes(), name
+                else:  # conv weights (3-D), biases, norms, positions: passed through as given
+                    assert kind == kind_in and data == given[start_in:start_in + size_in], name
+                    assert len(dims) != 2 or name in ("encoder.conv1.bias", "encoder.conv2.bias",
+                                                      "encoder.positional_embedding", "decoder.positional_embedding")
+            assert quantized == 33
+            conv = {name: kind for name, kind, *_ in t_out if name.endswith("conv1.weight")}
+            assert conv == {"encoder.conv1.weight": 0 if source == "f32" else 1}
+            if source == "f16":  # f16-rounded input: not the blocks of the fp32 weights
+                name, _, _, start, size = next(t for t in t_out if t[1] == qtype)
+                assert made[start:start + size] != np.ascontiguousarray(quantize(arrays[name], qtype)).tobytes()
+
+
+@pytest.mark.parametrize("spec,model", [
+    (dict(scheme="dynamic", weights="int4", activations="int8", group_size=256, options={"build": "native"}), "tiny256"),
+    (dict(scheme="dynamic", weights="int5", activations="int8", group_size=32, options={"sym": False}), "tiny4"),
+], ids=["q4_k-native", "q5_1-wheel"])
+def test_whisper_cpp_new_formats_decode_jfk(spec, model, native, request):
+    """A k-quant on the native build and Q5_1 on the wheel load and decode the JFK clip (random weights: ids only)."""
+    from lib.data import jfk_path, load_audio
+    from lib.quantize import quantize
+    from lib.runtimes import PROMPT
+    from lib.transcribe import features, generate
+
+    loaded = request.getfixturevalue(model)
+    spec = QuantSpec(library="whisper_cpp", **spec)
+    runtime, meta = quantize(copy.deepcopy(loaded.model), spec, processor=loaded.processor, measure_error=False)
+    fmt = meta["ggml_format"]
+    assert meta["tensor_types"][fmt] == 2 * 6 + 2 * 10 + 1  # every 2-D weight, the token embedding too
+    assert meta["tensor_types"]["f16"] == 2 and "whisper-quantize" in meta["method"]
+    native_run = spec.option_dict.get("build") == "native"
+    assert meta["build"] == ("native" if native_run else "wheel")
+    assert ("AVX512 = 1" in meta["system_info"]) == (native_run and "AVX512 = 1" in native.system_info)
+    ids = generate(runtime, features(loaded.processor, [load_audio(jfk_path())]), max_new_tokens=8)
+    assert ids.dtype.is_floating_point is False and ids[0, :4].tolist() == PROMPT and ids.shape[1] > 4
+
+
+def test_whisper_cpp_k_quant_needs_rows_of_256(fake_librispeech, tmp_path):
+    from lib.evaluate import evaluate
+
+    config = RunConfig(model="test:tiny", split=("test-clean",), limit=1, threads=1, max_new_tokens=4,
+                       quant=QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
+                                       group_size=256, options={"build": "native"}))
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
+    assert "multiple of 256" in summary["error"]

@@ -5,8 +5,8 @@ The legacy ggml format that whisper.cpp loads (learned from its
 
 1. magic ``0x67676d6c`` ("ggml");
 2. hparams: n_vocab, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_text_ctx,
-   n_text_state, n_text_head, n_text_layer, n_mels, ftype (``+ 1000 * 2`` for the block formats:
-   ``GGML_QNT_VERSION`` 2);
+   n_text_state, n_text_head, n_text_layer, n_mels, ftype (0 f32, 1 f16; whisper.cpp's quantizer
+   writes ``1000 * 2 + ftype`` for the block formats: ``GGML_QNT_VERSION`` 2);
 3. mel filters: n_mels, n_fft bins, then n_mels x 201 float32 (transformers' slaney filters);
 4. vocabulary: count, then each byte-level BPE token (ids 0-50256) as length + raw bytes;
    whisper.cpp adds the special and timestamp tokens itself;
@@ -14,9 +14,11 @@ The legacy ggml format that whisper.cpp loads (learned from its
 
 The loader fixes each tensor's type from ``ftype``: every 2-D weight (linear layers and the
 token embedding, which is also the output projection) in the file's format, convolution
-weights in f16 (f32 for an f32 file), biases, norms and positional embeddings in f32.  The
-block formats come from the ``gguf`` package's ``gguf.quants`` (ggml's own reference
-quantizers, ported), not from code here.
+weights in f16 (f32 for an f32 file), biases, norms and positional embeddings in f32.
+Only f32 and f16 are written here: the block formats (Q8_0 ... Q6_K) come from whisper.cpp's own
+``whisper-quantize`` run on the f16 file (:mod:`lib.runtimes.whisper_cpp_build`), as deployers make them.
+``gguf.quants`` (ggml's reference quantizers, ported) gives the same bytes from the same input, but the
+tool quantizes what the file holds: from an f16 file, f16-rounded weights (tests/test_runtimes.py).
 
 >>> ggml_name("model.decoder.layers.3.encoder_attn.k_proj.weight")
 'decoder.blocks.3.cross_attn.key.weight'
@@ -34,8 +36,7 @@ import numpy as np
 MAGIC = 0x67676D6C
 QNT_VERSION_FACTOR, QNT_VERSION = 1000, 2
 #: format -> (file ftype, ggml type of the 2-D weights, gguf quantization type name)
-FORMATS = {"f32": (0, 0, "F32"), "f16": (1, 1, "F16"), "q8_0": (7, 8, "Q8_0"), "q5_0": (8, 6, "Q5_0"),
-           "q4_0": (2, 2, "Q4_0")}
+FORMATS = {"f32": (0, 0, "F32"), "f16": (1, 1, "F16")}
 GGML_F32, GGML_F16 = 0, 1
 _LAYER = {"self_attn.k_proj": "attn.key", "self_attn.q_proj": "attn.query", "self_attn.v_proj": "attn.value",
           "self_attn.out_proj": "attn.out", "self_attn_layer_norm": "attn_ln",
@@ -83,15 +84,8 @@ def tensor_type(name: str, array: np.ndarray, fmt: str) -> int:
     return GGML_F16 if array.ndim == 3 else FORMATS[fmt][1]
 
 
-def _encode(array: np.ndarray, ggml_type: int, fmt: str) -> bytes:
-    if ggml_type == GGML_F32:
-        return array.astype("<f4").tobytes()
-    if ggml_type == GGML_F16:
-        return array.astype("<f2").tobytes()
-    from gguf import GGMLQuantizationType
-    from gguf.quants import quantize
-
-    return np.ascontiguousarray(quantize(array, GGMLQuantizationType[FORMATS[fmt][2]])).tobytes()
+def _encode(array: np.ndarray, ggml_type: int) -> bytes:
+    return array.astype("<f4" if ggml_type == GGML_F32 else "<f2").tobytes()
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -117,11 +111,16 @@ def _ints(f: BinaryIO, *values: int) -> None:
 
 
 def write_ggml(model, processor, path: Path | str, fmt: str = "f16") -> dict[str, int]:
-    """Write ``model`` as a ggml file in ``fmt`` (f32, f16, q8_0, q5_0, q4_0); returns tensor counts by type."""
+    """Write ``model`` as a ggml file in ``fmt`` (f32 or f16); returns tensor counts by type.
+
+    E.g. ``write_ggml(model, processor, "ggml-f16.bin")`` -> ``{'f32': 54, 'f16': 35}`` for a 2+2-layer model;
+    quantize that file with whisper.cpp's tool: ``quantize_file(native_build(), "ggml-f16.bin", "q.bin", "q4_k")``.
+    """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown ggml format {fmt!r}; use one of {', '.join(FORMATS)}")
+        raise ValueError(f"ggml format {fmt!r} is not written here (f32, f16 only): quantize the f16 file with "
+                         "whisper.cpp's whisper-quantize (lib.runtimes.whisper_cpp_build.quantize_file)")
     c = model.config
-    ftype = FORMATS[fmt][0] + (QNT_VERSION * QNT_VERSION_FACTOR if fmt.startswith("q") else 0)
+    ftype = FORMATS[fmt][0]
     filters = np.asarray(processor.feature_extractor.mel_filters, dtype=np.float32).T  # (n_mels, 201)
     counts: dict[str, int] = {}
     with open(path, "wb") as f:
@@ -140,7 +139,51 @@ def write_ggml(model, processor, path: Path | str, fmt: str = "f16") -> dict[str
             encoded = name.encode()
             _ints(f, array.ndim, len(encoded), ggml_type, *reversed(array.shape))
             f.write(encoded)
-            f.write(_encode(array, ggml_type, fmt))
-            key = {0: "f32", 1: "f16"}.get(ggml_type, fmt)
+            f.write(_encode(array, ggml_type))
+            key = {0: "f32", 1: "f16"}[ggml_type]
             counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def read_ggml(path: Path | str) -> tuple[list[int], list[tuple[str, int, tuple[int, ...], int, int]]]:
+    """A ggml file's hparams (the 11 ints after the magic, ftype last) and its tensors:
+    ``(name, ggml type, dims innermost first, data offset, data bytes)``, in file order (for comparing files).
+
+    E.g. ``read_ggml("ggml-model.bin")[1][0][:3]`` is ``('encoder.positional_embedding', 0, (512, 1500))``.
+    """
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    data = Path(path).read_bytes()
+    magic, *hparams = struct.unpack_from("<12i", data, 0)
+    if magic != MAGIC:
+        raise ValueError(f"{path} is not a ggml file (magic {magic:#x})")
+    pos = 48
+    n_mels, n_fft = struct.unpack_from("<2i", data, pos)
+    pos += 8 + 4 * n_mels * n_fft
+    (n_words,) = struct.unpack_from("<i", data, pos)
+    pos += 4
+    for _ in range(n_words):
+        pos += 4 + struct.unpack_from("<i", data, pos)[0]
+    out = []
+    while pos < len(data):
+        n_dims, length, ggml_type = struct.unpack_from("<3i", data, pos)
+        dims = struct.unpack_from(f"<{n_dims}i", data, pos + 12)
+        pos += 12 + 4 * n_dims
+        name = data[pos:pos + length].decode()
+        pos += length
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+        nbytes = int(np.prod(dims)) // block * size
+        out.append((name, ggml_type, tuple(dims), pos, nbytes))
+        pos += nbytes
+    return hparams, out
+
+
+def type_counts(path: Path | str) -> dict[str, int]:
+    """Tensor counts by ggml type name in a ggml file, e.g. ``{'f32': 62, 'f16': 2, 'q4_k': 49}``."""
+    from gguf.constants import GGMLQuantizationType
+
+    counts: dict[str, int] = {}
+    for _name, ggml_type, *_ in read_ggml(path)[1]:
+        key = GGMLQuantizationType(ggml_type).name.lower()
+        counts[key] = counts.get(key, 0) + 1
     return counts

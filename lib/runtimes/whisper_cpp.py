@@ -1,7 +1,12 @@
-"""whisper.cpp through ``pywhispercpp`` (which ships libwhisper/libggml), on a ggml file we write.
+"""whisper.cpp through ``pywhispercpp`` (which ships libwhisper/libggml), or built natively, on a ggml file we write.
 
-:mod:`lib.runtimes.ggml` writes the transformers weights as ``ggml-model.bin`` in the row's
-format; the block formats are quantized by ``gguf.quants``.  Each utterance's log-mel comes
+:mod:`lib.runtimes.ggml` writes the transformers weights as an f16 ggml file; the block formats are
+then made from it by whisper.cpp's own ``whisper-quantize``, as deployers make them (the tool comes
+from the native build, :mod:`lib.runtimes.whisper_cpp_build`, made on first use).  ``options:
+{build: native}`` runs the row on that build's libwhisper (``GGML_NATIVE``: AVX-512 where the CPU has
+it; the wheel's is AVX2 only) through ctypes (:mod:`lib.runtimes.whisper_ctypes`), with the same
+``whisper_full`` settings; each row records ``whisper_print_system_info()`` of the library it ran on
+(``system_info``).  Each utterance's log-mel comes
 from the harness (``whisper_set_mel``, then ``whisper_full`` with no samples), so whisper.cpp
 sees the same features as every other row (its own ``whisper_pcm_to_mel`` is bypassed);
 ``whisper_full`` then decodes greedily (``best_of 1``), English, no timestamps, one segment,
@@ -18,6 +23,8 @@ spec                              ggml file   note
 ``dynamic int8/int8, group 32``   Q8_0        blocks of 32 weights, one f16 scale each;
 ``dynamic int5/int8, group 32``   Q5_0        ggml quantizes activations to Q8_0 blocks for
 ``dynamic int4/int8, group 32``   Q4_0        every matmul, hence ``dynamic`` with int8 activations
+``... int5/int4, options sym 0``  Q5_1 Q4_1   a scale and a minimum per block of 32
+``dynamic int6 ... int2, g 256``  Q6_K - Q2_K k-quants: super-blocks of 256 (rows must be a multiple)
 ================================  ==========  ===============================================
 
 Every 2-D weight is quantized, as whisper.cpp's loader requires, including the token embedding
@@ -38,8 +45,8 @@ default, is most of it), with the same argmax everywhere.  whisper-base f16 on t
 utterances (1089-134686-0000, 1221-135766-0001): KL(fp32 || f16) 3.2e-4 and 1.4e-4 nats a
 position on average (max 4.7e-3), top-1 agreement 39/39 and 56/56.
 
->>> FORMAT["int4"], FORMAT["float16"]
-('q4_0', 'f16')
+>>> FORMAT["int4"], FORMAT["float16"], K_QUANTS["int4"]
+('q4_0', 'f16', 'q4_k')
 """
 from __future__ import annotations
 
@@ -51,9 +58,16 @@ from . import EOT, PROMPT, HookedEncoder, RuntimeModel, require, runtime_dir, th
 from ..quantize import check_allowed
 
 FORMAT = {"fp32": "f32", "float16": "f16", "int8": "q8_0", "int5": "q5_0", "int4": "q4_0"}
+#: ``sym: false``, blocks of 32 with a scale and a minimum each
+ASYMMETRIC = {"int5": "q5_1", "int4": "q4_1"}
+#: group 256: ggml's k-quants (super-blocks of 256 weights, sub-block scales; rows must be a multiple of 256)
+K_QUANTS = {"int2": "q2_k", "int3": "q3_k", "int4": "q4_k", "int5": "q5_k", "int6": "q6_k"}
 SUPPORTED = [{"scheme": "none", "weights": w, "granularity": (None,), "group_size": (None,)} for w in ("fp32", "float16")] + [
     {"scheme": "dynamic", "weights": w, "activations": "int8", "granularity": (None, "per_group"), "group_size": (32,)}
-    for w in ("int8", "int5", "int4")]
+    for w in ("int8", "int5", "int4")] + [
+    {"scheme": "dynamic", "weights": w, "activations": "int8", "granularity": (None, "per_group"), "group_size": (256,)}
+    for w in K_QUANTS]
+OPTIONS = {"build": ("native",), "sym": (False,)}
 PIP = "pywhispercpp gguf"
 F32_FAILURE = ("whisper.cpp (libwhisper 1.8.5 in pywhispercpp 1.5.1) cannot run an f32 ggml file on the CPU: "
                "its convolution asserts GGML_ASSERT(src0->type == GGML_TYPE_F16) (ggml-cpu/ops.cpp) and aborts "
@@ -65,12 +79,30 @@ DECODING = dict(no_context=True, no_timestamps=True, single_segment=True, print_
 
 
 def validate(spec) -> None:
-    check_allowed(spec, SUPPORTED)
-    if spec.scope != "all" or spec.proj_out:
-        from ..config import ConfigError
+    check_allowed(spec, SUPPORTED, OPTIONS)
+    from ..config import ConfigError
 
+    if spec.scope != "all" or spec.proj_out:
         raise ConfigError("whisper_cpp quantizes every 2-D weight, as its loader requires: leave scope 'all', "
                           "proj_out false")
+    if "sym" in spec.option_dict and (spec.group_size != 32 or spec.weights not in ASYMMETRIC):
+        raise ConfigError(f"whisper_cpp sym: false is {'/'.join(ASYMMETRIC.values())} (int5/int4, group 32); "
+                          "k-quants (group 256) take no sym option")
+
+
+def ggml_format(spec) -> str:
+    """The ggml format a spec asks for.
+
+    >>> from lib.config import QuantSpec
+    >>> ggml_format(QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
+    ...                       group_size=256, options={"build": "native"}))
+    'q4_k'
+    """
+    if spec.group_size == 256:
+        return K_QUANTS[spec.weights]
+    if spec.option_dict.get("sym", True) is False:
+        return ASYMMETRIC[spec.weights]
+    return FORMAT[spec.weights]
 
 
 def library_path() -> Path:
@@ -95,32 +127,13 @@ class Logits:
     E.g. ``Logits(d / "ggml-model.bin", 4, True)(mel_80x3000, PROMPT + [264, EOT])`` is ``[6, 51865]``, rows 3-5 set.
     """
 
-    def __init__(self, path: Path, n_threads: int, flash_attn: bool):
-        import ctypes
+    def __init__(self, path: Path, n_threads: int, flash_attn: bool, library: Path | str | None = None):
         import weakref
 
-        self.lib = lib = ctypes.CDLL(str(library_path()))
+        from .whisper_ctypes import bind, context_params
 
-        class ContextParams(ctypes.Structure):  # struct whisper_context_params
-            _fields_ = [("use_gpu", ctypes.c_bool), ("flash_attn", ctypes.c_bool), ("gpu_device", ctypes.c_int),
-                        ("dtw_token_timestamps", ctypes.c_bool), ("dtw_aheads_preset", ctypes.c_int),
-                        ("dtw_n_top", ctypes.c_int), ("dtw_aheads_n_heads", ctypes.c_size_t),
-                        ("dtw_aheads_heads", ctypes.c_void_p), ("dtw_mem_size", ctypes.c_size_t)]
-
-        p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)
-        for name, res, args in [
-                ("whisper_context_default_params", ContextParams, []),
-                ("whisper_init_from_file_with_params_no_state", p, [ctypes.c_char_p, ContextParams]),
-                ("whisper_init_state", p, [p]), ("whisper_free_state", None, [p]), ("whisper_free", None, [p]),
-                ("whisper_n_vocab", i, [p]), ("whisper_set_mel_with_state", i, [p, p, f, i, i]),
-                ("whisper_encode_with_state", i, [p, p, i, i]),
-                ("whisper_decode_with_state", i, [p, p, ctypes.POINTER(ctypes.c_int32), i, i, i]),
-                ("whisper_get_logits_from_state", f, [p])]:
-            getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
-        params = lib.whisper_context_default_params()
-        params.use_gpu = False
-        params.flash_attn = flash_attn
-        self.ctx = lib.whisper_init_from_file_with_params_no_state(str(path).encode(), params)
+        self.lib = lib = bind(library or library_path())
+        self.ctx = lib.whisper_init_from_file_with_params_no_state(str(path).encode(), context_params(lib, flash_attn))
         self.state = lib.whisper_init_state(self.ctx) if self.ctx else None
         if not self.state:
             lib.whisper_free(self.ctx)
@@ -161,16 +174,38 @@ def _free(lib, ctx, state) -> None:
 
 
 class WhisperCpp(RuntimeModel):
+    """whisper.cpp on ``model_dir/ggml-model.bin``: through pywhispercpp (the wheel's libwhisper), or with ``native``
+    (a :class:`lib.runtimes.whisper_cpp_build.BuildInfo`) through ctypes on that build's libwhisper; the same
+    ``whisper_full`` settings (:data:`DECODING`) either way."""
+
     runtime = "whisper_cpp"
 
-    def __init__(self, model_dir: Path, keep, threads: int):
+    def __init__(self, model_dir: Path, keep, threads: int, native=None):
         super().__init__(model_dir, keep)
+        self.native = native
+        self.encoder = HookedEncoder(encode=None, hidden=None)
+        self._logits_ctx = None  # a Logits, on the first teacher_forced_logits
+        self._current = None  # (features, encoder still running) of the utterance being decoded
+        self.threads = threads
+        path = self.model_dir / "ggml-model.bin"
+        if native is not None:
+            from .whisper_ctypes import Full, bind, ctypes_sizes, system_info
+
+            if native.struct_sizes != ctypes_sizes():
+                raise ValueError(f"lib.runtimes.whisper_ctypes' structs ({ctypes_sizes()} bytes) do not match this "
+                                 f"whisper.cpp's whisper.h ({native.struct_sizes}); update FullParams/ContextParams")
+            lib = bind(native.library)
+            self._full = Full(lib, path, DECODING, threads, self._encoder_begins, self._logits)
+            self.context_params = {"flash_attn": bool(self._full.context.flash_attn), "use_gpu": False}
+            self.system_info = system_info(lib)
+            return
         pw = require("_pywhispercpp", PIP)
         self._pw = pw
         context = pw.whisper_context_default_params()
         context.use_gpu = False
         self.context_params = {"flash_attn": bool(context.flash_attn), "use_gpu": False}
-        self.ctx = pw.whisper_init_from_file_with_params(str(self.model_dir / "ggml-model.bin"), context)
+        self.system_info = pw.whisper_print_system_info().strip()
+        self.ctx = pw.whisper_init_from_file_with_params(str(path), context)
         if self.ctx is None:
             raise ValueError(f"whisper.cpp could not load {self.model_dir.name}/ggml-model.bin (see its log)")
         self.params = pw.whisper_full_default_params(pw.whisper_sampling_strategy.WHISPER_SAMPLING_GREEDY)
@@ -179,9 +214,6 @@ class WhisperCpp(RuntimeModel):
         greedy = self.params.greedy
         greedy["best_of"] = 1
         self.params.greedy = greedy
-        self.encoder = HookedEncoder(encode=None, hidden=None)
-        self._logits_ctx = None  # a Logits, on the first teacher_forced_logits
-        self._current = None  # (features, encoder still running) of the utterance being decoded
         pw.assign_encoder_begin_callback(self.params, self._encoder_begins)
         pw.assign_logits_filter_callback(self.params, self._logits)
 
@@ -195,22 +227,28 @@ class WhisperCpp(RuntimeModel):
             self._current[1] = False
             self.encoder.end(self._current[0], None)
 
-    def decode_batch(self, input_features, max_new_tokens: int, forced: bool) -> list[list[int]]:
+    def _full_wheel(self, mel, max_new_tokens: int) -> list[int]:
         import numpy as np
 
         pw = self._pw
         self.params.max_tokens = int(max_new_tokens)
+        if pw.whisper_set_mel(self.ctx, mel.reshape(-1), mel.shape[1], mel.shape[0]) != 0:
+            raise ValueError("whisper_set_mel failed")
+        if pw.whisper_full(self.ctx, self.params, np.zeros(0, np.float32), 0) != 0:
+            raise ValueError("whisper_full failed")
+        return [pw.whisper_full_get_token_id(self.ctx, s, i) for s in range(pw.whisper_full_n_segments(self.ctx))
+                for i in range(pw.whisper_full_n_tokens(self.ctx, s))]
+
+    def decode_batch(self, input_features, max_new_tokens: int, forced: bool) -> list[list[int]]:
+        import numpy as np
+
         out = []
         array = input_features.detach().float().numpy() if hasattr(input_features, "detach") else input_features
         for mel in array:  # whisper.cpp's context decodes one utterance at a time
             mel = np.ascontiguousarray(mel, dtype=np.float32)
             self._current = [mel[None], False]
-            if pw.whisper_set_mel(self.ctx, mel.reshape(-1), mel.shape[1], mel.shape[0]) != 0:
-                raise ValueError("whisper_set_mel failed")
-            if pw.whisper_full(self.ctx, self.params, np.zeros(0, np.float32), 0) != 0:
-                raise ValueError("whisper_full failed")
-            ids = [pw.whisper_full_get_token_id(self.ctx, s, i) for s in range(pw.whisper_full_n_segments(self.ctx))
-                   for i in range(pw.whisper_full_n_tokens(self.ctx, s))]
+            run = self._full if self.native is not None else self._full_wheel
+            ids = run(mel, max_new_tokens)
             out.append([int(t) for t in ids if t < EOT][:max_new_tokens])
         return out
 
@@ -221,8 +259,9 @@ class WhisperCpp(RuntimeModel):
         import torch
 
         if self._logits_ctx is None:
-            self._logits_ctx = Logits(self.model_dir / "ggml-model.bin", int(self.params.n_threads),
-                                      self.context_params["flash_attn"])
+            self._logits_ctx = Logits(self.model_dir / "ggml-model.bin", self.threads,
+                                      self.context_params["flash_attn"],
+                                      self.native.library if self.native is not None else None)
         mels = input_features.detach().float().numpy() if hasattr(input_features, "detach") else input_features
         ids = [list(map(int, row)) for row in np.asarray(decoder_input_ids).tolist()]
         if any(row[:len(PROMPT)] != PROMPT for row in ids):
@@ -230,29 +269,55 @@ class WhisperCpp(RuntimeModel):
         return torch.from_numpy(np.stack([self._logits_ctx(mel, row) for mel, row in zip(mels, ids)]))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "context_params": self.context_params,
+        build = "native" if self.native is not None else "wheel"
+        return {**super().describe(), "context_params": self.context_params, "build": build,
+                "system_info": self.system_info,
                 "input": "harness log-mel features (whisper_set_mel), whisper.cpp's own mel bypassed"}
 
 
 def convert(model, spec, calibration=None, processor=None, calibration_tokens: int = 128) -> tuple[WhisperCpp, dict]:
-    require("_pywhispercpp", PIP)
+    fmt = ggml_format(spec)
+    native_wanted = spec.option_dict.get("build") == "native"
+    if not native_wanted:
+        require("_pywhispercpp", PIP)
     require("gguf", PIP)
     from .ggml import write_ggml
 
-    fmt = FORMAT[spec.weights]
     if fmt == "f32":
         raise ValueError(F32_FAILURE)
     c = model.config
+    if fmt in K_QUANTS.values() and c.d_model % 256:
+        raise ValueError(f"{fmt} quantizes rows in super-blocks of 256 weights; d_model {c.d_model} is not a "
+                         "multiple of 256")
     if c.encoder_ffn_dim != 4 * c.d_model or c.decoder_ffn_dim != 4 * c.d_model:
         raise ValueError(f"whisper.cpp assumes ffn_dim = 4 x d_model; this model has ffn {c.encoder_ffn_dim}/"
                          f"{c.decoder_ffn_dim} for d_model {c.d_model}")
+    native = None
+    if native_wanted or fmt != "f16":
+        from .whisper_cpp_build import native_build
+
+        native = native_build()
     keep = runtime_dir("ggml")
     root = Path(keep.name) / "model"
     root.mkdir()
     start = time.perf_counter()
-    counts = write_ggml(model, processor, root / "ggml-model.bin", fmt)
+    if fmt != "f16":  # the block formats: whisper.cpp's own quantizer on our f16 file, as deployers make them
+        from .whisper_cpp_build import quantize_file
+
+        write_ggml(model, processor, root / "ggml-f16.bin", "f16")
+        counts = quantize_file(native, root / "ggml-f16.bin", root / "ggml-model.bin", fmt)
+        (root / "ggml-f16.bin").unlink()
+        method = f"ggml f16 written by lib.runtimes.ggml, {fmt} by whisper.cpp's whisper-quantize (native build)"
+    else:
+        counts = write_ggml(model, processor, root / "ggml-model.bin", fmt)
+        method = "ggml f16 written by lib.runtimes.ggml"
     written = time.perf_counter() - start
-    runtime = WhisperCpp(root, keep, thread_count())
-    return runtime, {"method": f"ggml {fmt} written by lib.runtimes.ggml (gguf.quants), whisper_full via pywhispercpp",
-                     "ggml_format": fmt, "tensor_types": counts, "write_seconds": written,
-                     "max_tokens_per_window": 220}
+    runtime = WhisperCpp(root, keep, thread_count(), native if native_wanted else None)
+    engine = ("ctypes on the native libwhisper (GGML_NATIVE build)" if native_wanted
+              else "pywhispercpp (the wheel's libwhisper)")
+    extra = {"method": f"{method}, whisper_full via {engine}", "ggml_format": fmt, "tensor_types": counts,
+             "write_seconds": written, "max_tokens_per_window": 220}
+    if native is not None:
+        extra["native_build"] = {"cmake_flags": native.cmake_flags, "system_info": native.system_info,
+                                 "sdist_sha256": native.sdist_sha256, "compiler": native.compiler}
+    return runtime, extra
