@@ -175,6 +175,9 @@ def chapter_facts(df: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
         "rt_failed_list": "; ".join(f"{r['configuration']}: {_reason(r['error'])}"
                                     for _, r in df[df["status"] == "failed"].iterrows()) or "none",
     }
+    floors = [f"{r['configuration']} {r['kld_other']:.2g} nats/token (agreement {r['agree_other']:.1f}%)"
+              for _, r in refs.iterrows() if r.get("kld_other") == r.get("kld_other") and r.get("kld_other") is not None]
+    facts["rt_fidelity_floor"] = "; ".join(floors) or "no runtime reference has a fidelity pass yet"
     worst = None
     for _, r in refs.iterrows():
         for tag in ("clean", "other"):
@@ -275,3 +278,39 @@ def _pick_numbers(pick: dict[str, Any], cpu_class: str) -> str:
         bits.append(f"ΔWER other {r['delta_wer_other']:+.2f} [{r['delta_wer_other_low']:+.2f}, "
                     f"{r['delta_wer_other_high']:+.2f}]")
     return f" ({', '.join(bits)})" if bits else ""
+
+
+def whisper_cpp_builds(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """whisper.cpp's generic wheel (ggml for AVX2 only) against the native build of the same sources, format by
+    format: each one's latency ratio to PyTorch fp32 per CPU class (quiet timings only, 95% interval) and the
+    native build's time as a share of the wheel's. How much of whisper.cpp's gap is our setup, and how much is
+    the runtime.
+
+    >>> from lib.ship import class_column
+    >>> df = pd.DataFrame({"configuration": ["whisper.cpp Q4_0", "whisper.cpp Q4_0 (native build)"],
+    ...     "slug": ["whisper-base__ggml-dyn-int4-aint8-g32__x", "whisper-base__ggml-dyn-int4-aint8-g32-buildnative__x"],
+    ...     class_column("AMX"): [1.2, 0.9], class_column("AMX", "_low"): [1.1, 0.85],
+    ...     class_column("AMX", "_high"): [1.3, 0.95], class_column("AMX", "_quiet"): [True, True]})
+    >>> whisper_cpp_builds(df, ["AMX"]).iloc[0].tolist()
+    ['×1.20 [1.10, 1.30]', '×0.90 [0.85, 0.95]', '75%']
+    """
+    from .ship import class_column, quiet_timing
+
+    out = {}
+    for _, native in df[df["slug"].str.contains("-buildnative", regex=False)].iterrows():
+        wheel = df[df["slug"] == native["slug"].replace("-buildnative", "")]
+        if wheel.empty:
+            continue
+        wheel = wheel.iloc[0]
+        row = {}
+        for c in classes:
+            def text(r):
+                if not quiet_timing(r, c):
+                    return "not timed quietly"
+                return (f"×{r[class_column(c)]:.2f} [{r[class_column(c, '_low')]:.2f}, "
+                        f"{r[class_column(c, '_high')]:.2f}]")
+            row[f"wheel, {c}"], row[f"native, {c}"] = text(wheel), text(native)
+            both = quiet_timing(wheel, c) and quiet_timing(native, c)
+            row[f"native / wheel, {c}"] = f"{100 * native[class_column(c)] / wheel[class_column(c)]:.0f}%" if both else "–"
+        out[wheel["configuration"]] = row
+    return pd.DataFrame.from_dict(out, orient="index")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import re
+
+import numpy as np
 from typing import Any
 
 SPLITS = ("clean", "other")
@@ -115,7 +117,8 @@ def _pick(candidates, key: str, reason: str, cpu_class: str, tie_low: str | None
 def quiet_timing(row, cpu_class: str) -> bool:
     """Whether the row's latency on ``cpu_class`` is evidence: its record shows a quiet CPU over enough pairs
     (:func:`lib.machine.is_quiet`, stored by :func:`lib.tables.latency_by_class` as ``<column>_quiet``)."""
-    return bool(row.get(class_column(cpu_class, "_quiet")) is True)
+    flag = row.get(class_column(cpu_class, "_quiet"))
+    return isinstance(flag, (bool, np.bool_)) and bool(flag)  # NaN (never timed) and None are not quiet
 
 
 def ship_box(df, cpu_class: str) -> dict[str, Any]:
