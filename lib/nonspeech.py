@@ -276,11 +276,21 @@ def run_grid(grid: str | Path = "nonspeech", *, only: str | None = None, force: 
 
 # --- scoring (when loading) ----------------------------------------------------------------------------------
 
-def words(text: str) -> int:
-    """Words of a hypothesis after the project's normalizer (:func:`lib.metrics.normalize`)."""
+def said(text: str) -> str:
+    """A hypothesis as the project's normalizer reads it (:func:`lib.metrics.normalize`), keeping only tokens
+    with a letter or digit (the normalizer leaves a bare ``'.'`` of ``'...'``).
+
+    >>> said("[Music] Thank you..."), said("...")
+    ('thank you', '')
+    """
     from .metrics import normalize
 
-    return len(normalize(text or "").split())
+    return " ".join(t for t in normalize(text or "").split() if any(ch.isalnum() for ch in t))
+
+
+def words(text: str) -> int:
+    """Words of a hypothesis: tokens of :func:`said`."""
+    return len(said(text).split())
 
 
 def nonspeech_metrics(rows: Sequence[dict[str, Any]], top: int = 3) -> dict[str, Any]:
@@ -294,7 +304,7 @@ def nonspeech_metrics(rows: Sequence[dict[str, Any]], top: int = 3) -> dict[str,
     >>> m["words_per_min"], m["share_with_output"], m["top_phrases"]
     (2.0, 0.5, [('thank you', 1)])
     """
-    from .metrics import normalize, ratio_interval
+    from .metrics import ratio_interval
 
     rows = [r for r in rows if r.get("split", NONSPEECH_SPLIT) == NONSPEECH_SPLIT]
     if not rows:
@@ -303,7 +313,7 @@ def nonspeech_metrics(rows: Sequence[dict[str, Any]], top: int = 3) -> dict[str,
     counts = [words(r["hypothesis"]) for r in rows]
     minutes = [r["audio_seconds"] / 60 for r in rows]
     interval = ratio_interval(counts, minutes)
-    phrases = Counter(p for r in rows if (p := normalize(r["hypothesis"] or "").strip()))
+    phrases = Counter(p for r in rows if (p := said(r["hypothesis"])))
     ranked = sorted(phrases.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     return {"clips": len(rows), "minutes": float(sum(minutes)), "words": int(sum(counts)),
             "words_per_min": interval["delta"], "low": interval["low"], "high": interval["high"],
@@ -318,13 +328,11 @@ def one_word_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ...                   {"id": "w2", "split": "one-word", "reference": "if", "hypothesis": ""}])["exact"]
     1
     """
-    from .metrics import normalize
-
     rows = [r for r in rows if r.get("split") == WORD_SPLIT]
-    said = {r["id"]: normalize(r["hypothesis"] or "").strip() for r in rows}
-    return {"clips": len(rows), "exact": sum(said[r["id"]] == normalize(r["reference"]).strip() for r in rows),
-            "empty": sum(not said[r["id"]] for r in rows), "extra": sum(len(said[r["id"]].split()) > 1 for r in rows),
-            "outputs": said}
+    out = {r["id"]: said(r["hypothesis"]) for r in rows}
+    return {"clips": len(rows), "exact": sum(out[r["id"]] == said(r["reference"]) for r in rows),
+            "empty": sum(not out[r["id"]] for r in rows), "extra": sum(len(out[r["id"]].split()) > 1 for r in rows),
+            "outputs": out}
 
 
 def speech_empty(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
