@@ -315,7 +315,10 @@ def nonspeech_metrics(rows: Sequence[dict[str, Any]], top: int = 3) -> dict[str,
     interval = ratio_interval(counts, minutes)
     phrases = Counter(p for r in rows if (p := said(r["hypothesis"])))
     ranked = sorted(phrases.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return {"clips": len(rows), "minutes": float(sum(minutes)), "words": int(sum(counts)),
+    by_kind: dict[str, int] = {}
+    for r, c in zip(rows, counts):  # clip ids start with their kind: silence-5s, white-m30dbfs-5s-s0, ...
+        by_kind[r.get("id", "clip").split("-")[0]] = by_kind.get(r.get("id", "clip").split("-")[0], 0) + c
+    return {"clips": len(rows), "minutes": float(sum(minutes)), "words": int(sum(counts)), "by_kind": by_kind,
             "words_per_min": interval["delta"], "low": interval["low"], "high": interval["high"],
             "share_with_output": float(np.mean([c > 0 for c in counts])), "top_phrases": ranked}
 
@@ -400,13 +403,18 @@ def clip_hashes(summary: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["sha256"] for c in summary.get("clips") or []}
 
 
-def phrases_text(pairs: Sequence[Sequence[Any]]) -> str:
-    """``[('thank you', 3), ('you', 1)]`` -> ``'"thank you" (3), "you" (1)'``; none -> ``'none'``.
+def phrases_text(pairs: Sequence[Sequence[Any]], max_words: int = 8) -> str:
+    """``[('thank you', 3), ('you', 1)]`` -> ``'"thank you" (3), "you" (1)'``; none -> ``'none'``; a phrase
+    longer than ``max_words`` words is cut there and ends with ``…``.
 
-    >>> phrases_text([("thank you", 3), ("you", 1)])
-    '"thank you" (3), "you" (1)'
+    >>> phrases_text([("thank you", 3), ("you", 1)]), phrases_text([("a b c", 1)], max_words=2)
+    ('"thank you" (3), "you" (1)', '"a b…" (1)')
     """
-    return ", ".join(f'"{p}" ({n})' for p, n in pairs) or "none"
+    def cut(p):
+        w = p.split()
+        return " ".join(w[:max_words]) + ("…" if len(w) > max_words else "")
+
+    return ", ".join(f'"{cut(p)}" ({n})' for p, n in pairs) or "none"
 
 
 def display_table(df) -> "Any":
@@ -419,15 +427,83 @@ def display_table(df) -> "Any":
                     + (f": {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else ""),
                     "non-speech clips with output": "", "one-word clips: exact / empty": "",
                     "speech utterances with no word": "", "most common invented phrases": ""}
-        speech = (f"{100 * r['speech_share']:.1f}% ({r['speech_empty']}/{r['speech_utterances']})"
+        speech = (f"{100 * r['speech_share']:.1f}% ({int(r['speech_empty'])}/{int(r['speech_utterances'])})"
                   if r["speech_utterances"] else "no WER result")
+        with_output = round(r["ns_share_with_output"] * r["ns_clips"])
         return {"configuration": r["configuration"],
                 "words / min of non-speech (95% CI)": f"{r['ns_words_per_min']:.1f} ({r['ns_low']:.1f}–{r['ns_high']:.1f})",
                 "non-speech clips with output": f"{100 * r['ns_share_with_output']:.0f}% "
-                                                f"({round(r['ns_share_with_output'] * r['ns_clips'])}/{r['ns_clips']})",
-                "one-word clips: exact / empty": f"{r['word_exact']} / {r['word_empty']} of {r['word_clips']}",
+                                                f"({with_output}/{int(r['ns_clips'])})",
+                "one-word clips: exact / empty": f"{int(r['word_exact'])} / {int(r['word_empty'])} of "
+                                                 f"{int(r['word_clips'])}",
                 "speech utterances with no word": speech,
                 "most common invented phrases": phrases_text(r["ns_top_phrases"])}
 
     return pd.DataFrame([row(r) for _, r in df.iterrows()])
 
+
+
+def kind_table(df) -> "Any":
+    """Words emitted per clip kind (summed over its clips), one row per configuration that ran."""
+    import pandas as pd
+
+    ok = df[df["status"] == "ok"]
+    return pd.DataFrame([{"configuration": r["configuration"], **{k: int(r["ns_by_kind"].get(k, 0)) for k in KINDS},
+                          "one-word clips said": ", ".join(v or "(nothing)" for v in r["word_outputs"].values())}
+                         for _, r in ok.iterrows()])
+
+
+def clips_table(summary: dict[str, Any]) -> "Any":
+    """The clips a stored result decoded: id, kind, seconds, level, seed or cut, the word, sha256 (first 12)."""
+    import pandas as pd
+
+    def made_of(c):
+        if c["kind"] == "word":
+            end = f"{c['end_s']:.2f} s" if c.get("end_s") is not None else "end"
+            return f"{c['source']} from {c['start_s']:.2f} s to {end}"
+        if c["kind"] == "silence":
+            return "zeros"
+        return f"{c['level_dbfs']:g} dBFS, seed {c['seed']}" + (f", {len(c['sources'])} talker streams"
+                                                                if c.get("sources") else "")
+
+    return pd.DataFrame([{"clip": c["id"], "kind": c["kind"], "seconds": f"{c['seconds']:g}", "made of": made_of(c),
+                          "expected word": c.get("expected") or "", "sha256": c["sha256"][:12]}
+                         for c in summary.get("clips") or []])
+
+
+def headline(df) -> dict[str, str]:
+    """Glue-ready text for the chapter's sentence: fp32's words/min, share with output and top phrase; the
+    configuration with the most words/min and its numbers; how many configurations ran; the most one-word clips
+    any configuration missed; the configurations' range of empty outputs on speech.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame([{"slug": "m__fp32__nonspeech", "configuration": "fp32", "status": "ok",
+    ...     "ns_minutes": 3.5, "ns_words_per_min": 3.4, "ns_low": 1.0, "ns_high": 9.0, "ns_share_with_output": 1.0,
+    ...     "ns_clips": 12, "ns_top_phrases": [("you", 9)], "word_clips": 4, "word_exact": 4, "speech_share": 0.0,
+    ...     "speech_utterances": 266}])
+    >>> headline(df)["fp32_wpm"], headline(df)["top_label"]
+    ('3.4', 'fp32')
+    """
+    ok = df[df["status"] == "ok"]
+    fp32 = ok[ok["slug"].str.contains("__fp32__", regex=False)]
+    top = ok.loc[ok["ns_words_per_min"].idxmax()] if len(ok) else None
+    speech = ok[ok["speech_utterances"] > 0]["speech_share"] if len(ok) else []
+
+    def pct(x):
+        return f"{100 * x:.0f}%"
+
+    facts = {"configs": str(len(ok)), "planned": str(len(df)),
+             "minutes": f"{ok['ns_minutes'].iloc[0]:.1f}" if len(ok) else "pending",
+             "clips": str(int(ok["ns_clips"].iloc[0])) if len(ok) else "pending",
+             "word_clips": str(int(ok["word_clips"].iloc[0])) if len(ok) else "pending"}
+    if len(fp32):
+        r = fp32.iloc[0]
+        facts.update(fp32_wpm=f"{r['ns_words_per_min']:.1f}", fp32_share=pct(r["ns_share_with_output"]),
+                     fp32_phrase=phrases_text(r["ns_top_phrases"][:1]))
+    if top is not None:
+        facts.update(top_label=top["configuration"], top_wpm=f"{top['ns_words_per_min']:.1f}",
+                     top_low=f"{top['ns_low']:.1f}", top_high=f"{top['ns_high']:.1f}",
+                     top_share=pct(top["ns_share_with_output"]),
+                     worst_word_missed=str(int((ok["word_clips"] - ok["word_exact"]).max())),
+                     speech_max=f"{100 * max(speech):.1f}%" if len(speech) else "no WER result")
+    return facts
