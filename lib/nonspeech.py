@@ -179,8 +179,9 @@ def nonspeech_slug(config) -> str:
 def run_nonspeech(config, *, data: str | None = None, results_dir: Path | str | None = None, force: bool = False,
                   retry_failed: bool = False, clips: Sequence[Clip] | None = None) -> dict[str, Any]:
     """Quantize ``config``'s model as the WER run does (:func:`lib.evaluate.load_quantized`), decode every clip
-    with the study's recipe (:func:`lib.transcribe.transcribe`) and store the raw rows under
-    ``results_dir/<slug>.json(l)``. A stored ``ok`` result (or a failure, unless ``retry_failed``) is returned
+    with the study's recipe (:func:`decode`) and store the raw rows under ``results_dir/<slug>.json(l)``: the
+    summary holds the configuration, decoding recipe, environment, model source and every clip's record (sha256
+    included); ``speech_slug`` names the WER result whose transcripts give the empty share on speech. A stored ``ok`` result (or a failure, unless ``retry_failed``) is returned
     as it is. Any error is a ``failed`` summary with its stage and reason, never raised."""
     from .checks import check_run
     from .evaluate import Stage, load_quantized, peak_rss_mb, record_failure
