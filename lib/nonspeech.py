@@ -296,7 +296,8 @@ def words(text: str) -> int:
 
 def nonspeech_metrics(rows: Sequence[dict[str, Any]], top: int = 3) -> dict[str, Any]:
     """Scores of the non-speech rows (split ``nonspeech``): ``words_per_min`` with ``low``/``high`` (95% BCa,
-    clips resampled), ``share_with_output`` (clips with at least one word), ``clips``, ``minutes`` and
+    clips resampled), the same over the clips without speech in them (``no_babble_wpm``, ``no_babble_low``,
+    ``no_babble_high``: silence, white and pink noise), ``share_with_output`` (clips with at least one word), ``clips``, ``minutes`` and
     ``top_phrases``: the ``top`` most common normalized outputs as ``(phrase, clips)``, ties by phrase.
 
     >>> rows = [{"split": "nonspeech", "hypothesis": "Thank you.", "audio_seconds": 30.0},
@@ -316,11 +317,15 @@ def nonspeech_metrics(rows: Sequence[dict[str, Any]], top: int = 3) -> dict[str,
     interval = ratio_interval(counts, minutes)
     phrases = Counter(p for r in rows if (p := said(r["hypothesis"])))
     ranked = sorted(phrases.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    synthetic = [i for i, r in enumerate(rows) if r.get("id", "").split("-")[0] != "babble"]
+    quiet = (ratio_interval([counts[i] for i in synthetic], [minutes[i] for i in synthetic]) if synthetic
+             else {"delta": float("nan"), "low": float("nan"), "high": float("nan")})
     by_kind: dict[str, int] = {}
     for r, c in zip(rows, counts):  # clip ids start with their kind: silence-5s, white-m30dbfs-5s-s0, ...
         by_kind[r.get("id", "clip").split("-")[0]] = by_kind.get(r.get("id", "clip").split("-")[0], 0) + c
     return {"clips": len(rows), "minutes": float(sum(minutes)), "words": int(sum(counts)), "by_kind": by_kind,
             "words_per_min": interval["delta"], "low": interval["low"], "high": interval["high"],
+            "no_babble_wpm": quiet["delta"], "no_babble_low": quiet["low"], "no_babble_high": quiet["high"],
             "share_with_output": float(np.mean([c > 0 for c in counts])), "top_phrases": ranked}
 
 
@@ -426,13 +431,16 @@ def display_table(df) -> "Any":
         if r["status"] != "ok":
             return {"configuration": r["configuration"], "words / min of non-speech (95% CI)": r["status"]
                     + (f": {r['error']}" if isinstance(r.get("error"), str) and r.get("error") else ""),
-                    "non-speech clips with output": "", "one-word clips: exact / empty": "",
+                    "words / min without babble (95% CI)": "", "non-speech clips with output": "",
+                    "one-word clips: exact / empty": "",
                     "speech utterances with no word": "", "most common invented phrases": ""}
         speech = (f"{100 * r['speech_share']:.1f}% ({int(r['speech_empty'])}/{int(r['speech_utterances'])})"
                   if r["speech_utterances"] else "no WER result")
         with_output = round(r["ns_share_with_output"] * r["ns_clips"])
         return {"configuration": r["configuration"],
                 "words / min of non-speech (95% CI)": f"{r['ns_words_per_min']:.1f} ({r['ns_low']:.1f}–{r['ns_high']:.1f})",
+                "words / min without babble (95% CI)": f"{r['ns_no_babble_wpm']:.1f} "
+                                                       f"({r['ns_no_babble_low']:.1f}–{r['ns_no_babble_high']:.1f})",
                 "non-speech clips with output": f"{100 * r['ns_share_with_output']:.0f}% "
                                                 f"({with_output}/{int(r['ns_clips'])})",
                 "one-word clips: exact / empty": f"{int(r['word_exact'])} / {int(r['word_empty'])} of "
@@ -479,7 +487,8 @@ def headline(df) -> dict[str, str]:
 
     >>> import pandas as pd
     >>> df = pd.DataFrame([{"slug": "m__fp32__nonspeech", "configuration": "fp32", "status": "ok",
-    ...     "ns_minutes": 3.5, "ns_words_per_min": 3.4, "ns_low": 1.0, "ns_high": 9.0, "ns_share_with_output": 1.0,
+    ...     "ns_minutes": 3.5, "ns_words_per_min": 3.4, "ns_no_babble_wpm": 2.0, "ns_no_babble_low": 1.0,
+    ...     "ns_no_babble_high": 4.0, "ns_low": 1.0, "ns_high": 9.0, "ns_share_with_output": 1.0,
     ...     "ns_clips": 12, "ns_top_phrases": [("you", 9)], "word_clips": 4, "word_exact": 4, "speech_share": 0.0,
     ...     "speech_utterances": 266}])
     >>> headline(df)["fp32_wpm"], headline(df)["top_label"]
@@ -501,6 +510,12 @@ def headline(df) -> dict[str, str]:
         r = fp32.iloc[0]
         facts.update(fp32_wpm=f"{r['ns_words_per_min']:.1f}", fp32_share=pct(r["ns_share_with_output"]),
                      fp32_phrase=phrases_text(r["ns_top_phrases"][:1]))
+    if len(fp32):
+        facts.update(fp32_quiet=f"{fp32.iloc[0]['ns_no_babble_wpm']:.1f}")
+    if len(ok):
+        loud = ok.loc[ok["ns_no_babble_wpm"].idxmax()]
+        facts.update(quiet_label=loud["configuration"], quiet_wpm=f"{loud['ns_no_babble_wpm']:.1f}",
+                     quiet_low=f"{loud['ns_no_babble_low']:.1f}", quiet_high=f"{loud['ns_no_babble_high']:.1f}")
     if top is not None:
         facts.update(top_label=top["configuration"], top_wpm=f"{top['ns_words_per_min']:.1f}",
                      top_low=f"{top['ns_low']:.1f}", top_high=f"{top['ns_high']:.1f}",

@@ -48,7 +48,10 @@ def test_metrics_on_a_hand_made_table():
     m = nonspeech_metrics(rows)
     assert m["clips"] == 4 and m["words"] == 5 and m["minutes"] == 2.5
     assert m["words_per_min"] == pytest.approx(2.0) and m["low"] <= 2.0 <= m["high"]
-    assert m["share_with_output"] == 0.75
+    assert m["share_with_output"] == 0.75 and m["by_kind"] == {"a": 2, "b": 0, "c": 2, "d": 1}
+    with_babble = nonspeech_metrics(rows + [{"id": "babble-x", "split": "nonspeech", "hypothesis": "a b c d e f",
+                                             "audio_seconds": 30.0}])
+    assert with_babble["words_per_min"] == pytest.approx(11 / 3) and with_babble["no_babble_wpm"] == pytest.approx(2.0)
     assert m["top_phrases"] == [("thank you", 2), ("music", 1)]
     w = one_word_metrics(rows)
     assert (w["clips"], w["exact"], w["empty"], w["extra"]) == (3, 1, 1, 1)
