@@ -375,7 +375,8 @@ def load_nonspeech(results_dir: Path | str | None = None, speech_dir: Path | str
                    grid: str | Path | None = "nonspeech") -> "Any":
     """Every stored non-speech result scored now, one row per configuration (grid order when ``grid`` is given,
     then any other stored slug), as a pandas DataFrame; speech rows come from ``speech_dir`` (``results/``) under
-    each result's ``speech_slug``. A grid configuration without a result is a ``pending`` row."""
+    each result's ``speech_slug``. A grid configuration without a result is a ``pending`` row; a result whose clip
+    hashes differ from the first ok result's (fp32's, in grid order) is an ``other clips`` row, not scored."""
     import pandas as pd
 
     from .results import RESULTS_DIR, ResultStore
@@ -391,12 +392,17 @@ def load_nonspeech(results_dir: Path | str | None = None, speech_dir: Path | str
             order.append(nonspeech_slug(job.config))
             labels[order[-1]] = job.config.quant.label
     stored = {s["slug"]: s for s in store.summaries()}
+    reference = next((clip_hashes(stored[s]) for s in order + sorted(stored) if s in stored
+                      and stored[s].get("status") == "ok"), None)
     records = []
     for slug in order + sorted(set(stored) - set(order)):
         summary = stored.get(slug)
         if summary is None:
             records.append({"slug": slug, "configuration": labels.get(slug, slug), "status": "pending"})
             continue
+        if summary.get("status") == "ok" and clip_hashes(summary) != reference:  # not comparable with the others
+            summary = {**summary, "status": "other clips",
+                       "error": "decoded other clips than the first result; run python -m lib nonspeech --force"}
         rows = store.load_rows(slug) if summary.get("status") == "ok" else []
         speech_slug = summary.get("speech_slug")
         speech_rows = speech.load_rows(speech_slug) if speech_slug and speech.exists(speech_slug) else None

@@ -115,3 +115,14 @@ def test_the_grid_names_each_configuration_once():
 
     slugs = [nonspeech_slug(j.config) for j in expand_grid(grid_path("nonspeech"))]
     assert len(slugs) == len(set(slugs)) == 11 and slugs[0] == "whisper-base__fp32__nonspeech"
+
+
+def test_a_result_on_other_clips_is_not_scored_beside_the_others(tmp_path):
+    clips = nonspeech_clips(kinds=("silence",), lengths=(1,))
+    for slug, sha in (("a__fp32__nonspeech", clips[0].sha256), ("b__x__nonspeech", "0" * 64)):
+        (tmp_path / f"{slug}.json").write_text(json.dumps({"slug": slug, "status": "ok", "config": {},
+                                                           "clips": [{"id": "silence-1s", "sha256": sha}]}))
+        (tmp_path / f"{slug}.jsonl").write_text(json.dumps({"id": "silence-1s", "split": "nonspeech",
+                                                            "hypothesis": "you", "audio_seconds": 1.0}) + "\n")
+    table = load_nonspeech(tmp_path, tmp_path, grid=None)
+    assert table["status"].tolist() == ["ok", "other clips"] and table["ns_words"].iloc[0] == 1
