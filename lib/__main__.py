@@ -1,4 +1,4 @@
-"""Command line: ``python -m lib run|footprint|sweep|chapter|table|diagnose|sensitivity|cost|build-model``.
+"""Command line: ``python -m lib run|footprint|sweep|nonspeech|chapter|table|diagnose|sensitivity|cost|build-model``.
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     python -m lib sweep experiments/scheme.yml --cluster auto --limit 4
     python -m lib chapter bitwidth -p limit 5 -p run_missing true
     python -m lib diagnose static-activations
+    python -m lib nonspeech --only ct2 --commit
 """
 from __future__ import annotations
 
@@ -158,6 +159,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="git-commit results/ and book/runs/ after each configuration (only those paths), "
                          "and a running configuration's finished batches (results/.partial) every 10 min")
 
+    ns = sub.add_parser("nonspeech", help="decode synthetic non-speech and one-word clips with each configuration "
+                                          "of a grid (results/nonspeech; skips finished slugs)")
+    ns.add_argument("grid", nargs="?", default="nonspeech", help="grid name or path (default: nonspeech)")
+    ns.add_argument("--only", default=None, help="substring a slug must contain")
+    ns.add_argument("--force", action="store_true")
+    ns.add_argument("--retry-failed", action="store_true")
+    ns.add_argument("--data", default=None, help="LibriSpeech dir (default $LIBRISPEECH_DIR): the babble and "
+                                                 "one-word sources (dev-clean + jfk.flac)")
+    ns.add_argument("--commit", action="store_true", help="git-commit results/nonspeech after each configuration")
+
     ch = sub.add_parser("chapter", help="re-execute a chapter notebook into book/ (then jupyter-book build book/)")
     ch.add_argument("names", nargs="+", help="chapter names (notebooks/<name>.md), or 'all'")
     ch.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -252,6 +263,19 @@ def main(argv: list[str] | None = None) -> int:
                 report = run_grids(a.grids, **options)
             print(f"{len(report.ran)} pending, {len(report.skipped)} done" if a.dry_run else report.text())
             return 0 if not report.failed else 1
+        if a.command == "nonspeech":
+            from .git import commit_results
+            from .nonspeech import run_grid
+
+            def commit(job, summary):
+                commit_results(job, paths=("results/nonspeech",), kind="non-speech result")
+
+            done = run_grid(a.grid, only=a.only, force=a.force, retry_failed=a.retry_failed, data=a.data,
+                            after_each=commit if a.commit else None)
+            for summary in done:
+                print(f"{summary['slug']}: {summary['status']}"
+                      + (f" at {summary.get('failed_stage')}: {summary.get('error')}" if summary["status"] != "ok" else ""))
+            return 0 if all(s["status"] == "ok" for s in done) else 1
         if a.command == "chapter":
             import yaml
 
