@@ -286,6 +286,8 @@ class QuantSpec:
             parts.append(f"({self.calibration} calibration utterances)")
         if self.library == "whisper_cpp" and opts.get("build"):
             parts.append(f"({opts['build']} build)")
+        if self.library == "whisper_cpp" and opts.get("imatrix"):
+            parts.append(f"+ importance matrix ({opts['imatrix']} utterances)")
         return " ".join(p for p in parts if p)
 
     @property

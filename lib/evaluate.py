@@ -18,7 +18,7 @@ from typing import Any
 from .checks import check_run
 from .locks import configuration_lock, held_elsewhere
 from .config import ConfigError, RunConfig
-from .data import (DataError, calibration_set, coverage, describe_data, jfk_path, load_audio, load_split,
+from .data import (DataError, calibration_for, coverage, describe_data, jfk_path, load_audio, load_split,
                    resolve_data_dir)
 from .metrics import serialized_bytes, stored_bytes
 from .noise import noisy_utterances
@@ -149,7 +149,7 @@ def load_quantized(config: RunConfig, data: str | None, facts: dict[str, Any], s
     jfk_audio = load_audio(jfk) if jfk else None
     reference_encoding = encoder_output(loaded.model, loaded.processor, jfk_audio) if jfk else None
     stage.name = "quantize"
-    calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
+    calibration = calibration_for(config.quant, data)
     model, meta = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor)
     facts["quantization"] = meta
     size = stored_bytes(model)

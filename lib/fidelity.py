@@ -256,7 +256,7 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
     import dataclasses
 
     from .config import QuantSpec
-    from .data import calibration_set, load_split
+    from .data import calibration_for, load_split
 
     if getattr(config, "noise", None) is not None:
         raise FidelityUnavailable(f"{config.slug} mixes noise into the audio; the fidelity reference is fp32 on "
@@ -293,7 +293,7 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
         torch.set_num_threads(config.threads)
         if model is None:
             loaded = load_model(config.model)
-            calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
+            calibration = calibration_for(config.quant, data)
             model, _ = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor,
                                 measure_error=False)
             processor = loaded.processor

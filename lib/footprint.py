@@ -21,7 +21,7 @@ from typing import Any
 from .checks import check_quant
 from .machine import MIN_PAIRS, QUIET_SHARE, CpuMeter, is_quiet
 from .config import ConfigError, QuantSpec, footprint_slug
-from .data import DataError, calibration_set
+from .data import DataError, calibration_for
 from .metrics import serialized_bytes, stored_bytes, summarize_samples
 from .models import FIRST_TIMESTAMP, check_model_spec, load_model
 from .quantize import quantize
@@ -148,7 +148,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     if stored is not None:  # re-timed on the study's class: the other class's timing stays in its own folder
         keep_by_class(slug, stored, store)
 
-    calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None
+    calibration = calibration_for(spec, data)
     summary: dict[str, Any] = {"slug": slug, "kind": "footprint", "model_spec": model, "quant": spec.to_dict(),
                                "forced_tokens": FORCED_TOKENS, "repeats": repeats,
                                "environment": environment(threads), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -465,3 +465,67 @@ def test_whisper_cpp_k_quant_needs_rows_of_256(fake_librispeech, tmp_path):
     summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
     assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
     assert "multiple of 256" in summary["error"]
+
+
+@pytest.mark.parametrize("model,formats", [("tiny4", ("q8_0", "q5_0", "q4_0", "q5_1", "q4_1")),
+                                           ("tiny256", ("q6_k", "q5_k", "q4_k", "q3_k", "q2_k"))])
+def test_ctypes_quantizer_is_whisper_quantize_byte_for_byte(model, formats, native, request, tmp_path):
+    """lib.runtimes.imatrix.quantize_file with no importance matrix writes whisper-quantize's file exactly (every
+    format, from our f16 file); with one, the header and every record's layout stay, and the k-quant blocks change."""
+    from lib.runtimes.ggml import read_ggml, write_ggml
+    from lib.runtimes.imatrix import collect, quantize_file
+    from lib.runtimes.whisper_cpp_build import quantize_file as whisper_quantize
+
+    loaded = request.getfixturevalue(model)
+    write_ggml(loaded.model, loaded.processor, tmp_path / "f16.bin", "f16")
+    for fmt in formats:
+        whisper_quantize(native, tmp_path / "f16.bin", tmp_path / "tool.bin", fmt)
+        made = quantize_file(native, tmp_path / "f16.bin", tmp_path / "ours.bin", fmt)
+        assert (tmp_path / "ours.bin").read_bytes() == (tmp_path / "tool.bin").read_bytes(), fmt
+        assert made["tensor_types"][fmt] == 33 and made["weighted"] == 0
+    audio = np.random.RandomState(1).randn(16_000).astype(np.float32) * 0.1
+    utterance = type("U", (), {"audio": audio, "reference": "HELLO WORLD", "id": "x", "split": "extra",
+                               "sha256": "0"})()
+    matrix, counts = collect(loaded.model, loaded.processor, [utterance])
+    assert len(matrix) == 33 and counts["encoder.blocks.0.attn.query.weight"] == 1500
+    made = quantize_file(native, tmp_path / "f16.bin", tmp_path / "ours.bin", formats[-1], matrix)
+    assert made["weighted"] == 33
+    ours, tool = read_ggml(tmp_path / "ours.bin"), read_ggml(tmp_path / "tool.bin")
+    assert ours[0] == tool[0] and [t[:3] + t[4:] for t in ours[1]] == [t[:3] + t[4:] for t in tool[1]]
+    assert (tmp_path / "ours.bin").read_bytes() != (tmp_path / "tool.bin").read_bytes()
+
+
+def test_calibrated_grid_rows_and_imatrix_option():
+    """experiments/calibrated.yml: Q4_K/Q3_K/Q2_K with and without an importance matrix; imatrix is validated."""
+    from conftest import REPO
+    from lib.checks import check_quant
+    from lib.runner import expand_grid
+
+    grid = {j.config.quant.slug for j in expand_grid(REPO / "experiments" / "calibrated.yml")}
+    assert grid == {f"ggml-dyn-int{b}-aint8-g256-buildnative{m}" for b in (4, 3, 2) for m in ("", "-imatrix4")}
+    spec = dict(library="whisper_cpp", scheme="dynamic", weights="int3", activations="int8", group_size=256)
+    assert QuantSpec(**spec, options={"build": "native", "imatrix": 4}).label == (
+        "whisper.cpp Q3_K (native build) + importance matrix (4 utterances)")
+    for options, message in [({"imatrix": 4}, "needs build: native"), ({"build": "native", "imatrix": 5}, "not allowed")]:
+        with pytest.raises(ConfigError, match=message):
+            check_quant(QuantSpec(**spec, options=options))
+    with pytest.raises(ConfigError, match="quantized format"):
+        check_quant(QuantSpec(library="whisper_cpp", weights="float16", options={"build": "native", "imatrix": 4}))
+
+
+def test_imatrix_row_records_its_calibration(tiny256, native):
+    """An imatrix row quantizes through ctypes with every 2-D weight weighted, and records the utterances."""
+    from lib.quantize import quantize
+
+    audio = np.random.RandomState(2).randn(16_000).astype(np.float32) * 0.1
+    utts = [type("U", (), {"audio": audio, "reference": "HELLO", "id": f"u{i}", "split": "dev-clean",
+                           "sha256": f"{i}"})() for i in range(2)]
+    spec = QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int2", activations="int8", group_size=256,
+                     options={"build": "native", "imatrix": 2})
+    _, meta = quantize(copy.deepcopy(tiny256.model), spec, calibration=utts, processor=tiny256.processor,
+                       measure_error=False)
+    assert meta["tensor_types"]["q2_k"] == 33 and meta["imatrix"]["weighted_tensors"] == 33
+    assert [u["id"] for u in meta["imatrix"]["utterances"]] == ["u0", "u1"] and "ggml_quantize_chunk" in meta["method"]
+    with pytest.raises(ValueError, match="needs 2 calibration utterances"):
+        quantize(copy.deepcopy(tiny256.model), spec, calibration=utts[:1], processor=tiny256.processor,
+                 measure_error=False)

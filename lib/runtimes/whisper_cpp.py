@@ -25,6 +25,8 @@ spec                              ggml file   note
 ``dynamic int4/int8, group 32``   Q4_0        every matmul, hence ``dynamic`` with int8 activations
 ``... int5/int4, options sym 0``  Q5_1 Q4_1   a scale and a minimum per block of 32
 ``dynamic int6 ... int2, g 256``  Q6_K - Q2_K k-quants: super-blocks of 256 (rows must be a multiple)
+``... options imatrix n``         the same    quantized with an importance matrix of n unscored
+                                              utterances (:mod:`lib.runtimes.imatrix`; native)
 ================================  ==========  ===============================================
 
 Every 2-D weight is quantized, as whisper.cpp's loader requires, including the token embedding
@@ -67,7 +69,10 @@ SUPPORTED = [{"scheme": "none", "weights": w, "granularity": (None,), "group_siz
     for w in ("int8", "int5", "int4")] + [
     {"scheme": "dynamic", "weights": w, "activations": "int8", "granularity": (None, "per_group"), "group_size": (256,)}
     for w in K_QUANTS]
-OPTIONS = {"build": ("native",), "sym": (False,)}
+#: ``imatrix: n``: quantize with an importance matrix collected on the first n unscored utterances
+#: (:mod:`lib.runtimes.imatrix`), through ctypes on the native libggml instead of whisper-quantize
+IMATRIX_SIZES = (1, 2, 4, 8, 16, 32, 64)
+OPTIONS = {"build": ("native",), "sym": (False,), "imatrix": IMATRIX_SIZES}
 PIP = "pywhispercpp gguf"
 F32_FAILURE = ("whisper.cpp (libwhisper 1.8.5 in pywhispercpp 1.5.1) cannot run an f32 ggml file on the CPU: "
                "its convolution asserts GGML_ASSERT(src0->type == GGML_TYPE_F16) (ggml-cpu/ops.cpp) and aborts "
@@ -88,6 +93,9 @@ def validate(spec) -> None:
     if "sym" in spec.option_dict and (spec.group_size != 32 or spec.weights not in ASYMMETRIC):
         raise ConfigError(f"whisper_cpp sym: false is {'/'.join(ASYMMETRIC.values())} (int5/int4, group 32); "
                           "k-quants (group 256) take no sym option")
+    if "imatrix" in spec.option_dict and (spec.option_dict.get("build") != "native" or spec.group_size is None):
+        raise ConfigError("whisper_cpp imatrix: n quantizes with the native build's libggml: it needs build: native "
+                          "and a quantized format (group_size 32 or 256)")
 
 
 def ggml_format(spec) -> str:
@@ -301,7 +309,26 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
     root = Path(keep.name) / "model"
     root.mkdir()
     start = time.perf_counter()
-    if fmt != "f16":  # the block formats: whisper.cpp's own quantizer on our f16 file, as deployers make them
+    imatrix = None
+    if spec.option_dict.get("imatrix"):  # ggml_quantize_chunk with importance weights, through ctypes
+        from . import imatrix as im
+
+        wanted = spec.option_dict["imatrix"]
+        if calibration is None or len(calibration) != wanted:
+            raise ValueError(f"imatrix: {wanted} needs {wanted} calibration utterances, got "
+                             f"{0 if calibration is None else len(calibration)}")
+        matrix, positions = im.collect(model, processor, calibration)
+        im.save(Path(keep.name) / "imatrix.npz", matrix, positions, calibration)  # beside the model dir, not in it
+        imatrix = im.describe(matrix, positions, calibration)
+    if fmt != "f16" and imatrix is not None:
+        write_ggml(model, processor, root / "ggml-f16.bin", "f16")
+        made = im.quantize_file(native, root / "ggml-f16.bin", root / "ggml-model.bin", fmt, matrix)
+        counts, imatrix["weighted_tensors"] = made["tensor_types"], made["weighted"]
+        (root / "ggml-f16.bin").unlink()
+        method = (f"ggml f16 written by lib.runtimes.ggml, {fmt} by the native libggml's ggml_quantize_chunk with an "
+                  f"importance matrix of {len(calibration)} unscored utterances (lib.runtimes.imatrix; "
+                  "whisper-quantize's file layout)")
+    elif fmt != "f16":  # the block formats: whisper.cpp's own quantizer on our f16 file, as deployers make them
         from .whisper_cpp_build import quantize_file
 
         write_ggml(model, processor, root / "ggml-f16.bin", "f16")
@@ -317,6 +344,8 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
               else "pywhispercpp (the wheel's libwhisper)")
     extra = {"method": f"{method}, whisper_full via {engine}", "ggml_format": fmt, "tensor_types": counts,
              "write_seconds": written, "max_tokens_per_window": 220}
+    if imatrix is not None:
+        extra["imatrix"] = imatrix
     if native is not None:
         extra["native_build"] = {"cmake_flags": native.cmake_flags, "system_info": native.system_info,
                                  "sdist_sha256": native.sdist_sha256, "compiler": native.compiler}
