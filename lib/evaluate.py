@@ -149,7 +149,7 @@ def load_quantized(config: RunConfig, data: str | None, facts: dict[str, Any], s
     jfk_audio = load_audio(jfk) if jfk else None
     reference_encoding = encoder_output(loaded.model, loaded.processor, jfk_audio) if jfk else None
     stage.name = "quantize"
-    calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
+    calibration = calibration_set(config.quant.calibration, data) if config.quant.calibration else None
     model, meta = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor)
     facts["quantization"] = meta
     size = stored_bytes(model)

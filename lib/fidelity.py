@@ -293,7 +293,7 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
         torch.set_num_threads(config.threads)
         if model is None:
             loaded = load_model(config.model)
-            calibration = calibration_set(config.quant.calibration, data) if config.quant.scheme == "static" else None
+            calibration = calibration_set(config.quant.calibration, data) if config.quant.calibration else None
             model, _ = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor,
                                 measure_error=False)
             processor = loaded.processor

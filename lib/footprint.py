@@ -148,7 +148,7 @@ def measure_footprint(spec: QuantSpec, model: str = "footprint:whisper-small", r
     if stored is not None:  # re-timed on the study's class: the other class's timing stays in its own folder
         keep_by_class(slug, stored, store)
 
-    calibration = calibration_set(spec.calibration, data) if spec.scheme == "static" else None
+    calibration = calibration_set(spec.calibration, data) if spec.calibration else None
     summary: dict[str, Any] = {"slug": slug, "kind": "footprint", "model_spec": model, "quant": spec.to_dict(),
                                "forced_tokens": FORCED_TOKENS, "repeats": repeats,
                                "environment": environment(threads), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
