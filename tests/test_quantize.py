@@ -237,12 +237,12 @@ def test_auto_round_rounds_every_linear_to_its_grid(weights, group, tiny, calibr
     model = copy.deepcopy(tiny.model)
     names = [n for n, _ in target_linears(copy.deepcopy(tiny.model), spec)]
     torch.set_num_threads(1)
-    model, meta = quantize(model, spec, calibration=calibration, processor=tiny.processor)
+    model, meta = quantize(model, spec, calibration=calibration, processor=tiny.processor, calibration_tokens=4)
     assert meta["emulated"] is True and meta["quantized_count"] == len(names) == meta["weight_error"]["layers"]
     assert meta["quantized_modules"] == {"RoundedLinear": len(names)} and meta["float_linear_names"] == ["proj_out"]
     assert 0 < meta["weight_error"]["mean"] < 0.5
     assert meta["calibration"] == [u.id for u in calibration]
-    assert all(v["best"] <= v["first"] for v in meta["block_loss"].values())
+    assert all(v["best"] < v["first"] for v in meta["block_loss"].values())  # the tuning lowered every block's loss
     for name in names:
         layer = model.get_submodule(name)
         groups = layer.weight.detach().reshape(-1, group)
