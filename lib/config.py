@@ -35,8 +35,11 @@ DEFAULT_MODEL = "embedded:whisper-base"
 
 #: Library keys in the book's order (tables, legends, palettes) with their readable names.
 LIBRARY_NAMES = {"none": "fp32", "torch_ao": "torch.ao", "torchao": "torchao", "quanto": "quanto", "hqq": "HQQ",
-                 "bnb": "bitsandbytes", "torch_cast": "PyTorch cast", "ctranslate2": "CTranslate2",
+                 "bnb": "bitsandbytes", "auto_round": "AutoRound", "torch_cast": "PyTorch cast", "ctranslate2": "CTranslate2",
                  "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "whisper_cpp": "whisper.cpp"}
+
+#: Libraries whose weight-only rounding is fitted on calibration audio (``calibration`` utterances >= 1).
+CALIBRATED_WEIGHT_LIBRARIES = ("auto_round",)
 
 #: Deployment runtimes' own names for a weights value (whisper.cpp's ggml types, CTranslate2's compute types).
 _RUNTIME_FORMATS = {"whisper_cpp": {"fp32": "f32", "float16": "f16", "int8": "Q8_0", "int5": "Q5_0", "int4": "Q4_0"},
@@ -46,6 +49,7 @@ _RUNTIME_FORMATS = {"whisper_cpp": {"fp32": "f32", "float16": "f16", "int8": "Q8
 RUNTIME_LIBRARIES = tuple(_RUNTIME_FORMATS)
 _SCHEME_TAG = {"none": "", "dynamic": "dyn", "static": "static", "weight_only": "wo"}
 _LIBRARY_TAG = {"torch_ao": "pt",  # torch.ao.quantization; "torchao" is the separate library
+                "auto_round": "autoround",
                 "ctranslate2": "ct2", "onnxruntime": "ort", "openvino": "ov", "whisper_cpp": "ggml"}
 _GRAN_TAG = {"per_tensor": "pt", "per_channel": "pc", "per_group": ""}
 OVERRIDE_KEYS = ("weights", "group_size")  # what a per-layer override may change
@@ -136,8 +140,12 @@ class QuantSpec:
         if self.scheme == "static" and self.calibration <= 0:
             raise ConfigError(f"{self.library} static quantization needs calibration data: set calibration >= 1 "
                               "(unscored dev-clean + jfk utterances)")
-        if self.scheme != "static" and self.calibration:
-            raise ConfigError(f"calibration={self.calibration} only applies to scheme 'static'")
+        if self.library in CALIBRATED_WEIGHT_LIBRARIES and self.calibration <= 0:
+            raise ConfigError(f"{self.library} fits its rounding on calibration audio: set calibration >= 1 "
+                              "(unscored dev-clean + jfk utterances)")
+        if self.scheme != "static" and self.calibration and self.library not in CALIBRATED_WEIGHT_LIBRARIES:
+            raise ConfigError(f"calibration={self.calibration} only applies to scheme 'static' "
+                              f"(or a calibrated weight-only library: {', '.join(CALIBRATED_WEIGHT_LIBRARIES)})")
 
     def _check_recipe(self) -> None:
         """Normalize and validate ``layers``, ``overrides``, ``depth`` and ``recipe`` (see the class docstring)."""

@@ -245,14 +245,14 @@ def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[U
 
 
 def calibration_for(spec, data: str | os.PathLike | None = None) -> list[Utterance] | None:
-    """The calibration utterances a spec uses: ``calibration`` of a static scheme, or ``options: {imatrix: n}``
+    """The calibration utterances a spec uses: its ``calibration`` (static rows, AutoRound), or ``options: {imatrix: n}``
     (whisper.cpp's importance matrix, :mod:`lib.runtimes.imatrix`); None when it uses none.
 
     >>> from lib.config import QuantSpec
     >>> calibration_for(QuantSpec(library="torch_ao", scheme="dynamic", weights="int8", activations="int8")) is None
     True
     """
-    count = spec.calibration if spec.scheme == "static" else int(spec.option_dict.get("imatrix") or 0)
+    count = spec.calibration or int(spec.option_dict.get("imatrix") or 0)  # static rows, AutoRound, imatrix
     return calibration_set(count, data) if count else None
 
 

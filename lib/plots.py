@@ -21,9 +21,11 @@ def palette() -> dict[str, tuple]:
 
     colors = sns.color_palette("colorblind", 10)
     dark = sns.color_palette("dark", 10)
-    # fp32 grey, torch.ao blue, torchao sky, quanto green, HQQ vermillion, bitsandbytes purple; then the runtimes:
-    # PyTorch cast yellow, CTranslate2 orange, ONNX Runtime brown, OpenVINO pink, whisper.cpp dark green
-    return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4, 8, 1, 5, 6)] + [dark[2]]))
+    # fp32 grey, torch.ao blue, torchao sky, quanto green, HQQ vermillion, bitsandbytes purple, AutoRound dark
+    # red; then the runtimes: PyTorch cast yellow, CTranslate2 orange, ONNX Runtime brown, OpenVINO pink,
+    # whisper.cpp dark green
+    return dict(zip(LIBRARIES, [colors[i] for i in (7, 0, 9, 2, 3, 4)] + [dark[3]]
+                    + [colors[i] for i in (8, 1, 5, 6)] + [dark[2]]))
 
 
 LINE_STYLES = ("-", "--", ":", "-.")

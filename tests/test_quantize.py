@@ -8,7 +8,7 @@ import torch
 
 from lib import QuantSpec
 from lib.checks import check_quant
-from lib.config import RUNTIME_LIBRARIES, ConfigError
+from lib.config import CALIBRATED_WEIGHT_LIBRARIES, RUNTIME_LIBRARIES, SCORED_SPLITS, ConfigError
 from lib.data import calibration_set
 from lib.metrics import stored_bytes
 from lib.quantize import quantize
@@ -20,6 +20,7 @@ from conftest import REPO
 SPECS = {j.config.quant.slug: j.config.quant for g in sorted(glob.glob(str(REPO / "experiments/*.yml")))
          for j in expand_grid(g) if not j.config.quant.is_baseline
          and j.config.quant.library not in RUNTIME_LIBRARIES  # deployment runtimes (any grid): tests/test_runtimes.py
+         and j.config.quant.library not in CALIBRATED_WEIGHT_LIBRARIES  # fake-quant rounding: test_auto_round_* below
          and not j.config.quant.per_layer}  # per-layer recipes (mixed.yml): tests/test_sensitivity.py
 # Paths that cannot work on Whisper; the harness records them as failed rows with this reason.
 EXPECTED_FAILURES = {
@@ -198,3 +199,63 @@ def test_static_activation_ablation_emulates_torch_ao_and_isolates_each_activati
     assert len(table) == len(error) and set(facts) == {f"static_ablation_{k}" for k in STATIC_ABLATION_FACTS}
     assert facts["static_ablation_recipe"] == f"{1 - recipe:.4f}"
     assert static_ablation(results_dir=tmp_path)[0] is None  # not run yet: no table, facts say pending
+
+
+AUTO_ROUND_SPECS = {j.config.quant.slug: j.config.quant for j in expand_grid(REPO / "experiments/calibrated_rounding.yml")
+                    if j.config.quant.library in CALIBRATED_WEIGHT_LIBRARIES}
+
+
+def test_calibrated_grid_compares_auto_round_with_hqq_at_equal_bits_and_group():
+    hqq = {j.config.quant.slug for j in expand_grid(REPO / "experiments/calibrated_rounding.yml")
+           if j.config.quant.library == "hqq"}
+    for spec in AUTO_ROUND_SPECS.values():
+        check_quant(spec)
+        assert spec.calibration >= 1 and f"hqq-wo-{spec.weights}-g{spec.group_size}" in hqq
+    bitwidth = {j.config.slug for j in expand_grid(REPO / "experiments/bitwidth.yml")}
+    assert {j.config.slug for j in expand_grid(REPO / "experiments/calibrated_rounding.yml")
+            if j.config.quant.library == "hqq"} <= bitwidth  # shared result files, not re-runs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(library="auto_round", scheme="weight_only", weights="int4", group_size=64), "set calibration >= 1"),
+    (dict(library="auto_round", scheme="weight_only", weights="int2", group_size=64, calibration=2), "supported:"),
+    (dict(library="auto_round", scheme="weight_only", weights="int4", group_size=64, calibration=2,
+          options={"iters": 0}), "iters=0 not allowed"),
+    (dict(library="hqq", scheme="weight_only", weights="int4", group_size=64, calibration=2), "only applies"),
+])
+def test_auto_round_invalid_specs_raise(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        check_quant(QuantSpec(**kwargs))
+
+
+@pytest.mark.parametrize("weights, group", [("int4", 64), ("int3", 32)])
+def test_auto_round_rounds_every_linear_to_its_grid(weights, group, tiny, calibration, short_features):
+    """2 calibration clips, 20 steps a block: each group of each rounded weight takes <= 2**bits values."""
+    spec = QuantSpec(library="auto_round", scheme="weight_only", weights=weights, group_size=group, calibration=2,
+                     options={"iters": 20})
+    check_quant(spec)
+    model = copy.deepcopy(tiny.model)
+    names = [n for n, _ in target_linears(copy.deepcopy(tiny.model), spec)]
+    torch.set_num_threads(1)
+    model, meta = quantize(model, spec, calibration=calibration, processor=tiny.processor, calibration_tokens=4)
+    assert meta["emulated"] is True and meta["quantized_count"] == len(names) == meta["weight_error"]["layers"]
+    assert meta["quantized_modules"] == {"RoundedLinear": len(names)} and meta["float_linear_names"] == ["proj_out"]
+    assert 0 < meta["weight_error"]["mean"] < 0.5
+    assert meta["calibration"] == [u.id for u in calibration]
+    assert all(v["best"] < v["first"] for v in meta["block_loss"].values())  # the tuning lowered every block's loss
+    for name in names:
+        layer = model.get_submodule(name)
+        groups = layer.weight.detach().reshape(-1, group)
+        assert max(len(torch.unique(g)) for g in groups) <= 2 ** spec.bits, name
+        assert layer.scale.shape == layer.zero_point.shape == (layer.out_features, layer.in_features // group)
+    assert generate(model.eval(), short_features, max_new_tokens=3).shape[0] == 2
+
+
+def test_auto_round_calibrates_on_unscored_audio_only(tiny, calibration):
+    assert {u.split for u in calibration} <= {"dev-clean", "extra"}
+    assert not {u.split for u in calibration} & set(SCORED_SPLITS)
+    scored = [calibration[0].__class__(**{**calibration[0].__dict__, "id": "1089-134686-0000", "split": "test-clean"})]
+    spec = QuantSpec(library="auto_round", scheme="weight_only", weights="int4", group_size=64, calibration=1,
+                     options={"iters": 20})
+    with pytest.raises(ValueError, match="unscored"):
+        quantize(copy.deepcopy(tiny.model), spec, calibration=scored, processor=tiny.processor)

@@ -1,6 +1,6 @@
 """Quantization backends behind one signature.
 
-Every backend module (``torch_ao``, ``torchao``, ``quanto``, ``hqq``, ``bnb``, ``torch_cast``)
+Every backend module (``torch_ao``, ``torchao``, ``quanto``, ``hqq``, ``bnb``, ``auto_round``, ``torch_cast``)
 exposes ``SUPPORTED`` (its allow-list, plain data), ``validate(spec)`` and
 ``apply(model, spec, calibration, processor, calibration_tokens) -> dict`` which quantizes the fp32 Whisper
 in place and returns backend metadata.  Heavy libraries are imported inside
@@ -9,7 +9,7 @@ A deployment runtime (:data:`RUNTIMES`, modules in :mod:`lib.runtimes`) is a lib
 value too; its ``convert`` returns a new model object (the runtime's), not an in-place change.
 
 >>> sorted(BACKENDS)
-['bnb', 'ctranslate2', 'hqq', 'onnxruntime', 'openvino', 'quanto', 'torch_ao', 'torch_cast', 'torchao', 'whisper_cpp']
+['auto_round', 'bnb', 'ctranslate2', 'hqq', 'onnxruntime', 'openvino', 'quanto', 'torch_ao', 'torch_cast', 'torchao', 'whisper_cpp']
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ..config import LIBRARY_NAMES, ConfigError
 
 BACKENDS = {"torch_ao": "torch.ao.quantization (eager/PT2E, deprecated upstream)",
             "torchao": "torchao", "quanto": "optimum-quanto", "hqq": "hqq", "bnb": "bitsandbytes",
+            "auto_round": "auto-round (SignRound: calibrated rounding, weight-only int4/int3, fake-quant on CPU)",
             "torch_cast": "torch (whole-model bfloat16/float16 cast)"}
 RUNTIMES = {"ctranslate2": "CTranslate2", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO + NNCF",
             "whisper_cpp": "whisper.cpp (pywhispercpp)"}
@@ -99,7 +100,7 @@ def quantize(model, spec, calibration: Sequence | None = None, processor=None,
         runtime, extra = module.convert(model, spec, calibration=calibration, processor=processor,
                                         calibration_tokens=calibration_tokens)
         meta = {"library": spec.library, "seconds": time.perf_counter() - start, **runtime.describe(), **extra}
-        if calibration is not None and spec.scheme == "static":
+        if calibration is not None and spec.calibration:
             meta["calibration"] = [getattr(u, "id", str(u)) for u in calibration]
         return runtime, meta
     originals = linear_weights(model) if measure_error else {}
@@ -108,7 +109,7 @@ def quantize(model, spec, calibration: Sequence | None = None, processor=None,
                          calibration_tokens=calibration_tokens) or {}
     seconds = time.perf_counter() - start
     meta = {"library": spec.library, **describe_modules(model), "seconds": seconds, **extra}
-    if calibration is not None and spec.scheme == "static":
+    if calibration is not None and spec.calibration:
         meta["calibration"] = [getattr(u, "id", str(u)) for u in calibration]
         meta["calibration_tokens"] = calibration_tokens
     if measure_error:

@@ -126,6 +126,8 @@ def quantized_kind(module: nn.Module) -> str | None:
     if type(module) is nn.Linear:
         w = module.weight
         return None if type(w) in (nn.Parameter, torch.Tensor) else f"Linear[{type(w).__name__}]"
+    if getattr(type(module), "IS_QUANTIZED", False):  # a Linear subclass holding rounded weights (auto_round)
+        return type(module).__name__
     if type(module).__module__.startswith(_QUANT_MODULE_PACKAGES):
         return type(module).__name__
     return None
