@@ -112,7 +112,7 @@ def test_reference_text_is_sentence_case(reference, text):
 
 @pytest.mark.parametrize("library,weights,expect_logits", [("onnxruntime", "fp32", True),
                                                            ("openvino", "fp32", True),
-                                                           ("ctranslate2", "fp32", False)])
+                                                           ("ctranslate2", "fp32", True)])
 def test_a_runtime_scores_through_its_own_logits_or_says_why_not(library, weights, expect_logits, tiny, clips,
                                                                   cache):
     from lib.config import QuantSpec
@@ -126,3 +126,15 @@ def test_a_runtime_scores_through_its_own_logits_or_says_why_not(library, weight
         return
     stats, _ = mean_kld(runtime, tiny, clips, cache)
     assert stats["kld_mean"] < 1e-6 and stats["agreement"] == 100.0 and abs(stats["delta_nll"]) < 1e-3
+
+
+def test_a_runtime_without_logits_says_why():
+    from lib.fidelity import runtime_logprobs
+    from lib.runtimes import RuntimeModel
+
+    class NoLogits(RuntimeModel):
+        runtime = "example"
+        logits_note = "its bindings expose no logits"
+
+    with pytest.raises(NotImplementedError, match="no teacher-forced logits: its bindings expose no logits"):
+        runtime_logprobs(NoLogits("."), None, [1, 2])
