@@ -318,7 +318,6 @@ def test_compute_type_the_cpu_lacks_is_a_failed_row(fake_librispeech, tmp_path, 
                        quant=QuantSpec(library="ctranslate2", scheme="dynamic", weights="int16", activations="int16"))
     summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
     assert summary["status"] == "failed" and summary["failed_stage"] == "quantize"
-    assert "multiple of 256" in summary["error"]
     assert summary["outcome"] == "not offered on this CPU" and "no int16 compute type" in summary["error"]
 
 
