@@ -175,11 +175,13 @@ def _low_bits_on_other(df):
     return merge_verdicts(verdicts), "; ".join(_delta_text(r) for r in low)
 
 
-def _compression(df, claim: CompressionClaim):
-    def rows(parts):
-        return [r for s in parts if (r := find_row(df, s)) is not None and pd.notna(r.get("compression_pct"))]
+def _sized_rows(df, parts) -> list:
+    """The rows named by slug substrings ``parts`` that have a measured compression."""
+    return [r for s in parts if (r := find_row(df, s)) is not None and pd.notna(r.get("compression_pct"))]
 
-    found, extra = rows(claim.primary), rows(claim.context)
+
+def _compression(df, claim: CompressionClaim):
+    found, extra = _sized_rows(df, claim.primary), _sized_rows(df, claim.context)
     if found:
         best = max(found, key=lambda r: r["compression_pct"])
         verdict = "supported" if abs(best["compression_pct"] - claim.target_pct) <= COMPRESSION_TOLERANCE_PCT \
@@ -227,8 +229,7 @@ def claim_sentences(df: pd.DataFrame, claims: pd.DataFrame) -> dict[str, str]:
                   + (" (supports the claim)" if r["delta_wer_other_low"] > 0 and r["delta_wer_other"] > r["delta_wer_clean"]
                      else " (not resolvable)") for r in low) + ".") if low else "No result yet."
     for claim in COMPRESSION_CLAIMS:
-        primary = [r for p in claim.primary if (r := find_row(df, p)) is not None and pd.notna(r.get("compression_pct"))]
-        context = [r for p in claim.context if (r := find_row(df, p)) is not None and pd.notna(r.get("compression_pct"))]
+        primary, context = _sized_rows(df, claim.primary), _sized_rows(df, claim.context)
         met = [r for r in primary if abs(r["compression_pct"] - claim.target_pct) <= COMPRESSION_TOLERANCE_PCT]
         text = (f"Met within {COMPRESSION_TOLERANCE_PCT:.0f} points by " + ", ".join(
             f"{r['configuration']} ({r['compression_pct']:.1f}%)" for r in met) if met else
@@ -290,7 +291,7 @@ def claim_keys(df: pd.DataFrame, store: ResultStore) -> dict[str, str]:
 
 def _compression_here(df: pd.DataFrame, claim: CompressionClaim) -> str | None:
     """``'−56.9% (torch.ao dynamic ... +proj_out)'``: the primary row closest to the paper's number."""
-    found = [r for p in claim.primary if (r := find_row(df, p)) is not None and pd.notna(r.get("compression_pct"))]
+    found = _sized_rows(df, claim.primary)
     if not found:
         return None
     best = min(found, key=lambda r: abs(r["compression_pct"] - claim.target_pct))
