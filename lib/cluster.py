@@ -291,6 +291,10 @@ def decode_on_cluster(jobs: Iterable[Job], *, results_dir: Path | str, data: str
     unsaved: dict[str, str] = {}
     locks = contextlib.ExitStack()  # each configuration's lock (lib.locks), held until its result is saved
     for job in jobs:
+        if job.config.quant.calibration_folds:  # one model per speaker fold: the single-machine runner does that
+            unsaved[job.slug] = ("ConfigError: cross-speaker calibration (calibration_folds) quantizes one model per "
+                                 "speaker fold; decode it without --cluster")
+            continue
         if not locks.enter_context(configuration_lock(store.root, job.slug)):
             unsaved[job.slug] = (f"ConfigurationBusy: {job.slug} is being decoded by another process (pid "
                                  f"{held_elsewhere(store.root, job.slug) or '?'})")

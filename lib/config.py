@@ -85,7 +85,10 @@ class QuantSpec:
     the library's default) and ``group_size`` the scale sharing; ``scope`` which Linear layers are
     touched; ``proj_out`` whether the tied output projection is untied and
     quantized; ``calibration`` how many unscored utterances calibrate a
-    static scheme; ``options`` holds backend-specific knobs as sorted pairs.
+    static scheme; ``calibration_folds`` (0 = off) draws them instead from the scored sample's own speakers,
+    cross-fitted: the speakers fall into that many folds, and each fold's utterances are scored by a model
+    calibrated on the other folds' speakers (:func:`lib.data.calibration_for`), so no utterance is scored by a
+    model that heard its speaker; ``options`` holds backend-specific knobs as sorted pairs.
 
     A mixed-precision **recipe** narrows and varies that choice per layer: ``layers`` are fnmatch patterns
     over module names (empty = every layer the scope selects), ``overrides`` ordered pairs of pattern ->
@@ -108,6 +111,7 @@ class QuantSpec:
     scope: str = "all"
     proj_out: bool = False
     calibration: int = 0
+    calibration_folds: int = 0
     options: tuple[tuple[str, Any], ...] = ()
     layers: tuple[str, ...] = ()
     overrides: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
@@ -131,6 +135,10 @@ class QuantSpec:
             raise ConfigError(f"group_size must be a positive integer or null, got {self.group_size!r}")
         if self.calibration < 0:
             raise ConfigError(f"calibration must be >= 0 utterances, got {self.calibration}")
+        if self.calibration_folds and (not isinstance(self.calibration_folds, int) or self.calibration_folds < 2
+                                       or not self.calibration_count):
+            raise ConfigError(f"calibration_folds must be 2 or more (speaker folds) and needs calibration utterances "
+                              f"(calibration >= 1, or a whisper_cpp imatrix: n); got {self.calibration_folds!r}")
         if self.library not in LIBRARY_NAMES:
             raise ConfigError(f"unknown library {self.library!r}; use one of: {', '.join(LIBRARY_NAMES)}")
         if self.library == "none":
@@ -220,6 +228,17 @@ class QuantSpec:
         return dict(self.options)
 
     @property
+    def calibration_count(self) -> int:
+        """How many utterances calibrate this spec: ``calibration`` (static rows, AutoRound) or ``options:
+        {imatrix: n}`` (whisper.cpp's importance matrix); 0 when none do.
+
+        >>> QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int3", activations="int8", group_size=256,
+        ...           options={"build": "native", "imatrix": 64}).calibration_count
+        64
+        """
+        return self.calibration or int(self.option_dict.get("imatrix") or 0)
+
+    @property
     def bits(self) -> int:
         return weight_bits(self.weights)
 
@@ -251,6 +270,8 @@ class QuantSpec:
             parts.append(f"cal {self.calibration}")
         if self.options:
             parts.append(", ".join(f"{k}={v}" for k, v in self.options))
+        if self.calibration_folds:
+            parts.append(f"(cross-speaker, {self.calibration_folds} folds)")
         if self.recipe:
             parts.append(f"recipe {self.recipe}")
         return " ".join(parts)
@@ -296,6 +317,8 @@ class QuantSpec:
             parts.append(f"({opts['build']} build)")
         if self.library == "whisper_cpp" and opts.get("imatrix"):
             parts.append(f"+ importance matrix ({opts['imatrix']} utterances)")
+        if self.calibration_folds:
+            parts.append(f"(cross-speaker, {self.calibration_folds} folds)")
         return " ".join(p for p in parts if p)
 
     @property
@@ -318,14 +341,18 @@ class QuantSpec:
         if self.calibration:
             parts.append(f"cal{self.calibration}")
         parts += [f"{k}{_slug_value(v)}" for k, v in self.options]
+        if self.calibration_folds:
+            parts.append(f"xspk{self.calibration_folds}")
         return "-".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data; the recipe fields appear only when set (older records stay identical)."""
         d = dataclasses.asdict(self)
         d["options"] = dict(self.options)
-        for key in ("layers", "overrides", "depth", "recipe"):
+        for key in ("layers", "overrides", "depth", "recipe", "calibration_folds"):
             d.pop(key)
+        if self.calibration_folds:
+            d["calibration_folds"] = self.calibration_folds
         if self.per_layer:
             d.update(layers=list(self.layers), overrides={p: dict(s) for p, s in self.overrides},
                      depth=self.depth, recipe=self.recipe)

@@ -244,16 +244,64 @@ def calibration_set(count: int, data: str | os.PathLike | None = None) -> list[U
     return pool[:count]
 
 
-def calibration_for(spec, data: str | os.PathLike | None = None) -> list[Utterance] | None:
-    """The calibration utterances a spec uses: its ``calibration`` (static rows, AutoRound), or ``options: {imatrix: n}``
-    (whisper.cpp's importance matrix, :mod:`lib.runtimes.imatrix`); None when it uses none.
+def calibration_for(spec, data: str | os.PathLike | None = None, fold: int | None = None) -> list[Utterance] | None:
+    """The calibration utterances a spec uses (:attr:`QuantSpec.calibration_count`: its ``calibration``, or
+    ``options: {imatrix: n}``); None when it uses none.
+
+    From the unscored pool (:func:`calibration_set`), or, with ``calibration_folds``, the scored sample's
+    speakers cross-fitted (:func:`cross_speaker_calibration`) for the model that scores fold ``fold``; a use
+    that scores no utterance (whisper-small timing, non-speech clips) takes fold 0's.
 
     >>> from lib.config import QuantSpec
     >>> calibration_for(QuantSpec(library="torch_ao", scheme="dynamic", weights="int8", activations="int8")) is None
     True
     """
-    count = spec.calibration or int(spec.option_dict.get("imatrix") or 0)  # static rows, AutoRound, imatrix
-    return calibration_set(count, data) if count else None
+    count = spec.calibration_count
+    if not count:
+        return None
+    if spec.calibration_folds:
+        return cross_speaker_calibration(count, spec.calibration_folds, fold or 0, data)
+    return calibration_set(count, data)
+
+
+#: The splits a result scores, whose speakers cross-speaker calibration draws on.
+SCORED_SPLITS = ("test-clean", "test-other")
+
+
+def speaker_of(utterance_id: str) -> str:
+    """LibriSpeech speaker of an utterance id: ``'1089-134686-0000'`` -> ``'1089'``."""
+    return utterance_id.split("-", 1)[0]
+
+
+def speaker_fold(utterance_id: str, folds: int) -> int:
+    """The fold of an utterance's speaker, from a hash of the speaker id, so that growing the sample never moves
+    a speaker to another fold.
+
+    >>> speaker_fold("1089-134686-0000", 2), speaker_fold("1089-134691-0001", 2)  # one speaker, one fold
+    (1, 1)
+    """
+    return int(hashlib.sha256(speaker_of(utterance_id).encode()).hexdigest(), 16) % folds
+
+
+def cross_speaker_calibration(count: int, folds: int, fold: int, data: str | os.PathLike | None = None
+                              ) -> list[Utterance]:
+    """``count`` utterances of the scored splits whose speakers are *not* in fold ``fold``: the calibration of
+    the model that scores fold ``fold``. Taken round robin over those speakers (sorted; each speaker's
+    utterances in id order), so a small calibration still spans many speakers."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    root = None if data == "hub" else resolve_data_dir(data)
+    for split in (s for s in SCORED_SPLITS if root is None or (root / s).is_dir()):
+        for u in load_split(split, None, data):
+            if speaker_fold(u.id, folds) != fold:
+                by_speaker.setdefault(speaker_of(u.id), []).append(u)
+    queues = [sorted(by_speaker[k], key=lambda u: u.id) for k in sorted(by_speaker)]
+    chosen: list[Utterance] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        chosen += [q[depth] for q in queues if depth < len(q)]
+    if count > len(chosen):
+        raise DataError(f"asked for {count} cross-speaker calibration utterances for fold {fold} of {folds}, but the "
+                        f"other folds' speakers have {len(chosen)}; lower calibration or add LibriSpeech audio")
+    return chosen[:count]
 
 
 JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "

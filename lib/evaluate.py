@@ -19,7 +19,7 @@ from .checks import check_run
 from .locks import configuration_lock, held_elsewhere
 from .config import ConfigError, RunConfig
 from .data import (DataError, calibration_for, coverage, describe_data, jfk_path, load_audio, load_split,
-                   resolve_data_dir)
+                   resolve_data_dir, speaker_fold, speaker_of)
 from .metrics import serialized_bytes, stored_bytes
 from .noise import noisy_utterances
 from .paths import portable
@@ -136,9 +136,10 @@ class Stage:
     name: str = "load"
 
 
-def load_quantized(config: RunConfig, data: str | None, facts: dict[str, Any], stage: Stage):
+def load_quantized(config: RunConfig, data: str | None, facts: dict[str, Any], stage: Stage, fold: int | None = None):
     """Load and quantize ``config``'s model; returns ``(model, processor)`` and fills ``facts`` as it goes with
-    ``model`` (its source), ``quantization``, ``size`` and ``encoder_cosine_jfk`` (when the JFK clip exists)."""
+    ``model`` (its source), ``quantization``, ``size`` and ``encoder_cosine_jfk`` (when the JFK clip exists).
+    ``fold``: with cross-speaker calibration, the speaker fold the model will score (:func:`lib.data.calibration_for`)."""
     from .models import load_model
     from .quantize import quantize
 
@@ -149,8 +150,10 @@ def load_quantized(config: RunConfig, data: str | None, facts: dict[str, Any], s
     jfk_audio = load_audio(jfk) if jfk else None
     reference_encoding = encoder_output(loaded.model, loaded.processor, jfk_audio) if jfk else None
     stage.name = "quantize"
-    calibration = calibration_for(config.quant, data)
+    calibration = calibration_for(config.quant, data, fold)
     model, meta = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor)
+    if config.quant.calibration_folds:
+        meta = {**meta, "calibration_ids": [u.id for u in calibration], "fold": fold}
     facts["quantization"] = meta
     size = stored_bytes(model)
     facts["size"] = {"stored_bytes": size, "fp32_stored_bytes": fp32_bytes,
@@ -270,18 +273,29 @@ def _evaluate(config: RunConfig, plan: Plan, store: ResultStore, data: str | Non
         import torch
 
         torch.set_num_threads(config.threads)
-        model, processor = load_quantized(config, data, summary, stage)
-        stage.name = "transcribe"
-        new_rows, timings = [], {}
-        for split, utts in todo.items():
-            if not utts:
-                continue
-            checkpoint = store.checkpoint(config.slug, split, checkpoint_key(config, split, utts, summary))
-            rows, timing = transcribe(model, processor, utts, config.batch_size, config.threads,
-                                      progress=progress, desc=f"{config.quant.slug} {split}",
-                                      max_new_tokens=config.max_new_tokens, checkpoint=checkpoint)
-            new_rows += [{**r, "session": len(sessions)} for r in rows]
-            timings[split] = timing
+        new_rows, timings, models = [], {}, {}
+        if config.quant.calibration_folds and plan.kept:  # a resumed cross-fitted run keeps its folds' records
+            summary["folds"] = dict((plan.stored or {}).get("folds") or {})
+        for fold, fold_todo in fold_groups(config, todo).items():
+            model, processor = load_quantized(config, data, summary, stage, fold)
+            if fold is not None:
+                summary.setdefault("folds", {})[str(fold)] = fold_record(config, summary.pop("quantization"), fold_todo)
+                models[fold] = model
+            stage.name = "transcribe"
+            for split, utts in fold_todo.items():
+                if not utts:
+                    continue
+                part = split if fold is None else f"{split}.fold{fold}"
+                checkpoint = store.checkpoint(config.slug, part, checkpoint_key(config, part, utts, summary))
+                rows, timing = transcribe(model, processor, utts, config.batch_size, config.threads,
+                                          progress=progress, desc=f"{config.quant.slug} {part}",
+                                          max_new_tokens=config.max_new_tokens, checkpoint=checkpoint)
+                new_rows += [{**r, "session": len(sessions), **({"fold": fold} if fold is not None else {})}
+                             for r in rows]
+                timings[split] = add_timing(timings.get(split), timing)
+        if models:
+            summary["quantization"] = folds_quantization(summary["folds"])
+            model = models
         lines = complete_summary(summary, plan, sessions, new_rows, timings)
         summary["peak_rss_mb"] = peak_rss_mb()
         summary["status"] = "ok"
@@ -293,12 +307,60 @@ def _evaluate(config: RunConfig, plan: Plan, store: ResultStore, data: str | Non
     if not save_result(store, summary, lines, keeps_rows=refreshing or bool(kept)):
         return summary
     if summary["status"] == "ok" and fidelity:
-        update_fidelity(config, store, data, model=model, processor=processor, progress=progress)
+        by_fold = isinstance(model, dict)
+        update_fidelity(config, store, data, model=None if by_fold else model, fold_models=model if by_fold else None,
+                        processor=processor, progress=progress)
     if summary["status"] == "ok" and plan.others:  # the file keeps rows today's data lacks: score today's only
         today_lines = {k: line for k, line in zip(((s, u.id) for s, utts in plan.utterances.items() for u in utts),
                                                    lines)}
         return restricted_summary(summary, store, config, today_lines, today)
     return summary
+
+
+def fold_groups(config: RunConfig, todo: dict[str, list]) -> dict[int | None, dict[str, list]]:
+    """The utterances to decode, per model: ``{None: todo}``, or with cross-speaker calibration one group per
+    speaker fold (each decoded by the model calibrated on the other folds).
+
+    >>> from lib.config import QuantSpec
+    >>> fold_groups(RunConfig(), {"test-clean": []})
+    {None: {'test-clean': []}}
+    """
+    folds = config.quant.calibration_folds
+    if not folds:
+        return {None: todo}
+    groups = {f: {s: [u for u in utts if speaker_fold(u.id, folds) == f] for s, utts in todo.items()}
+              for f in range(folds)}
+    return {f: g for f, g in groups.items() if any(g.values())}
+
+
+def fold_record(config: RunConfig, meta: dict[str, Any], todo: dict[str, list]) -> dict[str, Any]:
+    """One fold's model: its quantization facts, calibration ids and the utterances it scores; raises if a
+    calibration speaker is among them (the point of cross-fitting)."""
+    scored = {speaker_of(u.id) for utts in todo.values() for u in utts}
+    heard = {speaker_of(i) for i in meta["calibration_ids"]}
+    if scored & heard:
+        raise RuntimeError(f"cross-speaker calibration of fold {meta['fold']} heard speakers it scores: "
+                           f"{sorted(scored & heard)[:3]}")
+    return {"quantization": meta, "calibration_speakers": len(heard), "scored_speakers": len(scored),
+            "scored": {s: len(u) for s, u in todo.items()}}
+
+
+def folds_quantization(folds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The result's ``quantization`` record for a cross-fitted run: the first fold's, without its calibration
+    ids (each fold's record, ids included, is under ``folds``), and each fold's quantization seconds."""
+    first = dict(next(iter(folds.values()))["quantization"])
+    first.pop("calibration_ids", None)
+    first.pop("fold", None)
+    first["fold_seconds"] = {k: f["quantization"].get("seconds") for k, f in folds.items()}
+    return first
+
+
+def add_timing(total: dict[str, Any] | None, timing: dict[str, Any]) -> dict[str, Any]:
+    """Two timings of one split (two folds' models) as one: seconds and batch counts add up."""
+    if total is None:
+        return dict(timing)
+    return {k: (total.get(k, 0) + v if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            for k, v in timing.items()}
 
 
 SPEED_FIELDS = ("rtfx", "wall_seconds", "cpu_seconds", "encoder_seconds", "batch_wall_seconds", "timing")

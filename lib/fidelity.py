@@ -243,20 +243,21 @@ def fidelity_store(results_dir: Path | str = RESULTS_DIR) -> ResultStore:
 
 def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | None = None, model=None,
                     processor=None, progress: bool = True, force: bool = False,
-                    retry_failed: bool = False) -> dict[str, Any]:
+                    retry_failed: bool = False, fold_models: dict[int, Any] | None = None) -> dict[str, Any]:
     """Compute fidelity rows for the utterances of ``config`` that lack them; return the fidelity summary.
 
     It scores the fixed :func:`fidelity_subset` of the data, wherever the fp32 result has a transcript.
 
     Needs the fp32 result of the same model and splits (its transcripts are the forced tokens); raises
-    :class:`FidelityUnavailable` without it. ``model``/``processor`` reuse an already quantized model;
-    otherwise the configuration is loaded and quantized here. A failure is saved as a failed summary, which
+    :class:`FidelityUnavailable` without it. ``model``/``processor`` reuse an already quantized model
+    (``fold_models``: one per speaker fold, for cross-speaker calibration, each scoring its fold's utterances);
+    otherwise the configuration is loaded and quantized here, once per fold. A failure is saved as a failed summary, which
     later calls return as it is unless ``retry_failed`` (``sweep --fidelity-only --retry-failed``).
     """
     import dataclasses
 
     from .config import QuantSpec
-    from .data import calibration_for, load_split
+    from .data import calibration_for, load_split, speaker_fold
 
     if getattr(config, "noise", None) is not None:
         raise FidelityUnavailable(f"{config.slug} mixes noise into the audio; the fidelity reference is fp32 on "
@@ -291,17 +292,25 @@ def ensure_fidelity(config, results_dir: Path | str = RESULTS_DIR, data: str | N
         from .quantize import quantize
 
         torch.set_num_threads(config.threads)
-        if model is None:
-            loaded = load_model(config.model)
-            calibration = calibration_for(config.quant, data)
-            model, _ = quantize(loaded.model, config.quant, calibration=calibration, processor=loaded.processor,
-                                measure_error=False)
-            processor = loaded.processor
+        folds = config.quant.calibration_folds
+        groups: dict[int | None, list] = {}
+        for u in todo:
+            groups.setdefault(speaker_fold(u.id, folds) if folds else None, []).append(u)
         cache = reference_cache(config.model, config.threads, lambda: load_model(config.model))
-        model.eval()
         new = {}
-        for u in tqdm(todo, desc=f"fidelity {config.quant.slug}", disable=not progress, unit="utt"):
-            new[(u.split, u.id)] = json.dumps(utterance_fidelity(model, processor, u, base[(u.split, u.id)], cache))
+        for fold, utts in groups.items():
+            quantized = (fold_models or {}).get(fold) if folds else model
+            if quantized is None:
+                loaded = load_model(config.model)
+                calibration = calibration_for(config.quant, data, fold)
+                quantized, _ = quantize(loaded.model, config.quant, calibration=calibration,
+                                        processor=loaded.processor, measure_error=False)
+                processor = loaded.processor
+            quantized.eval()
+            desc = f"fidelity {config.quant.slug}" + ("" if fold is None else f" fold {fold}")
+            for u in tqdm(utts, desc=desc, disable=not progress, unit="utt"):
+                new[(u.split, u.id)] = json.dumps(utterance_fidelity(quantized, processor, u, base[(u.split, u.id)],
+                                                                     cache))
         merged = [valid.get((u.split, u.id)) or new.get((u.split, u.id)) for u in utterances]
         summary["utterances"] = sum(1 for m in merged if m)
         summary["status"] = "ok"

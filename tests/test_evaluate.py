@@ -165,3 +165,41 @@ def test_a_model_stuck_on_zero_timestamps_is_decoded_once_per_batch(tiny, fake_l
             guard.remove()
     assert enc["calls"] == 1 and ids.shape[0] == 2
     assert (ids == timestamp_begin).sum(dim=1).tolist() == [2, 2]
+
+
+def test_cross_speaker_calibration_scores_each_speaker_with_a_model_that_never_heard_it(fake_librispeech, tmp_path):
+    """Two speaker folds (61 -> fold 0, 1089 -> fold 1): each fold's utterances are decoded by the model
+    calibrated on the other fold's speaker, and the result records both calibrations."""
+    from lib.config import QuantSpec
+    from lib.data import speaker_fold
+
+    spec = QuantSpec(library="auto_round", scheme="weight_only", weights="int4", group_size=32, calibration=1,
+                     calibration_folds=2, options={"iters": 20})
+    assert spec.slug == "autoround-wo-int4-g32-cal1-iters20-xspk2"
+    config = RunConfig(model="test:tiny", split=("test-clean",), batch_size=2, threads=1, max_new_tokens=8, quant=spec)
+    evaluate(RunConfig(model="test:tiny", split=("test-clean",), batch_size=2, threads=1, max_new_tokens=8),
+             data=str(fake_librispeech), results_dir=tmp_path, progress=False)  # fp32: the fidelity reference
+    summary = evaluate(config, data=str(fake_librispeech), results_dir=tmp_path, progress=False)
+    assert summary["status"] == "ok", summary.get("error")
+    folds = summary["folds"]
+    assert folds["0"]["quantization"]["calibration_ids"] == ["1089-134686-0000"]
+    assert folds["1"]["quantization"]["calibration_ids"] == ["61-70968-0000"]
+    assert folds["0"]["scored"] == {"test-clean": 2} and folds["1"]["scored"] == {"test-clean": 1}
+    rows = ResultStore(tmp_path).load_rows(config.slug)
+    assert {(r["id"], r["fold"]) for r in rows} == {(r["id"], speaker_fold(r["id"], 2)) for r in rows}
+    assert len(rows) == 3 and summary["quantization"]["fold_seconds"].keys() == {"0", "1"}
+    from lib.fidelity import fidelity_store
+
+    fidelity = fidelity_store(tmp_path)  # each fold's model scores its own fold's utterances
+    assert fidelity.get(config.slug)["status"] == "ok", fidelity.get(config.slug).get("error")
+    assert {speaker_fold(r["id"], 2) for r in fidelity.load_rows(config.slug)} == {0, 1}
+
+
+def test_cross_speaker_calibration_needs_folds_of_two_or_more_and_calibration():
+    from lib.config import ConfigError, QuantSpec
+
+    with pytest.raises(ConfigError, match="calibration_folds must be 2 or more"):
+        QuantSpec(library="auto_round", scheme="weight_only", weights="int4", group_size=32, calibration=1,
+                  calibration_folds=1)
+    with pytest.raises(ConfigError, match="needs calibration utterances"):
+        QuantSpec(library="hqq", scheme="weight_only", weights="int4", group_size=32, calibration_folds=2)
