@@ -280,3 +280,63 @@ class NoiseVerdict(Verdict):
         return (self.verdict[:1].upper() + self.verdict[1:] + ": " + self.evidence()
                 + " (test-clean with noise, whisper-base, points of WER; positive change = the gap to fp32 is wider "
                   "at the lower SNR).")
+
+
+#: How usable a row is, worst first (lib.ship's rules, on both splits): the rescue verdicts compare these.
+LEVELS = ("collapses", "still works", "within the accuracy budget", "no measurable loss")
+
+
+@dataclass(frozen=True)
+class RescuePair(Verdict):
+    """A calibrated row (``calibrated``) against the calibration-free row at the same bits and group (``free``).
+
+    ``paired``: WER difference on test-other, calibrated minus calibration-free, on the utterances both cover
+    (95% interval, speakers resampled); ``levels``: each row's usability (:data:`LEVELS`); ``kld_change_pct``:
+    how much calibration moves the teacher-forced KLD on test-other. ``outcome``: ``'rescues'`` (measurably
+    better *and* a better level), ``'improves'`` (measurably better, same level), ``'no measurable change'``,
+    ``'worse'`` (measurably worse), or ``'not yet measured'``."""
+
+    route: str
+    bits: int
+    outcome: Literal["rescues", "improves", "no measurable change", "worse", "not yet measured"]
+    calibrated: str
+    free: str
+    paired: Interval | None = None
+    levels: tuple[str, str] | None = None
+    kld: tuple[float, float] | None = None
+    kld_change_pct: float | None = None
+    calibration: str = ""
+
+    def sentence(self) -> str:
+        if self.outcome == "not yet measured":
+            return f"{self.calibrated} against {self.free}: {NOT_MEASURED}."
+        kld = (f"; KLD on test-other {self.kld[1]:.3g} → {self.kld[0]:.3g} ({self.kld_change_pct:+.0f}%)"
+               if self.kld else "")
+        return (f"{self.calibrated} ({self.calibration}) against {self.free}: {self.outcome} — WER on test-other "
+                f"{self.paired.text()} points, calibrated minus calibration-free; {self.levels[1]} → "
+                f"{self.levels[0]}{kld}.")
+
+
+@dataclass(frozen=True)
+class RescueAnswer(Verdict):
+    """The chapter's answer at one bit-width: ``'yes'`` (some calibrated row rescues its calibration-free
+    counterpart), ``'it helps'`` (measurably better, no change of level), ``'no'`` (no calibrated row measurably
+    better), or ``'not yet measured'``. ``pairs`` are the verdicts it rests on; ``best`` the calibrated row with
+    the lowest ΔWER on test-other (its level and interval)."""
+
+    bits: int
+    outcome: Literal["yes", "it helps", "no", "not yet measured"]
+    pairs: tuple[RescuePair, ...] = ()
+    best: str | None = None
+    best_delta: Interval | None = None
+    best_level: str | None = None
+
+    def sentence(self) -> str:
+        if self.outcome == "not yet measured":
+            return f"At {self.bits} bits: {NOT_MEASURED} (no calibrated row and its counterpart both have results)."
+        words = {"yes": "yes", "it helps": "it helps, but rescues nothing", "no": "no"}[self.outcome]
+        measured = [p for p in self.pairs if p.outcome != "not yet measured"]
+        best = (f" The best calibrated row, {self.best}, has ΔWER on test-other {self.best_delta.text()} against fp32 "
+                f"({self.best_level}).") if self.best else ""
+        return (f"At {self.bits} bits, can calibration rescue it? {words.capitalize()}: "
+                + "; ".join(f"{p.route} {p.outcome}" for p in measured) + "." + best)

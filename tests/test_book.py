@@ -90,7 +90,8 @@ def test_sidebar_labels_the_smoke_runs(built):
     assert "__n2.html" in smoke and "__n2.html" not in html[:html.index("Smoke runs")]
 
 
-EXECUTED_CHAPTERS = ("setup", "baseline", "footprint", "runtimes", "bitwidth", "scheme", "noise", "nonspeech")
+EXECUTED_CHAPTERS = ("setup", "baseline", "footprint", "runtimes", "bitwidth", "scheme", "noise", "nonspeech",
+                     "calibration")
 
 
 def _html_outputs(name: str) -> list[str]:
