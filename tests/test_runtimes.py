@@ -95,6 +95,8 @@ def test_slugs(slug, spec):
     (dict(library="openvino", scheme="weight_only", weights="int4", group_size=64), "group=128"),
     (dict(library="openvino", scheme="static", weights="int8", activations="int8", calibration=4,
           options={"sym": True}), "weight compression"),
+    (dict(library="openvino", scheme="weight_only", weights="int8", granularity="per_channel",
+          options={"smooth_quant": False}), "smooth_quant applies to nncf.quantize"),
 ])
 def test_invalid_specs_name_what_is_supported(spec, message):
     from lib.checks import check_quant

@@ -19,7 +19,9 @@ spec                                         what runs
 ``weight_only int4, group 128, sym: b``      ``nncf.compress_weights`` INT4_SYM / INT4_ASYM, group 128,
                                              ``ratio=1`` (every Linear in int4)
 ``static int8/int8, cal N``                  ``nncf.quantize`` (``ModelType.TRANSFORMER``), calibrated on
-                                             the encoder inputs and decoder steps of N unscored utterances
+                                             the encoder inputs and decoder steps of N unscored utterances;
+                                             SmoothQuant on (NNCF's default for transformers, MatMul alpha
+                                             0.95); ``options: {smooth_quant: false}`` turns it off
 ===========================================  ==================================================
 
 As in the PyTorch rows, the tied embedding / output projection and the convolutions stay
@@ -43,7 +45,7 @@ SUPPORTED = [
     {"scheme": "weight_only", "weights": "int4", "granularity": (None, "per_group"), "group_size": (128,)},
     {"scheme": "static", "weights": "int8", "activations": "int8", "granularity": (None,), "group_size": (None,)},
 ]
-OPTIONS = {"sym": (True, False), "precision": ("f32", "bf16")}
+OPTIONS = {"sym": (True, False), "precision": ("f32", "bf16"), "smooth_quant": (False,)}
 PIP = "openvino nncf"
 CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
@@ -58,6 +60,8 @@ def validate(spec) -> None:
 
     if precision(spec) == "bf16" and spec.scheme == "static":
         raise ConfigError("openvino: precision bf16 applies to fp32 and weight-only rows, not nncf.quantize")
+    if spec.scheme != "static" and "smooth_quant" in spec.option_dict:
+        raise ConfigError("openvino: smooth_quant applies to nncf.quantize (scheme static), not weight compression")
     if spec.scheme == "static" and "sym" in spec.option_dict:
         raise ConfigError("openvino: 'sym' applies to weight compression (weight_only), not nncf.quantize")
     if spec.scope != "all" or spec.proj_out:
@@ -170,20 +174,27 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
             fp32_paths = save(models, root / "fp32")
             fp32 = OvWhisper(root / "fp32", None, OvSessions(fp32_paths, threads), **rules)
             steps = max(1, int(calibration_tokens))
-            quantized = {}
+            quantized, advanced = {}, {}
+            if spec.option_dict.get("smooth_quant") is False:  # alpha -1 switches SmoothQuant off (NNCF's doc)
+                from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                                   AdvancedSmoothQuantParameters)
+
+                advanced["advanced_parameters"] = AdvancedQuantizationParameters(
+                    smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
             for part, m in models.items():
                 feeds = list(fp32.calibration_inputs(calibration or [], processor, steps, part))
                 if not feeds:
                     raise ValueError("nncf.quantize got no calibration inputs")
                 quantized[part] = nncf.quantize(m, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                                                subset_size=len(feeds), ignored_scope=scopes[part][0])
+                                                subset_size=len(feeds), ignored_scope=scopes[part][0], **advanced)
                 meta.setdefault("calibration_samples", {})[part] = len(feeds)
             models = quantized
             import shutil
 
             del fp32
             shutil.rmtree(root / "fp32")
-            meta.update(method="nncf.quantize(model_type=TRANSFORMER)", calibration_decoder_steps=steps)
+            meta.update(method="nncf.quantize(model_type=TRANSFORMER)", calibration_decoder_steps=steps,
+                        smooth_quant="off (matmul alpha -1)" if advanced else "NNCF default (matmul alpha 0.95)")
     paths = save(models, root / "model")
     sessions = OvSessions(paths, threads, precision(spec))
     resolved = sessions.encoder.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type, e.g. f32
