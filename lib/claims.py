@@ -28,10 +28,18 @@ DYNAMIC_INT8_ROWS = ("__pt-dyn-int8-aint8-pc__test", "__pt-dyn-int8-aint8-pt__te
                      "__bnb-dyn-int8-aint8-threshold6__test", "__bnb-dyn-int8-aint8-threshold0__test",
                      "__quanto-dyn-int8-aint8__test")
 #: Static against dynamic int8 (per-channel) for each static recipe: eager requantizes every Linear output,
-#: PT2E quantizes Linear inputs only (scheme chapter, "Why torch.ao static collapses").
+#: PT2E quantizes Linear inputs only (scheme chapter, "Why torch.ao static collapses"). Each recipe is read
+#: against the same library's dynamic int8: (recipe, static row, dynamic row). The 4-utterance rows calibrate on
+#: the unscored pool; the 64-utterance rows as users calibrate, on the sample's speakers cross-fitted over two
+#: folds (each fold scored by the model calibrated on the other fold).
 DYNAMIC_REFERENCE_ROW = "__pt-dyn-int8-aint8-pc__test"
-STATIC_ROWS = (("eager", "__pt-static-int8-aint8-pc-cal4__test"),
-               ("PT2E", "__pt-static-int8-aint8-pc-cal4-methodpt2e__test"))
+ORT_DYNAMIC_ROW = "__ort-dyn-int8-aint8-pc__test"
+STATIC_ROWS = (("torch.ao eager static (4 utterances)", "__pt-static-int8-aint8-pc-cal4__test", DYNAMIC_REFERENCE_ROW),
+               ("PT2E static (4 utterances)", "__pt-static-int8-aint8-pc-cal4-methodpt2e__test", DYNAMIC_REFERENCE_ROW),
+               ("PT2E static (64 cross-fitted)", "__pt-static-int8-aint8-pc-cal64-methodpt2e-xspk2__test",
+                DYNAMIC_REFERENCE_ROW),
+               ("ONNX Runtime static (4 utterances)", "__ort-static-int8-auint8-pc-cal4__test", ORT_DYNAMIC_ROW),
+               ("ONNX Runtime static (64 cross-fitted)", "__ort-static-int8-auint8-pc-cal64-xspk2__test", ORT_DYNAMIC_ROW))
 #: The low bit-widths whose loss the paper places on test-other.
 LOW_BIT_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__test")
 #: How far (percentage points) a measured compression may lie from the paper's and still support it.
@@ -144,20 +152,29 @@ def _dynamic_int8(df):
     return verdict, "; ".join(parts) + " (negative = better than fp32)"
 
 
+def _static_pairs(df):
+    """``(recipe, static row, dynamic row)`` for each :data:`STATIC_ROWS` entry whose two rows are finished."""
+    pairs = []
+    for recipe, static_part, dynamic_part in STATIC_ROWS:
+        static, dyn = find_row(df, static_part), find_row(df, dynamic_part)
+        if static is not None and dyn is not None and static["status"] == dyn["status"] == "ok":
+            pairs.append((recipe, static, dyn))
+    return pairs
+
+
 def _static_vs_dynamic(df, store):
-    dyn = find_row(df, DYNAMIC_REFERENCE_ROW)
-    statics = [(recipe, r) for recipe, s in STATIC_ROWS if (r := find_row(df, s)) is not None and r["status"] == "ok"]
-    if dyn is None or dyn["status"] != "ok" or not statics:
-        return "not measured", "torch.ao static or dynamic int8 has no WER result"
+    pairs = _static_pairs(df)
+    if not pairs:
+        return "not measured", "no static int8 row and its library's dynamic int8 both have a WER result"
     parts, verdicts = [], []
-    for recipe, static in statics:
+    for recipe, static, dyn in pairs:
         split_verdicts, split_parts = [], []
         for split in ("test-clean", "test-other"):
             d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), split)
             split_verdicts.append(ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False))
             split_parts.append(f"{split} {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
         verdicts.append(merge_verdicts(split_verdicts, name_each=False))
-        parts.append(f"torch.ao {recipe} static − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
+        parts.append(f"{recipe} − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
     return merge_verdicts(verdicts, disagree="depends on the recipe"), "per-channel weights; " + "; ".join(parts)
 
 
@@ -273,13 +290,10 @@ def claim_keys(df: pd.DataFrame, store: ResultStore) -> dict[str, str]:
     dynamic = _named(df, DYNAMIC_INT8_ROWS)
     keys[DYNAMIC_INT8_CLAIM] = "; ".join(f"{r['configuration']} {accuracy_word(r)}: other {_short_delta(r)}"
                                          for r in sorted(dynamic, key=lambda r: r["delta_wer_other"]))
-    dyn = find_row(df, DYNAMIC_REFERENCE_ROW)
     parts = []
-    for recipe, part in STATIC_ROWS:
-        static = find_row(df, part)
-        if dyn is not None and static is not None and dyn["status"] == static["status"] == "ok":
-            d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), "test-other")
-            parts.append(f"{recipe} static − dynamic, other: {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
+    for recipe, static, dyn in _static_pairs(df):
+        d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), "test-other")
+        parts.append(f"{recipe} − dynamic, other: {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
     keys["Static quantization is worse than dynamic"] = "; ".join(parts)
     keys["nf4 / int3 lose accuracy mainly on test-other"] = "; ".join(
         f"{r['configuration']}: other {_short_delta(r)}, clean {_short_delta(r, 'clean')}"

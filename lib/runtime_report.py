@@ -314,3 +314,44 @@ def whisper_cpp_builds(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
             row[f"native / wheel, {c}"] = f"{100 * native[class_column(c)] / wheel[class_column(c)]:.0f}%" if both else "–"
         out[wheel["configuration"]] = row
     return pd.DataFrame.from_dict(out, orient="index")
+
+
+def calibration_source(r) -> str:
+    """Where a static row's calibration comes from, in words.
+
+    >>> calibration_source({"slug": "whisper-base__ov-static-int8-aint8-cal64-xspk2__test-clean+test-other"})
+    '64, the sample's speakers cross-fitted (2 folds)'
+    >>> calibration_source({"slug": "whisper-base__ort-static-int8-auint8-pc-cal4__test-clean+test-other"})
+    '4, unscored (dev-clean + jfk)'
+    """
+    import re
+
+    slug = r["slug"]
+    n = re.search(r"-cal(\d+)", slug)
+    folds = re.search(r"-xspk(\d+)", slug)
+    text = f"{n.group(1) if n else '?'}, " + (f"the sample's speakers cross-fitted ({folds.group(1)} folds)" if folds
+                                               else "unscored (dev-clean + jfk)")
+    return text + (", SmoothQuant off" if "smooth_quant0" in slug else "")
+
+
+def calibration_sizes(df: pd.DataFrame) -> pd.DataFrame:
+    """Static int8 by calibration size and source, per library (whole-model rows): ΔWER on both splits against
+    PyTorch fp32 (95% interval, speakers resampled), KLD and top-1 agreement on test-other; pending rows say so.
+    ``df``: the study rows (the Runtimes grid plus the Scheme grid's PT2E rows)."""
+    static = df[(df["scheme"] == "static") & (df["scope"] == "all")
+                & (df["library"].isin(["ONNX Runtime", "OpenVINO"]) | df["slug"].str.contains("methodpt2e"))]
+    size = static["slug"].str.extract(r"-cal(\d+)")[0].astype(float)
+    rows = []
+    for _, r in static.assign(_size=size).sort_values(["library", "_size", "slug"]).iterrows():
+        ok = r.get("status") == "ok"
+        out = {"library": "PyTorch PT2E" if "methodpt2e" in r["slug"] else r["library"],
+               "calibration utterances": calibration_source(r)}
+        for split in ("clean", "other"):
+            d = r.get(f"delta_wer_{split}")
+            out[f"ΔWER {split} [95% CI]"] = (_interval(d, r[f"delta_wer_{split}_low"], r[f"delta_wer_{split}_high"])
+                                             if ok and d == d else r.get("status"))
+        kld, agree = r.get("kld_other"), r.get("agree_other")
+        out["KLD other"] = f"{kld:.3g}" if ok and kld == kld and kld is not None else ""
+        out["top-1 agree other %"] = f"{agree:.1f}" if ok and agree == agree and agree is not None else ""
+        rows.append(out)
+    return pd.DataFrame(rows).set_index(["library", "calibration utterances"]) if rows else pd.DataFrame()

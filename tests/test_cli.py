@@ -93,7 +93,7 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
                                                  *[(0.0, -1.0, 1.0)] * 2)])])
     static = claims_table(df, results_dir=tmp_path).loc["Static quantization is worse than dynamic"]
     assert static["verdict"] == "depends on the recipe: supported / not resolvable at this sample size"
-    assert "torch.ao eager static − dynamic int8: test-clean +50.00" in static["evidence"]
+    assert "torch.ao eager static (4 utterances) − dynamic int8: test-clean +50.00" in static["evidence"]
 
 
 def test_the_dynamic_int8_claim_holds_per_row_as_the_paper_states_it(tmp_path):
