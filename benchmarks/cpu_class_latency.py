@@ -40,7 +40,10 @@ HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8"
             "ggml-dyn-int5-aint8-g32__", "ggml-dyn-int4-aint8-g32__",
             # whisper.cpp built for the CPU it runs on (GGML_NATIVE): its f16, Q8_0, Q4_0 and the k-quant Q4_K
             "ggml-float16-buildnative", "ggml-dyn-int8-aint8-g32-buildnative", "ggml-dyn-int4-aint8-g32-buildnative__",
-            "ggml-dyn-int4-aint8-g256-buildnative"]
+            "ggml-dyn-int4-aint8-g256-buildnative",
+            # can calibration rescue 3 bits? the calibration-free rows the calibrated ones are read against (an
+            # importance matrix changes a k-quant's values, not its kernel)
+            "hqq-wo-int3-g64__", "ggml-dyn-int3-aint8-g256-buildnative__", "ggml-dyn-int2-aint8-g256-buildnative__"]
 GRIDS = ["scheme", "granularity", "bitwidth", "scope", "runtimes"]
 
 
