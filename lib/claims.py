@@ -17,7 +17,7 @@ import pandas as pd
 from .results import RESULTS_DIR, ResultStore
 from .scoring import compare_gap_change, compare_wer
 from .tables import find_row, finished
-from .verdicts import NOT_MEASURED, NOT_RESOLVABLE, GapReading, Interval, NoiseVerdict
+from .verdicts import NOT_MEASURED, NOT_RESOLVABLE, GapReading, Interval, NoiseVerdict, StaticReading, StaticVerdict
 
 
 #: The paper's first claim, as the paper states it, and its rows: every whole-model dynamic int8 of the paper's
@@ -32,6 +32,7 @@ DYNAMIC_INT8_ROWS = ("__pt-dyn-int8-aint8-pc__test", "__pt-dyn-int8-aint8-pt__te
 #: against the same library's dynamic int8: (recipe, static row, dynamic row). The 4-utterance rows calibrate on
 #: the unscored pool; the 64-utterance rows as users calibrate, on the sample's speakers cross-fitted over two
 #: folds (each fold scored by the model calibrated on the other fold).
+STATIC_CLAIM = "Static quantization is worse than dynamic"
 DYNAMIC_REFERENCE_ROW = "__pt-dyn-int8-aint8-pc__test"
 ORT_DYNAMIC_ROW = "__ort-dyn-int8-aint8-pc__test"
 STATIC_ROWS = (("torch.ao eager static (4 utterances)", "__pt-static-int8-aint8-pc-cal4__test", DYNAMIC_REFERENCE_ROW),
@@ -162,20 +163,20 @@ def _static_pairs(df):
     return pairs
 
 
-def _static_vs_dynamic(df, store):
-    pairs = _static_pairs(df)
-    if not pairs:
-        return "not measured", "no static int8 row and its library's dynamic int8 both have a WER result"
-    parts, verdicts = [], []
-    for recipe, static, dyn in pairs:
-        split_verdicts, split_parts = [], []
+def static_claim(df, store) -> StaticVerdict:
+    """The paper's second claim, each static recipe of :data:`STATIC_ROWS` against its library's dynamic int8."""
+    readings = []
+    for recipe, static, dyn in _static_pairs(df):
+        split_verdicts, intervals = [], []
         for split in ("test-clean", "test-other"):
             d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), split)
             split_verdicts.append(ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False))
-            split_parts.append(f"{split} {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
-        verdicts.append(merge_verdicts(split_verdicts, name_each=False))
-        parts.append(f"{recipe} − dynamic int8: " + ", ".join(split_parts) + f" ({verdicts[-1]})")
-    return merge_verdicts(verdicts, disagree="depends on the recipe"), "per-channel weights; " + "; ".join(parts)
+            intervals.append(Interval(d["delta"], d["low_spk"], d["high_spk"]))
+        readings.append(StaticReading(recipe, *intervals, merge_verdicts(split_verdicts, name_each=False)))
+    if not readings:
+        return StaticVerdict("not measured")
+    return StaticVerdict(merge_verdicts([r.verdict for r in readings], disagree="depends on the recipe"),
+                         tuple(readings))
 
 
 def _low_bits_on_other(df):
@@ -235,10 +236,6 @@ def claim_sentences(df: pd.DataFrame, claims: pd.DataFrame) -> dict[str, str]:
             + ".")
     else:
         out[DYNAMIC_INT8_CLAIM] = "No result yet."
-    out["Static quantization is worse than dynamic"] = (
-        claims.loc["Static quantization is worse than dynamic", "verdict"].capitalize() + ": "
-        + claims.loc["Static quantization is worse than dynamic", "evidence"].removeprefix("per-channel weights; ")
-        + " (static − dynamic int8, per-channel weights; positive = static worse).")
     low = _named(df, LOW_BIT_ROWS)
     out["nf4 / int3 lose accuracy mainly on test-other"] = (
         "; ".join(f"{r['configuration']} loses {r['delta_wer_clean']:+.2f} {r['delta_wer_clean_ci']} on test-clean "
@@ -261,13 +258,16 @@ def claims_table(df: pd.DataFrame, results_dir: Path | str = RESULTS_DIR, noise:
     """The paper's claims with a verdict, a sentence and the evidence from this study's result files; with
     ``noise``, the last row is the noise verdict (:func:`noise_claim`, the noise grid's results in ``results_dir``)."""
     store = ResultStore(results_dir)
+    static = static_claim(df, store)
     rows = [(DYNAMIC_INT8_CLAIM, *_dynamic_int8(df)),
-            ("Static quantization is worse than dynamic", *_static_vs_dynamic(df, store)),
+            ("Static quantization is worse than dynamic", static.outcome, static.evidence()),
             ("nf4 / int3 lose accuracy mainly on test-other", *_low_bits_on_other(df))]
     rows += [(claim.claim, *_compression(df, claim)) for claim in COMPRESSION_CLAIMS]
     table = pd.DataFrame(rows, columns=["claim", "verdict", "evidence"]).set_index("claim").rename_axis(None)
     table["sentence"] = pd.Series(claim_sentences(df, table))
+    table.loc[STATIC_CLAIM, "sentence"] = static.sentence()
     table["key"] = pd.Series(claim_keys(df, store))
+    table.loc[STATIC_CLAIM, "key"] = static.key()
     table["paper"] = pd.Series({c.claim: f"−{c.target_pct:g}%" for c in COMPRESSION_CLAIMS})
     table["here"] = pd.Series({c.claim: here for c in COMPRESSION_CLAIMS if (here := _compression_here(df, c))})
     if noise:  # the third claim in the noise sense, from experiments/noise.yml (lib.noise_tables)
@@ -290,11 +290,6 @@ def claim_keys(df: pd.DataFrame, store: ResultStore) -> dict[str, str]:
     dynamic = _named(df, DYNAMIC_INT8_ROWS)
     keys[DYNAMIC_INT8_CLAIM] = "; ".join(f"{r['configuration']} {accuracy_word(r)}: other {_short_delta(r)}"
                                          for r in sorted(dynamic, key=lambda r: r["delta_wer_other"]))
-    parts = []
-    for recipe, static, dyn in _static_pairs(df):
-        d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), "test-other")
-        parts.append(f"{recipe} − dynamic, other: {d['delta']:+.2f} [{d['low_spk']:+.2f}, {d['high_spk']:+.2f}]")
-    keys["Static quantization is worse than dynamic"] = "; ".join(parts)
     keys["nf4 / int3 lose accuracy mainly on test-other"] = "; ".join(
         f"{r['configuration']}: other {_short_delta(r)}, clean {_short_delta(r, 'clean')}"
         for r in _named(df, LOW_BIT_ROWS))

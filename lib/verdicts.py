@@ -340,3 +340,42 @@ class RescueAnswer(Verdict):
                 f"({self.best_level}).") if self.best else ""
         return (f"At {self.bits} bits, can calibration rescue it? {words.capitalize()}: "
                 + "; ".join(f"{p.route} {p.outcome}" for p in measured) + "." + best)
+
+
+@dataclass(frozen=True)
+class StaticReading:
+    """One static recipe against its library's dynamic int8: WER difference (static minus dynamic) per split on
+    the utterances both cover (95% interval, speakers resampled), and the reading's verdict word."""
+
+    recipe: str
+    clean: Interval
+    other: Interval
+    verdict: str
+
+    def text(self) -> str:
+        return (f"{self.recipe} − dynamic int8: test-clean {self.clean.text()}, test-other {self.other.text()} "
+                f"({self.verdict})")
+
+
+@dataclass(frozen=True)
+class StaticVerdict(Verdict):
+    """The paper's second claim, "static quantization is worse than dynamic": one :class:`StaticReading` per
+    static recipe with results; ``outcome`` merges their verdicts (``'not measured'`` without any)."""
+
+    outcome: str
+    readings: tuple[StaticReading, ...] = ()
+
+    def evidence(self) -> str:
+        if not self.readings:
+            return "no static int8 row and its library's dynamic int8 both have a WER result"
+        return "per-channel weights; " + "; ".join(r.text() for r in self.readings)
+
+    def key(self) -> str:
+        """The landing page's line: test-other only."""
+        return "; ".join(f"{r.recipe} − dynamic, other: {r.other.text()}" for r in self.readings)
+
+    def sentence(self) -> str:
+        if not self.readings:
+            return "No result yet."
+        return (self.outcome[:1].upper() + self.outcome[1:] + ": " + "; ".join(r.text() for r in self.readings)
+                + " (static − dynamic int8, per-channel weights; positive = static worse).")

@@ -91,9 +91,15 @@ def test_claims_verdicts_follow_the_confidence_intervals(tmp_path):
     df = pd.concat([df, pd.DataFrame([_study_row("pt-static-int8-aint8-pc-cal4", "eager", *[(50.0, 40.0, 60.0)] * 2),
                                       _study_row("pt-static-int8-aint8-pc-cal4-methodpt2e", "pt2e",
                                                  *[(0.0, -1.0, 1.0)] * 2)])])
+    from lib.claims import static_claim
+
+    verdict = static_claim(df, store)
+    assert verdict.outcome == "depends on the recipe: supported / not resolvable at this sample size"
+    eager, pt2e = verdict.readings
+    assert (eager.recipe, eager.clean.delta, eager.verdict) == ("torch.ao eager static (4 utterances)", 50.0, "supported")
+    assert eager.clean.low > 0 and pt2e.other.delta == 0.0 and pt2e.verdict == "not resolvable at this sample size"
     static = claims_table(df, results_dir=tmp_path).loc["Static quantization is worse than dynamic"]
-    assert static["verdict"] == "depends on the recipe: supported / not resolvable at this sample size"
-    assert "torch.ao eager static (4 utterances) − dynamic int8: test-clean +50.00" in static["evidence"]
+    assert (static["verdict"], static["sentence"]) == (verdict.outcome, verdict.sentence())
 
 
 def test_the_dynamic_int8_claim_holds_per_row_as_the_paper_states_it(tmp_path):
