@@ -130,13 +130,14 @@ def fp32_agreement(df: pd.DataFrame) -> pd.DataFrame:
 
 def runtime_view(df: pd.DataFrame, classes: list[str], part: str = "accuracy") -> pd.DataFrame:
     """The chapter's main table in two parts that each fit the page: ``accuracy`` (WER, both ΔWERs with
-    intervals, differing transcripts, agreement) and ``cost`` (size, latency ratio per CPU class, RTFx of the
-    WER run, the failure reason of failed rows)."""
+    intervals, differing transcripts, agreement) and ``cost`` (size on disk, peak resident memory of an encoder
+    pass and decode, latency ratio per CPU class, RTFx of the WER run, the failure reason of failed rows)."""
     from .ship import class_column
 
     rows = []
     for _, r in df.iterrows():
-        out = {"configuration": r["configuration"], "MB on disk (whisper-small)": r.get("small_mb")}
+        out = {"configuration": r["configuration"], "MB on disk (whisper-small)": r.get("small_mb"),
+               "peak MiB resident (whisper-small)": r.get("peak_mb")}
         for c in classes:
             col = class_column(c)
             v = r.get(col)
@@ -159,7 +160,8 @@ def runtime_view(df: pd.DataFrame, classes: list[str], part: str = "accuracy") -
         out["why it failed"] = _reason(r.get("error")) if r.get("status") == "failed" else ""
         rows.append(out)
     view = pd.DataFrame(rows).set_index("configuration").rename_axis(None)
-    cost = ["MB on disk (whisper-small)"] + [f"latency ratio {c}" for c in classes] + ["RTFx other", "why it failed"]
+    cost = (["MB on disk (whisper-small)", "peak MiB resident (whisper-small)"] + [f"latency ratio {c}" for c in classes]
+            + ["RTFx other", "why it failed"])
     view = view[[c for c in view.columns if (c in cost) == (part == "cost")]]
     view = view.drop(columns=[c for c in view.columns if (view[c].fillna("") == "").all()])
     return view.round(2).fillna("")
