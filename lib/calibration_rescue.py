@@ -43,6 +43,10 @@ PAIRS = (
     Pair("AutoRound rounding", "autoround-wo-int3-g64-cal4-iters50__", "hqq-wo-int3-g64__", 3),
     Pair("AutoRound rounding", "autoround-wo-int4-g64-cal4-iters50__", "hqq-wo-int4-g64__", 4),
     Pair("AutoRound rounding", "autoround-wo-int3-g128-cal4-iters50__", "hqq-wo-int3-g128__", 3),
+    Pair("AutoRound rounding (32 cross-fitted)", "autoround-wo-int3-g64-cal32-batch4-iters50-xspk2__",
+         "hqq-wo-int3-g64__", 3),
+    Pair("AutoRound rounding (32 cross-fitted)", "autoround-wo-int4-g64-cal32-batch4-iters50-xspk2__",
+         "hqq-wo-int4-g64__", 4),
     Pair("importance matrix", "ggml-dyn-int4-aint8-g256-buildnative-imatrix64-xspk2__",
          "ggml-dyn-int4-aint8-g256-buildnative__", 4),
     Pair("importance matrix", "ggml-dyn-int3-aint8-g256-buildnative-imatrix64-xspk2__",
@@ -95,10 +99,15 @@ def _row(table: pd.DataFrame, part: str):
 
 
 def _calibration_words(row) -> str:
-    if "imatrix" in row["slug"]:
-        return "importance matrix from 64 utterances of the other speaker fold"
-    cal = row.get("slug", "").split("-cal", 1)[1].split("-", 1)[0] if "-cal" in row.get("slug", "") else "?"
-    return f"{cal} unscored calibration utterances"
+    """``'4 unscored calibration utterances'``, or for a cross-fitted row ``'32 utterances of the other speaker
+    fold'`` (``'importance matrix from …'`` for whisper.cpp)."""
+    import re
+
+    slug = row.get("slug", "")
+    n = re.search(r"-(?:cal|imatrix)(\d+)", slug)
+    count = n.group(1) if n else "?"
+    source = f"{count} utterances of the other speaker fold" if "-xspk" in slug else f"{count} unscored calibration utterances"
+    return f"importance matrix from {source}" if "imatrix" in slug else source
 
 
 def pair_verdicts(table: pd.DataFrame, results_dir: Path | str = RESULTS_DIR) -> list[RescuePair]:

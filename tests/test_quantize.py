@@ -228,11 +228,12 @@ def test_auto_round_invalid_specs_raise(kwargs, message):
         check_quant(QuantSpec(**kwargs))
 
 
-@pytest.mark.parametrize("weights, group", [("int4", 64), ("int3", 32)])
-def test_auto_round_rounds_every_linear_to_its_grid(weights, group, tiny, calibration, short_features):
-    """2 calibration clips, 20 steps a block: each group of each rounded weight takes <= 2**bits values."""
+@pytest.mark.parametrize("weights, group, options", [("int4", 64, {}), ("int3", 32, {}), ("int4", 32, {"batch": 1})])
+def test_auto_round_rounds_every_linear_to_its_grid(weights, group, options, tiny, calibration, short_features):
+    """2 calibration clips, 20 steps a block (or mini-batches of a drawn clip pair): each group of each rounded
+    weight takes <= 2**bits values."""
     spec = QuantSpec(library="auto_round", scheme="weight_only", weights=weights, group_size=group, calibration=2,
-                     options={"iters": 20})
+                     options={"iters": 20, **options})
     check_quant(spec)
     model = copy.deepcopy(tiny.model)
     names = [n for n, _ in target_linears(copy.deepcopy(tiny.model), spec)]
@@ -241,7 +242,7 @@ def test_auto_round_rounds_every_linear_to_its_grid(weights, group, tiny, calibr
     assert meta["emulated"] is True and meta["quantized_count"] == len(names) == meta["weight_error"]["layers"]
     assert meta["quantized_modules"] == {"RoundedLinear": len(names)} and meta["float_linear_names"] == ["proj_out"]
     assert 0 < meta["weight_error"]["mean"] < 0.5
-    assert meta["calibration"] == [u.id for u in calibration]
+    assert meta["calibration"] == [u.id for u in calibration] and meta["batch"] == (options.get("batch") or 2)
     assert all(v["best"] < v["first"] for v in meta["block_loss"].values())  # the tuning lowered every block's loss
     for name in names:
         layer = model.get_submodule(name)

@@ -18,6 +18,10 @@ symmetric). The result is fake-quant: each Linear becomes a :class:`RoundedLinea
 weight (at most ``2**bits`` values per group; ``scale``/``zero_point`` kept beside it). No CPU kernel runs it,
 so the metadata says ``emulated: true``: WER and fidelity are the rounded weights', speed is fp32's.
 
+Each tuning step scores every calibration utterance, or, with ``options: {batch: b}``, a seeded random ``b`` of
+them (auto-round's own mini-batches): a larger calibration set then costs no more steps, only its forward
+passes.
+
 >>> from lib.config import QuantSpec
 >>> QuantSpec(library="auto_round", scheme="weight_only", weights="int3", group_size=64, calibration=4,
 ...           options={"iters": 100}).slug
@@ -36,7 +40,7 @@ from .common import target_linears
 BITS = {"int4": 4, "int3": 3}
 SUPPORTED = [{"scheme": "weight_only", "weights": w, "granularity": (None, "per_group"), "group_size": (32, 64, 128)}
              for w in BITS]
-OPTIONS = {"iters": (20, 50, 100, 200), "sym": (False, True)}
+OPTIONS = {"iters": (20, 50, 100, 200), "sym": (False, True), "batch": (1, 2, 4, 8)}
 DEFAULT_ITERS = 100
 WINDOW = 448  # encoder positions (of 1500; 50 per second) per utterance per tuning step
 SEED = 0
@@ -69,6 +73,7 @@ def apply(model, spec, calibration=None, processor=None, calibration_tokens: int
         raise ValueError(f"calibration must be unscored audio; got scored utterances {scored[:3]}")
     opts = spec.option_dict
     iters, sym = int(opts.get("iters", DEFAULT_ITERS)), bool(opts.get("sym", False))
+    batch = int(opts["batch"]) if opts.get("batch") else None
     setting = {"bits": BITS[spec.weights], "group_size": spec.group_size or 128, "sym": sym}
     chosen = {name for name, _m in target_linears(model, spec)}
     generator = torch.Generator().manual_seed(SEED)
@@ -92,7 +97,7 @@ def apply(model, spec, calibration=None, processor=None, calibration_tokens: int
             progress.update()
             prefix = f"model.encoder.layers.{i}."
             fp, q, losses[prefix[:-1]] = _tune_block(block, prefix, chosen, fp, q, kwargs, kwargs, windows,
-                                                     setting, iters, generator)
+                                                     setting, iters, generator, batch)
         encoder_out = time.perf_counter()
         with torch.no_grad():  # the quantized encoder's output is what the decoder cross-attends to at inference
             q_encoded = [model.model.encoder(s["features"]).last_hidden_state for s in samples]
@@ -105,7 +110,7 @@ def apply(model, spec, calibration=None, processor=None, calibration_tokens: int
             progress.update()
             prefix = f"model.decoder.layers.{i}."
             fp, q, losses[prefix[:-1]] = _tune_block(block, prefix, chosen, fp, q, fp_kwargs, q_kwargs,
-                                                     [None] * len(samples), setting, iters, generator)
+                                                     [None] * len(samples), setting, iters, generator, batch)
         progress.close()
     finally:
         for p, flag in requires.items():
@@ -117,7 +122,7 @@ def apply(model, spec, calibration=None, processor=None, calibration_tokens: int
     return {"method": f"SignRound (auto-round WrapperLinear + SignSGD), int{setting['bits']} "
                       f"{'sym' if sym else 'asym'} group {setting['group_size']}, {iters} iters per block",
             "kernel": "fake-quant (dequantized fp32 weights, RoundedLinear)", "emulated": True,
-            "iters": iters, "sym": sym, "encoder_window": WINDOW,
+            "iters": iters, "sym": sym, "encoder_window": WINDOW, "batch": batch or len(calibration),
             "decoder_targets": "fp32 greedy transcripts of the calibration audio (teacher-forced)",
             "calibration_seconds": {"capture": captured - start, "encoder": encoder_out - captured,
                                     "total": time.perf_counter() - start},
@@ -171,9 +176,11 @@ def _run(block, args, kwargs, window=None):
     return out[0] if isinstance(out, tuple) else out
 
 
-def _tune_block(block, prefix, chosen, fp_args, q_args, fp_kwargs, q_kwargs, speech, setting, iters, generator):
+def _tune_block(block, prefix, chosen, fp_args, q_args, fp_kwargs, q_kwargs, speech, setting, iters, generator,
+                batch=None):
     """SignRound one block; returns the next block's fp32 and quantized-path input args and the first/best
-    loss. Only Linears whose full name is in ``chosen`` are rounded (the spec's scope)."""
+    loss. Only Linears whose full name is in ``chosen`` are rounded (the spec's scope). ``batch``: each step
+    scores that many utterances drawn at random (seeded), else all of them."""
     import torch
     from auto_round.algorithms.quantization.sign_round.sign_sgd import SignSGD
     from auto_round.wrapper import WrapperLinear
@@ -203,8 +210,12 @@ def _tune_block(block, prefix, chosen, fp_args, q_args, fp_kwargs, q_kwargs, spe
     best, first, best_params = float("inf"), None, None
     for _step in range(iters):
         loss = 0.0
-        for a, k, want, window in zip(q_args, q_kwargs, targets, windows):
-            loss = loss + torch.nn.functional.mse_loss(_run(block, a, k, window), want)
+        chosen_now = (range(len(q_args)) if not batch or batch >= len(q_args)
+                      else torch.randperm(len(q_args), generator=generator)[:batch].tolist())
+        for i in chosen_now:
+            loss = loss + torch.nn.functional.mse_loss(_run(block, q_args[i], q_kwargs[i], windows[i]), targets[i])
+        if batch:  # mean over the drawn utterances, so that steps with different draws compare
+            loss = loss / len(chosen_now)
         value = float(loss.detach())
         first = value if first is None else first
         if value < best:
