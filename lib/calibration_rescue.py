@@ -163,11 +163,13 @@ def answers(table: pd.DataFrame, pairs: list[RescuePair]) -> dict[int, RescueAns
 
 
 def rescue_view(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """The chapter's table, one row per configuration in pair order: route, calibration, ΔWER on both splits
-    against fp32 (95% interval, speakers resampled), KLD and top-1 agreement on test-other, usability level,
+    """The chapter's table, one row per configuration in pair order: usability level, ΔWER on both splits
+    against fp32 (95% interval, speakers resampled), KLD and top-1 agreement on test-other, calibration route,
     stored MB and latency ratio per CPU class (whisper-small architecture; ¶ where the timing's record does not
     show a quiet CPU). AutoRound's rows are fake-quant: no CPU kernel runs them, so they have no size or
-    latency of their own."""
+    latency of their own. An importance-matrix row writes the same ggml types as its plain k-quant, so it shows
+    that row's size and timing, marked with the format it shares them with."""
+    plain = {p.calibrated: p.free for p in PAIRS if p.route == "importance matrix"}
     rows = []
     for _, r in table.iterrows():
         ok = r.get("status") == "ok"
@@ -181,20 +183,26 @@ def rescue_view(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         out["KLD other"] = f"{kld:.3g}" if ok and kld == kld and kld is not None else ""
         out["top-1 agree other %"] = f"{agree:.1f}" if ok and agree == agree and agree is not None else ""
         out["level"] = level(r) if ok and r.get("delta_wer_other") == r.get("delta_wer_other") else r.get("status")
-        emulated = r["slug"].startswith("whisper-base__autoround") or "autoround-" in r["slug"]
-        mb = r.get("small_mb")
-        out["MB (whisper-small)"] = "fake-quant" if emulated else (f"{mb:.0f}" if mb == mb and mb is not None else "")
+        emulated = "autoround-" in r["slug"]
+        shared = next((_find(table, free) for cal, free in plain.items() if cal in r["slug"]), None)
+        source, mark = (shared, f" ({shared['configuration'].split(' (')[0].removeprefix('whisper.cpp ')}'s)") \
+            if shared is not None else (r, "")
+        mb = source.get("small_mb")
+        out["MB (whisper-small)"] = "fake-quant" if emulated else (f"{mb:.0f}{mark}" if mb == mb and mb is not None
+                                                                   else "")
         for c in classes:
             col = class_column(c)
-            v = r.get(col)
+            v = source.get(col)
             out[f"latency ratio {c}"] = ("emulated" if emulated else
-                                         f"{v:.2f} [{r.get(col + '_low'):.2f}, {r.get(col + '_high'):.2f}]"
-                                         + ("" if r.get(col + "_quiet") is True else " ¶")
+                                         f"{v:.2f} [{source.get(col + '_low'):.2f}, {source.get(col + '_high'):.2f}]"
+                                         + ("" if source.get(col + "_quiet") is True else " ¶") + mark
                                          if v == v and v is not None else "")
         rows.append(out)
     if not rows:
         return pd.DataFrame()
     view = pd.DataFrame(rows).set_index("configuration").rename_axis(None)
+    first = ["level", "ΔWER other [95% CI]", "ΔWER clean [95% CI]"]  # the key columns first, for phone width
+    view = view[first + [c for c in view.columns if c not in first]]
     return view.drop(columns=[c for c in view.columns if c.startswith("latency") and (view[c] == "").all()])
 
 
