@@ -313,6 +313,8 @@ class QuantSpec:
             parts.append(f"({opts['precision']} inference)")
         if self.calibration:
             parts.append(f"({self.calibration} calibration utterances)")
+        if opts.get("smooth_quant") is False:
+            parts.append("(SmoothQuant off)")
         if self.library == "whisper_cpp" and opts.get("build"):
             parts.append(f"({opts['build']} build)")
         if self.library == "whisper_cpp" and opts.get("imatrix"):

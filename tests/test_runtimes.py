@@ -29,6 +29,8 @@ ROWS = {  # slug -> spec, every grid row of experiments/runtimes.yml that runs o
                                   granularity="per_tensor"),
     "ort-static-int8-auint8-pc-cal4": dict(library="onnxruntime", scheme="static", weights="int8",
                                            activations="uint8", granularity="per_channel", calibration=4),
+    "ov-static-int8-aint8-cal2-smooth_quant0": dict(library="openvino", scheme="static", weights="int8",
+                                                    activations="int8", calibration=2, options={"smooth_quant": False}),
     "ort-wo-int4-g32": dict(library="onnxruntime", scheme="weight_only", weights="int4", group_size=32),
     "ort-wo-int4-g128": dict(library="onnxruntime", scheme="weight_only", weights="int4", group_size=128),
     "ov-fp32": dict(library="openvino", weights="fp32"),
