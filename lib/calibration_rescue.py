@@ -206,10 +206,25 @@ def rescue_view(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return view.drop(columns=[c for c in view.columns if c.startswith("latency") and (view[c] == "").all()])
 
 
+def per_tensor_rows(limit: int | None = None) -> list[dict[str, str]]:
+    """The calibrated grid's per-tensor recipes (whisper.cpp mixed ggml types): configuration, status and, for a
+    failed row, its reason in one line."""
+    from .display import brief_error
+    from .tables import chapter_table
+
+    grid = chapter_table("calibrated", limit=limit)
+    rows = grid[grid["slug"].str.contains("-sens-", regex=False)]
+    return [{"configuration": r["configuration"], "status": r["status"],
+             "reason": brief_error(r["error"]) if r["status"] == "failed" else ""} for _, r in rows.iterrows()]
+
+
 def chapter_facts(table: pd.DataFrame, pairs: list[RescuePair], results: dict[int, RescueAnswer]) -> dict[str, str]:
     """Glue values: the answer at 3 and 4 bits (word and sentence), each pair's sentence, and counts."""
     facts = {f"answer{b}": a.outcome for b, a in results.items()}
     facts |= {f"answer{b}_sentence": a.sentence() for b, a in results.items()}
     facts["pairs_measured"] = str(sum(p.outcome != "not yet measured" for p in pairs))
     facts["pairs"] = str(len(pairs))
+    recipes = per_tensor_rows()
+    facts["per_tensor"] = ("; ".join(f"{r['configuration']}: {r['status']}" + (f" ({r['reason']})" if r["reason"] else "")
+                                     for r in recipes) or "no per-tensor recipe in the grid")
     return facts

@@ -321,6 +321,8 @@ class QuantSpec:
             parts.append(f"+ importance matrix ({opts['imatrix']} utterances)")
         if self.calibration_folds:
             parts.append(f"(cross-speaker, {self.calibration_folds} folds)")
+        if self.recipe:
+            parts.append(f"recipe {self.recipe}")
         return " ".join(p for p in parts if p)
 
     @property

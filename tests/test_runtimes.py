@@ -532,3 +532,47 @@ def test_imatrix_row_records_its_calibration(tiny256, native):
     with pytest.raises(ValueError, match="needs 2 calibration utterances"):
         quantize(copy.deepcopy(tiny256.model), spec, calibration=utts[:1], processor=tiny256.processor,
                  measure_error=False)
+
+
+def test_whisper_cpp_per_tensor_types_are_written_but_whisper_cpp_cannot_load_them(native, tiny4, tmp_path):
+    """A per-tensor recipe (whisper.cpp #3571): Q4_0 everywhere, Q8_0 for encoder layer 0's self-attention and the
+    tied token embedding (``proj_out``). The file holds exactly those tensors in Q8_0, but libwhisper 1.8.5
+    allocates every weight at the file's one type, so loading it fails: a failed row with that reason."""
+    from lib.checks import check_quant
+    from lib.quantize import quantize
+    from lib.runtimes.ggml import read_ggml, write_ggml
+    from lib.runtimes.imatrix import GGML_TYPE, SKIP, quantize_file
+    from lib.runtimes.whisper_cpp import MIXED_FAILURE, tensor_types
+
+    q8 = {"weights": "int8", "group_size": 32}
+    spec = QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8", group_size=32,
+                     proj_out=True, depth=2, recipe="enc0-attn-emb-q8", options={"build": "native"},
+                     overrides={"model.encoder.layers.0.self_attn.*": q8, "proj_out": q8})
+    check_quant(spec)
+    assert spec.slug == "ggml-dyn-int4-aint8-g32-enc0-attn-emb-q8-projout-buildnative"
+    wanted = {"encoder.blocks.0.attn.query.weight", "encoder.blocks.0.attn.key.weight",
+              "encoder.blocks.0.attn.value.weight", "encoder.blocks.0.attn.out.weight", "decoder.token_embedding.weight"}
+    types = tensor_types(tiny4.model, spec)
+    assert types == {name: "q8_0" for name in wanted}
+    write_ggml(tiny4.model, tiny4.processor, tmp_path / "f16.bin", "f16")
+    quantize_file(native, tmp_path / "f16.bin", tmp_path / "mixed.bin", "q4_0", None, types)
+    _, records = read_ggml(tmp_path / "mixed.bin")
+    assert {name for name, kind, *_ in records if kind == GGML_TYPE["q8_0"]} == wanted
+    assert {kind for name, kind, dims, *_ in records if len(dims) == 2 and name not in wanted | set(SKIP)} == {
+        GGML_TYPE["q4_0"]}
+    with pytest.raises(ValueError, match="cannot load per-tensor mixed ggml types") as failure:
+        quantize(copy.deepcopy(tiny4.model), spec, processor=tiny4.processor, measure_error=False)
+    assert str(failure.value) == MIXED_FAILURE
+
+
+def test_whisper_cpp_per_tensor_recipe_needs_the_native_build():
+    from lib.checks import check_quant
+
+    q8 = {"weights": "int8", "group_size": 32}
+    with pytest.raises(ConfigError, match="per-tensor types need build: native"):
+        check_quant(QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
+                              group_size=32, recipe="enc-q8", overrides={"model.encoder.*": q8}))
+    with pytest.raises(ConfigError, match="no ggml format"):
+        check_quant(QuantSpec(library="whisper_cpp", scheme="dynamic", weights="int4", activations="int8",
+                              group_size=32, recipe="enc-q3", options={"build": "native"},
+                              overrides={"model.encoder.*": {"weights": "int3"}}))

@@ -46,8 +46,8 @@ def validate_spec(spec) -> None:
         return
     module = backend(spec.library)
     if spec.per_layer and not getattr(module, "PER_LAYER", False):
-        raise ConfigError(f"per-layer recipes (layers/overrides) are implemented for hqq, not {spec.library}; "
-                          "use library: hqq or drop layers/overrides")
+        raise ConfigError(f"per-layer recipes (layers/overrides) are implemented for hqq and whisper_cpp (per-tensor "
+                          f"ggml types), not {spec.library}; use one of those or drop layers/overrides")
     module.validate(spec)
 
 

@@ -93,20 +93,25 @@ def quantize_chunk(lib: ctypes.CDLL, ggml_type: int, weights: np.ndarray, import
 
 
 def quantize_file(info, source: Path | str, target: Path | str, fmt: str,
-                  imatrix: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                  imatrix: dict[str, np.ndarray] | None = None, types: dict[str, str] | None = None) -> dict[str, Any]:
     """whisper-quantize ``source`` (an f16/f32 ggml file) into ``target`` as ``fmt``, through ctypes on the native
-    libggml-base, each 2-D tensor with its row of ``imatrix`` (ggml name -> per-input-channel importance) if given.
+    libggml-base, each 2-D tensor with its row of ``imatrix`` (ggml name -> per-input-channel importance) if given;
+    ``types`` gives some tensors another format (ggml name -> format, e.g. ``{'decoder.token_embedding.weight':
+    'q8_0'}``: per-tensor mixed types, as whisper.cpp's loader reads each tensor's own type).
 
     Returns tensor counts by type and which tensors had importance weights, e.g.
     ``{'tensor_types': {'f32': 62, 'f16': 2, 'q3_k': 49}, 'weighted': 49}``.
     """
     from .ggml import read_ggml, type_counts
 
-    if fmt not in GGML_TYPE:
-        raise ValueError(f"ggml format {fmt!r} is not one whisper-quantize writes ({', '.join(GGML_TYPE)})")
-    lib, qtype = _bind(str(ggml_base(info))), GGML_TYPE[fmt]
-    if imatrix is None and lib.ggml_quantize_requires_imatrix(qtype):
-        raise ValueError(f"{fmt} cannot be quantized without an importance matrix")
+    types = dict(types or {})
+    for wanted in {fmt, *types.values()}:
+        if wanted not in GGML_TYPE:
+            raise ValueError(f"ggml format {wanted!r} is not one whisper-quantize writes ({', '.join(GGML_TYPE)})")
+    lib = _bind(str(ggml_base(info)))
+    for wanted in {fmt, *types.values()}:
+        if imatrix is None and lib.ggml_quantize_requires_imatrix(GGML_TYPE[wanted]):
+            raise ValueError(f"{wanted} cannot be quantized without an importance matrix")
     data = Path(source).read_bytes()
     _, records = read_ggml(source)
     ftype = struct.unpack_from("<i", data, 44)[0]
@@ -129,8 +134,11 @@ def quantize_file(info, source: Path | str, target: Path | str, fmt: str,
             if imatrix is not None and row is None:
                 raise ValueError(f"the importance matrix has no row for {name}")
             weighted += row is not None
+            qtype = GGML_TYPE[types.pop(name, fmt)]
             out.write(struct.pack("<3i", 2, len(name.encode()), qtype) + struct.pack("<2i", *dims) + name.encode())
             out.write(quantize_chunk(lib, qtype, array, row))
+    if types:
+        raise ValueError(f"no quantizable tensor named {sorted(types)[:3]} in {source}")
     return {"tensor_types": type_counts(target), "weighted": weighted}
 
 

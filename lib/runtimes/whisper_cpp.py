@@ -73,10 +73,15 @@ SUPPORTED = [{"scheme": "none", "weights": w, "granularity": (None,), "group_siz
 #: (:mod:`lib.runtimes.imatrix`), through ctypes on the native libggml instead of whisper-quantize
 IMATRIX_SIZES = (1, 2, 4, 8, 16, 32, 64)
 OPTIONS = {"build": ("native",), "sym": (False,), "imatrix": IMATRIX_SIZES}
+PER_LAYER = True  # overrides give tensors their own ggml format (tensor_types), through the native libggml
 PIP = "pywhispercpp gguf"
 F32_FAILURE = ("whisper.cpp (libwhisper 1.8.5 in pywhispercpp 1.5.1) cannot run an f32 ggml file on the CPU: "
                "its convolution asserts GGML_ASSERT(src0->type == GGML_TYPE_F16) (ggml-cpu/ops.cpp) and aborts "
                "the process; f16 is whisper.cpp's reference row")
+MIXED_FAILURE = ("whisper.cpp (libwhisper 1.8.5) cannot load per-tensor mixed ggml types: its loader allocates "
+                 "every 2-D weight at the file's one type and refuses a tensor stored in another ('tensor ... has wrong "
+                 "size in model file'), which is what whisper.cpp issue #3571 asks to change; the file itself is "
+                 "written (lib.runtimes.imatrix.quantize_file)")
 DECODING = dict(no_context=True, no_timestamps=True, single_segment=True, print_progress=False, print_realtime=False,
                 print_timestamps=False, print_special=False, language="en", translate=False, detect_language=False,
                 temperature=0.0, temperature_inc=0.0, suppress_blank=True, suppress_nst=True, token_timestamps=False,
@@ -87,15 +92,53 @@ def validate(spec) -> None:
     check_allowed(spec, SUPPORTED, OPTIONS)
     from ..config import ConfigError
 
-    if spec.scope != "all" or spec.proj_out:
+    if spec.scope != "all" or (spec.proj_out and not spec.per_layer):
         raise ConfigError("whisper_cpp quantizes every 2-D weight, as its loader requires: leave scope 'all', "
-                          "proj_out false")
+                          "proj_out false (proj_out: true only names the tied token embedding in a per-tensor recipe)")
+    if spec.per_layer:
+        if spec.option_dict.get("build") != "native" or spec.group_size is None or spec.layers:
+            raise ConfigError("whisper_cpp per-tensor types need build: native, a quantized format and overrides "
+                              "only (every tensor is quantized; overrides give some another ggml format)")
+        for pattern, setting in spec.overrides:
+            setting = {"weights": spec.weights, "group_size": spec.group_size, **dict(setting)}
+            if tensor_format(setting) is None:
+                raise ConfigError(f"override {pattern!r}: {setting} is no ggml format; use int8/int5/int4 with "
+                                  f"group_size 32, or {'/'.join(K_QUANTS)} with group_size 256")
     if "sym" in spec.option_dict and (spec.group_size != 32 or spec.weights not in ASYMMETRIC):
         raise ConfigError(f"whisper_cpp sym: false is {'/'.join(ASYMMETRIC.values())} (int5/int4, group 32); "
                           "k-quants (group 256) take no sym option")
     if "imatrix" in spec.option_dict and (spec.option_dict.get("build") != "native" or spec.group_size is None):
         raise ConfigError("whisper_cpp imatrix: n quantizes with the native build's libggml: it needs build: native "
                           "and a quantized format (group_size 32 or 256)")
+
+
+def tensor_format(setting: dict) -> str | None:
+    """The ggml format of a per-tensor setting ``{weights, group_size}``, or None.
+
+    >>> tensor_format({"weights": "int8", "group_size": 32}), tensor_format({"weights": "int3", "group_size": 256})
+    ('q8_0', 'q3_k')
+    """
+    if setting.get("group_size") == 256:
+        return K_QUANTS.get(setting["weights"])
+    return FORMAT.get(setting["weights"]) if setting.get("group_size") == 32 and setting["weights"] not in (
+        "fp32", "float16") else None
+
+
+def tensor_types(model, spec) -> dict[str, str]:
+    """ggml name -> format of each tensor a per-tensor recipe gives another format than the spec's own
+    (:func:`lib.quantize.common.recipe_linears`; ``proj_out`` names the tied ``decoder.token_embedding``)."""
+    import copy
+
+    from ..quantize.common import recipe_linears
+    from .ggml import ggml_name
+
+    own = ggml_format(spec)
+    out = {}
+    for name, _module, setting in recipe_linears(copy.deepcopy(model), spec):
+        target = "decoder.token_embedding.weight" if name == "proj_out" else ggml_name(name + ".weight")
+        if tensor_format(setting) != own:
+            out[target] = tensor_format(setting)
+    return out
 
 
 def ggml_format(spec) -> str:
@@ -320,14 +363,21 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
         matrix, positions = im.collect(model, processor, calibration)
         im.save(Path(keep.name) / "imatrix.npz", matrix, positions, calibration)  # beside the model dir, not in it
         imatrix = im.describe(matrix, positions, calibration)
-    if fmt != "f16" and imatrix is not None:
+    types = tensor_types(model, spec) if spec.per_layer else {}
+    if fmt != "f16" and (imatrix is not None or types):
+        from . import imatrix as im
+
         write_ggml(model, processor, root / "ggml-f16.bin", "f16")
-        made = im.quantize_file(native, root / "ggml-f16.bin", root / "ggml-model.bin", fmt, matrix)
-        counts, imatrix["weighted_tensors"] = made["tensor_types"], made["weighted"]
+        made = im.quantize_file(native, root / "ggml-f16.bin", root / "ggml-model.bin", fmt,
+                                matrix if imatrix is not None else None, types)
+        counts = made["tensor_types"]
+        if imatrix is not None:
+            imatrix["weighted_tensors"] = made["weighted"]
         (root / "ggml-f16.bin").unlink()
-        method = (f"ggml f16 written by lib.runtimes.ggml, {fmt} by the native libggml's ggml_quantize_chunk with an "
-                  f"importance matrix of {len(calibration)} unscored utterances (lib.runtimes.imatrix; "
-                  "whisper-quantize's file layout)")
+        weights = (f" with an importance matrix of {len(calibration)} utterances" if imatrix is not None else "")
+        mixed = f", {len(types)} tensors in another format ({', '.join(sorted(set(types.values())))})" if types else ""
+        method = (f"ggml f16 written by lib.runtimes.ggml, {fmt} by the native libggml's ggml_quantize_chunk{weights}"
+                  f"{mixed} (lib.runtimes.imatrix; whisper-quantize's file layout)")
     elif fmt != "f16":  # the block formats: whisper.cpp's own quantizer on our f16 file, as deployers make them
         from .whisper_cpp_build import quantize_file
 
@@ -339,13 +389,20 @@ def convert(model, spec, calibration=None, processor=None, calibration_tokens: i
         counts = write_ggml(model, processor, root / "ggml-model.bin", fmt)
         method = "ggml f16 written by lib.runtimes.ggml"
     written = time.perf_counter() - start
-    runtime = WhisperCpp(root, keep, thread_count(), native if native_wanted else None)
+    try:
+        runtime = WhisperCpp(root, keep, thread_count(), native if native_wanted else None)
+    except ValueError as exc:
+        if types and "could not load" in str(exc):
+            raise ValueError(MIXED_FAILURE) from exc
+        raise
     engine = ("ctypes on the native libwhisper (GGML_NATIVE build)" if native_wanted
               else "pywhispercpp (the wheel's libwhisper)")
     extra = {"method": f"{method}, whisper_full via {engine}", "ggml_format": fmt, "tensor_types": counts,
              "write_seconds": written, "max_tokens_per_window": 220}
     if imatrix is not None:
         extra["imatrix"] = imatrix
+    if types:
+        extra["tensor_overrides"] = types
     if native is not None:
         extra["native_build"] = {"cmake_flags": native.cmake_flags, "system_info": native.system_info,
                                  "sdist_sha256": native.sdist_sha256, "compiler": native.compiler}
