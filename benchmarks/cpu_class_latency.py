@@ -43,7 +43,9 @@ HEADLINE = ["pt-dyn-int8-aint8-pc__", "pt-dyn-float16", "torchao-dyn-int8-aint8"
             "ggml-dyn-int4-aint8-g256-buildnative",
             # can calibration rescue 3 bits? the calibration-free rows the calibrated ones are read against (an
             # importance matrix changes a k-quant's values, not its kernel)
-            "hqq-wo-int3-g64__", "ggml-dyn-int3-aint8-g256-buildnative__", "ggml-dyn-int2-aint8-g256-buildnative__"]
+            "hqq-wo-int3-g64__", "ggml-dyn-int3-aint8-g256-buildnative__", "ggml-dyn-int2-aint8-g256-buildnative__",
+            # static int8 calibrated as users calibrate it (64 utterances, cross-fitted): OpenVINO's works
+            "ov-static-int8-aint8-cal64-xspk2__"]
 GRIDS = ["scheme", "granularity", "bitwidth", "scope", "runtimes"]
 
 
