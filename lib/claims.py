@@ -40,7 +40,10 @@ STATIC_ROWS = (("torch.ao eager static (4 utterances)", "__pt-static-int8-aint8-
                ("PT2E static (64 cross-fitted)", "__pt-static-int8-aint8-pc-cal64-methodpt2e-xspk2__test",
                 DYNAMIC_REFERENCE_ROW),
                ("ONNX Runtime static (4 utterances)", "__ort-static-int8-auint8-pc-cal4__test", ORT_DYNAMIC_ROW),
-               ("ONNX Runtime static (64 cross-fitted)", "__ort-static-int8-auint8-pc-cal64-xspk2__test", ORT_DYNAMIC_ROW))
+               ("ONNX Runtime static (64 cross-fitted)", "__ort-static-int8-auint8-pc-cal64-xspk2__test", ORT_DYNAMIC_ROW),
+               # OpenVINO has no dynamic int8: its static rows are read against torch.ao's (the paper's dynamic)
+               ("OpenVINO static (4 utterances)", "__ov-static-int8-aint8-cal4__test", DYNAMIC_REFERENCE_ROW),
+               ("OpenVINO static (64 cross-fitted)", "__ov-static-int8-aint8-cal64-xspk2__test", DYNAMIC_REFERENCE_ROW))
 #: The low bit-widths whose loss the paper places on test-other.
 LOW_BIT_ROWS = ("__bnb-wo-nf4-double_quant1__", "__hqq-wo-int3-g64__test")
 #: How far (percentage points) a measured compression may lie from the paper's and still support it.
@@ -172,7 +175,9 @@ def static_claim(df, store) -> StaticVerdict:
             d = compare_wer(store.load_rows(dyn["slug"]), store.load_rows(static["slug"]), split)
             split_verdicts.append(ci_verdict(d["low_spk"], d["high_spk"], better_if_negative=False))
             intervals.append(Interval(d["delta"], d["low_spk"], d["high_spk"]))
-        readings.append(StaticReading(recipe, *intervals, merge_verdicts(split_verdicts, name_each=False)))
+        same = static.get("library") == dyn.get("library")
+        readings.append(StaticReading(recipe, *intervals, merge_verdicts(split_verdicts, name_each=False),
+                                      "dynamic int8" if same else f"{dyn['configuration']}"))
     if not readings:
         return StaticVerdict("not measured")
     return StaticVerdict(merge_verdicts([r.verdict for r in readings], disagree="depends on the recipe"),

@@ -351,9 +351,10 @@ class StaticReading:
     clean: Interval
     other: Interval
     verdict: str
+    dynamic: str = "dynamic int8"
 
     def text(self) -> str:
-        return (f"{self.recipe} − dynamic int8: test-clean {self.clean.text()}, test-other {self.other.text()} "
+        return (f"{self.recipe} − {self.dynamic}: test-clean {self.clean.text()}, test-other {self.other.text()} "
                 f"({self.verdict})")
 
 
@@ -372,10 +373,11 @@ class StaticVerdict(Verdict):
 
     def key(self) -> str:
         """The landing page's line: test-other only."""
-        return "; ".join(f"{r.recipe} − dynamic, other: {r.other.text()}" for r in self.readings)
+        return "; ".join(f"{r.recipe} − {r.dynamic}, other: {r.other.text()}" for r in self.readings)
 
     def sentence(self) -> str:
         if not self.readings:
             return "No result yet."
         return (self.outcome[:1].upper() + self.outcome[1:] + ": " + "; ".join(r.text() for r in self.readings)
-                + " (static − dynamic int8, per-channel weights; positive = static worse).")
+                + " (static − dynamic int8 of the same library, or of torch.ao where the runtime has none; per-channel "
+                  "weights; positive = static worse).")
