@@ -78,7 +78,7 @@ def level(row) -> str:
     """The row's usability: the best of :data:`lib.verdicts.LEVELS` whose rule it passes (both splits).
 
     >>> level({"delta_wer_other_high": 40.0, "agree_clean": 80.0, "agree_other": 80.0})
-    'collapses'
+    "fails 'still works'"
     """
     if no_measurable_loss(row):
         return LEVELS[3]

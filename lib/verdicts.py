@@ -283,7 +283,7 @@ class NoiseVerdict(Verdict):
 
 
 #: How usable a row is, worst first (lib.ship's rules, on both splits): the rescue verdicts compare these.
-LEVELS = ("collapses", "still works", "within the accuracy budget", "no measurable loss")
+LEVELS = ("fails 'still works'", "still works", "within the accuracy budget", "no measurable loss")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def test_a_measurably_better_calibrated_row_that_reaches_a_better_level_rescues(
     _store(tmp_path, cal, free)
     table = _table(cal, free, WITHIN_BUDGET, COLLAPSED)
     verdict = pair_verdicts(table, tmp_path)[0]
-    assert verdict.outcome == "rescues" and verdict.levels == ("within the accuracy budget", "collapses")
+    assert verdict.outcome == "rescues" and verdict.levels == ("within the accuracy budget", "fails 'still works'")
     assert verdict.paired.delta == -25.0 and verdict.paired.high < 0
     assert round(verdict.kld_change_pct) == -89
     assert [v.outcome for v in pair_verdicts(table, tmp_path)[1:]] == ["not yet measured"] * (len(PAIRS) - 1)
@@ -57,6 +57,6 @@ def test_a_measurably_better_row_at_the_same_level_only_improves_and_a_tie_chang
 
 
 def test_levels_follow_the_ship_box_rules():
-    assert level(COLLAPSED) == "collapses"
+    assert level(COLLAPSED) == "fails 'still works'"
     assert level(WITHIN_BUDGET) == "within the accuracy budget"
     assert level({**COLLAPSED, "delta_wer_other_high": 4.0, "agree_clean": 96.0, "agree_other": 95.5}) == "still works"
