@@ -14,7 +14,7 @@ from .config import QuantSpec
 
 DEFAULTS = QuantSpec()
 FIELDS = ("library", "scheme", "weights", "activations", "granularity", "group_size", "scope", "proj_out",
-          "calibration")
+          "calibration", "calibration_folds")
 
 
 def spec_line(spec: QuantSpec) -> str:
@@ -101,7 +101,7 @@ def snippet_blocks(spec: QuantSpec, prelude: bool = True) -> list[tuple[str, str
     harness's call (``prelude``: after the imports and the model loading of :data:`PRELUDE`), then, for a
     deployment runtime, the runtime's own tools (:data:`NATIVE`)."""
     extra = ", processor=processor" if spec.library in NATIVE and spec.library != "torch_cast" else ""
-    if spec.calibration:  # calibration: a list of lib.data.Utterance, never utterances you score
+    if spec.calibration_count:  # calibration: a list of lib.data.Utterance, never utterances you score
         extra = ", calibration=calibration, processor=processor"
     harness = (PRELUDE + "\n" if prelude else "") + APPLY.format(spec=spec_line(spec), extra=extra)
     blocks = [("python", harness)]

@@ -114,7 +114,7 @@ def test_the_grid_names_each_configuration_once():
     from lib.grids import expand_grid, grid_path
 
     slugs = [nonspeech_slug(j.config) for j in expand_grid(grid_path("nonspeech"))]
-    assert len(slugs) == len(set(slugs)) == 11 and slugs[0] == "whisper-base__fp32__nonspeech"
+    assert len(slugs) == len(set(slugs)) == 19 and slugs[0] == "whisper-base__fp32__nonspeech"
 
 
 def test_a_result_on_other_clips_is_not_scored_beside_the_others(tmp_path):

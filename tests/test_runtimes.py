@@ -7,6 +7,7 @@ A runtime whose package is missing is skipped, never failed.
 from __future__ import annotations
 
 import copy
+import re
 import importlib.util
 
 import numpy as np
@@ -364,7 +365,10 @@ def test_grid_rows_are_all_tested():
     from lib.runner import expand_grid
 
     grid = {j.config.quant.slug for j in expand_grid(REPO / "experiments" / "runtimes.yml")}
-    assert grid == set(ROWS) | set(EXPECTED_FAILURES)
+    # the cross-fitted static rows are the tested cal4 rows calibrated on more utterances (cross-speaker folds:
+    # tests/test_evaluate.py), which the tiny synthetic sample cannot hold
+    calibrated = {re.sub(r"-cal(16|64)(-smooth_quant0)?-xspk2$", "-cal4", slug) for slug in grid}
+    assert calibrated == set(ROWS) - {"ov-static-int8-aint8-cal2-smooth_quant0"} | set(EXPECTED_FAILURES)
     assert all(j.footprint for j in expand_grid(REPO / "experiments" / "runtimes.yml"))
 
 
@@ -505,7 +509,8 @@ def test_calibrated_grid_rows_and_imatrix_option():
     from lib.runner import expand_grid
 
     grid = {j.config.quant.slug for j in expand_grid(REPO / "experiments" / "calibrated.yml")}
-    assert grid == {f"ggml-dyn-int{b}-aint8-g256-buildnative{m}" for b in (4, 3, 2) for m in ("", "-imatrix4")}
+    assert grid == {f"ggml-dyn-int{b}-aint8-g256-buildnative{m}" for b in (4, 3, 2) for m in ("", "-imatrix64-xspk2")} | {
+        "ggml-dyn-int3-aint8-g256-sens-q8-projout-buildnative-imatrix64-xspk2"}
     spec = dict(library="whisper_cpp", scheme="dynamic", weights="int3", activations="int8", group_size=256)
     assert QuantSpec(**spec, options={"build": "native", "imatrix": 4}).label == (
         "whisper.cpp Q3_K (native build) + importance matrix (4 utterances)")
