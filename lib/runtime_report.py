@@ -322,7 +322,7 @@ def calibration_source(r) -> str:
     """Where a static row's calibration comes from, in words.
 
     >>> calibration_source({"slug": "whisper-base__ov-static-int8-aint8-cal64-xspk2__test-clean+test-other"})
-    '64, the sample's speakers cross-fitted (2 folds)'
+    "64, the sample's speakers cross-fitted (2 folds)"
     >>> calibration_source({"slug": "whisper-base__ort-static-int8-auint8-pc-cal4__test-clean+test-other"})
     '4, unscored (dev-clean + jfk)'
     """
